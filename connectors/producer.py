@@ -1,0 +1,60 @@
+"""The one producer path for everything outside Faust (collectors, loaders, tools).
+
+confluent-kafka's default partitioner (consistent_random, CRC32) and Faust/aiokafka's
+(murmur2) put the same key on different partitions; ``murmur2_random`` makes a key land
+where a Faust producer would put it, so collectors and agents stay co-partitioned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.codec import Codec, make_codec
+from schemas.records import Record
+from topology.settings import Settings
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "partitioner": "murmur2_random",
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "compression.type": "none",
+}
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    conf = {**settings.confluent_config(), **PRODUCER_DEFAULTS}
+    conf["linger.ms"] = settings.producer_linger_ms
+    conf.update(overrides)
+    return conf
+
+
+class RecordProducer:
+    """Encodes records with the project codec and produces them keyed, murmur2-partitioned."""
+
+    def __init__(self, settings: Settings, codec: Codec | None = None, **overrides: Any) -> None:
+        from confluent_kafka import Producer
+
+        self.settings = settings
+        registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
+        self.codec = codec or make_codec(registry)
+        self._producer = Producer(producer_config(settings, **overrides))
+
+    def send(self, topic: str, key: str | bytes, record: Record) -> None:
+        """Queue ``record`` on logical ``topic``; blocks briefly only when the queue is full."""
+        name = self.settings.topic(topic)
+        value = self.codec.encode(record, name)
+        self.send_raw(name, key, value)
+
+    def send_raw(self, physical_topic: str, key: str | bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(physical_topic, value=value, key=key)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for delivery; returns the number of messages still queued."""
+        return int(self._producer.flush(timeout_s))

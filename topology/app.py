@@ -1,0 +1,102 @@
+"""The one place that constructs the :class:`faust.App`.
+
+Importing this module does nothing: no environment is read, nothing connects. The app is
+built by :func:`create_app` from a :class:`~topology.settings.Settings`. For
+``faust -A topology.app worker`` the module attribute ``app`` is resolved lazily (PEP 562
+``__getattr__``) from ``TICKSTREAM_*`` variables when Faust's CLI asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+import faust
+
+from topology.admin import ensure_topics
+from topology.settings import Settings
+from topology.topics import ALL_TOPICS
+
+log = logging.getLogger(__name__)
+
+
+class TickstreamApp(faust.App):  # type: ignore[misc]
+    """A Faust app that creates and verifies its topics before anything subscribes."""
+
+    settings: Settings
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, ensure_topics, self.settings)
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """Faust credentials matching the librdkafka settings of :meth:`Settings.confluent_config`."""
+    sec = settings.security
+    if sec.protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(
+        cafile=str(sec.ssl_ca_file) if sec.ssl_ca_file else None
+    )
+    if sec.protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=sec.sasl_username,
+        password=sec.sasl_password.get() if sec.sasl_password else None,
+        mechanism=sec.sasl_mechanism,
+        ssl_context=context,
+    )
+
+
+def create_app(settings: Settings, *, web_enabled: bool = True) -> TickstreamApp:
+    """Build the app, its topics, tables and agents from ``settings``."""
+    app = TickstreamApp(
+        settings.app_id,
+        broker=[f"kafka://{h}" for h in settings.kafka_bootstrap_servers],
+        broker_credentials=faust_credentials(settings),
+        store=settings.table_store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        producer_linger=settings.producer_linger_ms / 1000.0,
+        web_enabled=web_enabled,
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        autodiscover=False,
+    )
+    app.settings = settings
+    topics = {
+        spec.name: app.topic(
+            settings.topic(spec.name),
+            key_type=bytes,
+            value_type=bytes,
+            partitions=spec.partitions(settings),
+            retention=None if spec.retention_ms < 0 else spec.retention_ms / 1000.0,
+            compacting=spec.cleanup == "compact",
+            internal=False,
+        )
+        for spec in ALL_TOPICS
+    }
+    from agents import register_all
+
+    register_all(app, settings, topics)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``app`` on first access, for ``faust -A topology.app``."""
+    if name == "app":
+        app = create_app(Settings.from_env())
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,137 @@
+"""``tickstream``: run the local broker, workers and tools.
+
+Every command resolves :class:`~topology.settings.Settings` from ``TICKSTREAM_*`` variables
+at start-up; a bad value stops the command with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from topology.settings import Settings, SettingsError
+
+log = logging.getLogger("tickstream")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        print(f"tickstream: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from topology.broker import LocalBroker
+
+    broker = LocalBroker(port=args.port).start()
+    print(f"broker ready on {broker.bootstrap} (Ctrl-C to stop)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            if broker.process is None or broker.process.poll() is not None:
+                print("broker exited", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from topology.admin import ensure_topics, planned_topics
+
+    settings = _settings()
+    created = ensure_topics(settings)
+    for p in planned_topics(settings):
+        mark = "created" if p.name in created else "ok"
+        print(f"{p.name:<40} partitions={p.partitions:<3} {mark}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from topology.admin import ensure_topics
+
+    settings = _settings()
+    ensure_topics(settings)  # fail fast, before Faust starts, on a partition mismatch
+    from faust.cli.faust import cli
+
+    argv = ["-A", "topology.app", "worker", "-l", settings.log_level, *args.faust_args]
+    cli.main(args=argv, prog_name="tickstream worker", standalone_mode=True)
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from topology.describe import describe_mermaid, describe_text
+
+    settings = _settings()
+    if args.format in ("text", "both"):
+        print(describe_text(settings))
+    if args.format in ("mermaid", "both"):
+        if args.format == "both":
+            print()
+        print(describe_mermaid(settings))
+    return 0
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    from topology.smoke import run_smoke
+
+    result = run_smoke(ticks=args.ticks, embedded=args.embedded)
+    print(json.dumps(result, sort_keys=True))
+    return 0 if result["ok"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tickstream",
+        description="Multi-broker forex tick topology on Faust. Settings come from "
+        "TICKSTREAM_* environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("broker", help="run the local Kafka-protocol broker (Tansu) on 127.0.0.1")
+    p.add_argument("--port", type=int, default=9092, help="TCP port (default 9092)")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="create missing topics, verify partition counts")
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser(
+        "worker", help="create/verify topics, then run a Faust worker (faust -A topology.app worker)"
+    )
+    p.add_argument("faust_args", nargs=argparse.REMAINDER, help="extra faust worker options")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("describe", help="print the topology as text and/or a Mermaid diagram")
+    p.add_argument("--format", choices=["text", "mermaid", "both"], default="both")
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser(
+        "smoke", help="end-to-end smoke run: broker, topics, worker, ticks in, results out"
+    )
+    p.add_argument("--ticks", type=int, default=200, help="valid ticks to send (default 200)")
+    p.add_argument(
+        "--embedded", action="store_true",
+        help="start a private local broker on a free port instead of using the configured one",
+    )
+    p.set_defaults(func=cmd_smoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

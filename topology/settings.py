@@ -1,0 +1,474 @@
+"""One frozen, typed settings object, resolved from ``TICKSTREAM_*`` variables at start-up.
+
+Nothing here runs at import time: :meth:`Settings.from_env` is called by the app factory and
+the CLI. A bad value raises :class:`SettingsError` naming the variable and the expected form,
+so a worker stops at start-up rather than misbehaving later. Secrets are wrapped in
+:class:`Secret`, whose ``repr``/``str`` never reveal the value, so a logged settings object
+(or a traceback showing one) cannot leak a password.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
+
+PREFIX = "TICKSTREAM_"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+ValidationLevel = Literal["basic", "advanced", "enterprise"]
+
+DEFAULT_SYMBOLS = "EURUSD,GBPUSD,USDJPY,USDCHF,AUDUSD,USDCAD,NZDUSD,EURJPY,GBPJPY,EURGBP"
+
+
+class SettingsError(ValueError):
+    """A ``TICKSTREAM_*`` variable has a value of the wrong form."""
+
+    def __init__(self, variable: str, expected: str, got: str | None = None) -> None:
+        self.variable = variable
+        self.expected = expected
+        shown = "" if got is None else f" (got {got!r})"
+        super().__init__(f"{variable}: expected {expected}{shown}")
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Secret values are not picklable")
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSpec:
+    """A tradable symbol: its pip size and per-symbol validation limits."""
+
+    name: str
+    pip_size: float
+    max_spread_pips: float
+
+    @property
+    def base(self) -> str:
+        return self.name[:3]
+
+    @property
+    def quote(self) -> str:
+        return self.name[3:6]
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    ssl_ca_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClickHouseURL:
+    """``chdb://PATH`` (embedded engine) or ``clickhouse://user:password@host:port/db``."""
+
+    scheme: Literal["chdb", "clickhouse"]
+    path: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 9000
+    user: str = "default"
+    password: Secret | None = None
+    database: str = "default"
+
+    def __str__(self) -> str:
+        if self.scheme == "chdb":
+            return f"chdb://{self.path}"
+        cred = f"{self.user}:***@" if self.password else f"{self.user}@"
+        return f"clickhouse://{cred}{self.host}:{self.port}/{self.database}"
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    lot_size: float = 0.1
+    max_position_per_symbol: int = 1
+    max_total_positions: int = 5
+    cooldown_s: int = 300
+    entry_threshold: float = 0.6
+    exit_threshold: float = 0.5
+    max_spread_pips: float = 3.0
+    event_blackout_min: int = 15
+    atr_stop_mult: float = 2.0
+    atr_take_mult: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker, collector or CLI command needs, resolved once."""
+
+    app_id: str = "tickstream"
+    kafka_bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    topic_prefix: str = ""
+    partitions: int = 12
+    replication_factor: int = 1
+    schema_registry_url: Secret | None = None
+    clickhouse_url: ClickHouseURL = field(
+        default_factory=lambda: ClickHouseURL(scheme="chdb", path=Path("var/chdb"))
+    )
+    model_dir: Path = Path("models")
+    data_dir: Path = Path("var/worker")
+    table_store: str = "rocksdb://"
+    web_port: int = 6066
+    log_level: str = "info"
+    session_timeout_s: float = 10.0
+    fetch_wait_ms: int = 5
+    producer_linger_ms: int = 5
+    symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
+    validation_level: ValidationLevel = "advanced"
+    risk: RiskLimits = field(default_factory=RiskLimits)
+
+    def topic(self, name: str) -> str:
+        """The physical topic name for a logical topic (prefix applied)."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(self.kafka_bootstrap_servers)
+
+    def confluent_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every confluent-kafka client we create."""
+        sec = self.security
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": sec.protocol,
+        }
+        if sec.ssl_ca_file is not None:
+            conf["ssl.ca.location"] = str(sec.ssl_ca_file)
+        if sec.protocol == "SASL_SSL":
+            conf["sasl.mechanism"] = sec.sasl_mechanism
+            conf["sasl.username"] = sec.sasl_username
+            conf["sasl.password"] = sec.sasl_password.get() if sec.sasl_password else ""
+        return conf
+
+    def redacted(self) -> dict[str, str]:
+        """A flat view safe to log: secrets are masked by :class:`Secret` itself."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, env_file: Path | str | None = ".env"
+    ) -> Settings:
+        """Resolve settings from ``env`` (default ``os.environ``) over an optional ``.env``.
+
+        Real environment variables win over the file, as in docker and systemd.
+        """
+        merged: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            merged.update(_read_env_file(Path(env_file)))
+        merged.update({k: v for k, v in (os.environ if env is None else env).items()})
+        return _Resolver(merged).settings()
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ")
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"{path}:{lineno}", "KEY=VALUE lines")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+T = TypeVar("T")
+_HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-]+:\d{1,5}$|^\[[0-9A-Fa-f:]+\]:\d{1,5}$")
+_SYMBOL = re.compile(r"^[A-Z]{6}$")
+
+
+class _Resolver:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(PREFIX + name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def get(
+        self, name: str, parse: Callable[[str], T], expected: str, default: T,
+        sensitive: bool = False,
+    ) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except (ValueError, TypeError):
+            shown = None if sensitive else value
+            raise SettingsError(PREFIX + name, expected, shown) from None
+
+    def secret(self, name: str) -> Secret | None:
+        value = self.raw(name)
+        if value is None:
+            file_value = self.raw(name + "_FILE")
+            if file_value is None:
+                return None
+            try:
+                value = Path(file_value).read_text().strip()
+            except OSError:
+                raise SettingsError(PREFIX + name + "_FILE", "a readable file") from None
+        return Secret(value)
+
+    def settings(self) -> Settings:
+        d = Settings()
+        bootstrap = self.get(
+            "KAFKA_BOOTSTRAP_SERVERS", _bootstrap, "comma-separated host:port list",
+            d.kafka_bootstrap_servers,
+        )
+        partitions = self.get("PARTITIONS", _int_range(1, 10_000), "an integer 1..10000", 12)
+        replication = self.get(
+            "REPLICATION_FACTOR", _int_range(1, 32), "an integer 1..32", 1
+        )
+        prefix = self.get("TOPIC_PREFIX", _topic_prefix, "letters, digits, '.', '_' or '-'", "")
+        registry = self.secret("SCHEMA_REGISTRY_URL")
+        if registry is not None and not registry.get().startswith(("http://", "https://")):
+            raise SettingsError(PREFIX + "SCHEMA_REGISTRY_URL", "an http:// or https:// URL")
+        level = self.get(
+            "VALIDATION_LEVEL", _choice("basic", "advanced", "enterprise"),
+            "one of basic, advanced, enterprise", d.validation_level,
+        )
+        return Settings(
+            app_id=self.get("APP_ID", _topic_prefix, "letters, digits, '.', '_' or '-'", d.app_id),
+            kafka_bootstrap_servers=bootstrap,
+            security=self.security(),
+            topic_prefix=prefix,
+            partitions=partitions,
+            replication_factor=replication,
+            schema_registry_url=registry,
+            clickhouse_url=self.get(
+                "CLICKHOUSE_URL", _clickhouse_url,
+                "chdb://PATH or clickhouse://user:password@host:port/db", d.clickhouse_url,
+                sensitive=True,
+            ),
+            model_dir=self.get("MODEL_DIR", Path, "a directory path", d.model_dir),
+            data_dir=self.get("DATA_DIR", Path, "a directory path", d.data_dir),
+            table_store=self.get(
+                "TABLE_STORE", _choice("rocksdb://", "memory://"),
+                "rocksdb:// or memory://", d.table_store,
+            ),
+            web_port=self.get("WEB_PORT", _int_range(1, 65535), "a TCP port 1..65535", 6066),
+            log_level=self.get(
+                "LOG_LEVEL", _choice("debug", "info", "warning", "error", "critical"),
+                "one of debug, info, warning, error, critical", d.log_level,
+            ),
+            session_timeout_s=self.get(
+                "SESSION_TIMEOUT_S", _float_range(1.0, 600.0), "seconds 1..600",
+                d.session_timeout_s,
+            ),
+            fetch_wait_ms=self.get(
+                "FETCH_WAIT_MS", _int_range(1, 5000), "milliseconds 1..5000", d.fetch_wait_ms
+            ),
+            producer_linger_ms=self.get(
+                "PRODUCER_LINGER_MS", _int_range(0, 1000), "milliseconds 0..1000",
+                d.producer_linger_ms,
+            ),
+            symbols=self.symbols(),
+            validation_level=level,
+            risk=self.risk(),
+        )
+
+    def security(self) -> KafkaSecurity:
+        protocol = self.get(
+            "KAFKA_SECURITY_PROTOCOL", _choice("PLAINTEXT", "SSL", "SASL_SSL"),
+            "one of PLAINTEXT, SSL, SASL_SSL", "PLAINTEXT",
+        )
+        mechanism = self.get(
+            "KAFKA_SASL_MECHANISM", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+            "one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", None,
+        )
+        username = self.raw("KAFKA_SASL_USERNAME")
+        password = self.secret("KAFKA_SASL_PASSWORD")
+        ca_file = self.get("KAFKA_SSL_CA_FILE", Path, "a file path", None)
+        if ca_file is not None and not ca_file.is_file():
+            raise SettingsError(PREFIX + "KAFKA_SSL_CA_FILE", "an existing CA bundle file")
+        if protocol == "SASL_SSL":
+            if mechanism is None:
+                raise SettingsError(
+                    PREFIX + "KAFKA_SASL_MECHANISM",
+                    "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when the protocol is SASL_SSL",
+                )
+            if username is None:
+                raise SettingsError(
+                    PREFIX + "KAFKA_SASL_USERNAME", "a user name when the protocol is SASL_SSL"
+                )
+            if password is None:
+                raise SettingsError(
+                    PREFIX + "KAFKA_SASL_PASSWORD",
+                    "a password (or KAFKA_SASL_PASSWORD_FILE) when the protocol is SASL_SSL",
+                )
+        return KafkaSecurity(
+            protocol=protocol,  # type: ignore[arg-type]
+            sasl_mechanism=mechanism,  # type: ignore[arg-type]
+            sasl_username=username,
+            sasl_password=password,
+            ssl_ca_file=ca_file,
+        )
+
+    def symbols(self) -> dict[str, SymbolSpec]:
+        max_spread = self.get(
+            "MAX_SPREAD_PIPS", _float_range(0.01, 10_000.0), "pips > 0", 5.0
+        )
+        raw = self.raw("SYMBOLS") or DEFAULT_SYMBOLS
+        out: dict[str, SymbolSpec] = {}
+        expected = "comma-separated SYMBOL[:PIP_SIZE[:MAX_SPREAD_PIPS]], e.g. EURUSD,USDJPY:0.01"
+        for item in raw.split(","):
+            parts = [p.strip() for p in item.strip().split(":")]
+            name = parts[0].upper()
+            if not _SYMBOL.match(name) or len(parts) > 3:
+                raise SettingsError(PREFIX + "SYMBOLS", expected, item)
+            try:
+                pip = float(parts[1]) if len(parts) > 1 and parts[1] else _default_pip(name)
+                spread = float(parts[2]) if len(parts) > 2 else max_spread
+            except ValueError:
+                raise SettingsError(PREFIX + "SYMBOLS", expected, item) from None
+            if not (0 < pip < 1) or spread <= 0:
+                raise SettingsError(PREFIX + "SYMBOLS", expected, item)
+            out[name] = SymbolSpec(name=name, pip_size=pip, max_spread_pips=spread)
+        return out
+
+    def risk(self) -> RiskLimits:
+        d = RiskLimits()
+        prob = _float_range(0.0, 1.0)
+        return RiskLimits(
+            lot_size=self.get("RISK_LOT_SIZE", _float_range(0.01, 100.0), "lots 0.01..100",
+                              d.lot_size),
+            max_position_per_symbol=self.get(
+                "RISK_MAX_POSITION_PER_SYMBOL", _int_range(0, 1000), "an integer 0..1000",
+                d.max_position_per_symbol,
+            ),
+            max_total_positions=self.get(
+                "RISK_MAX_TOTAL_POSITIONS", _int_range(0, 10_000), "an integer 0..10000",
+                d.max_total_positions,
+            ),
+            cooldown_s=self.get("RISK_COOLDOWN_S", _int_range(0, 86_400), "seconds 0..86400",
+                                d.cooldown_s),
+            entry_threshold=self.get("RISK_ENTRY_THRESHOLD", prob, "a probability 0..1",
+                                     d.entry_threshold),
+            exit_threshold=self.get("RISK_EXIT_THRESHOLD", prob, "a probability 0..1",
+                                    d.exit_threshold),
+            max_spread_pips=self.get(
+                "RISK_MAX_SPREAD_PIPS", _float_range(0.0, 10_000.0), "pips >= 0",
+                d.max_spread_pips,
+            ),
+            event_blackout_min=self.get(
+                "RISK_EVENT_BLACKOUT_MIN", _int_range(0, 1440), "minutes 0..1440",
+                d.event_blackout_min,
+            ),
+            atr_stop_mult=self.get("RISK_ATR_STOP_MULT", _float_range(0.0, 100.0),
+                                   "a multiple 0..100", d.atr_stop_mult),
+            atr_take_mult=self.get("RISK_ATR_TAKE_MULT", _float_range(0.0, 100.0),
+                                   "a multiple 0..100", d.atr_take_mult),
+        )
+
+
+def _default_pip(symbol: str) -> float:
+    return 0.01 if symbol.endswith("JPY") else 0.0001
+
+
+def _bootstrap(value: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().removeprefix("kafka://") for h in value.split(",") if h.strip())
+    if not hosts or not all(_HOSTPORT.match(h) for h in hosts):
+        raise ValueError(value)
+    for h in hosts:
+        if not 0 < int(h.rsplit(":", 1)[1]) < 65536:
+            raise ValueError(value)
+    return hosts
+
+
+def _topic_prefix(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._\-]*", value):
+        raise ValueError(value)
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        for a in allowed:
+            if value.lower() == a.lower():
+                return a
+        raise ValueError(value)
+
+    return parse
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        n = int(value)
+        if not lo <= n <= hi:
+            raise ValueError(value)
+        return n
+
+    return parse
+
+
+def _float_range(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        x = float(value)
+        if not lo <= x <= hi:  # also rejects NaN
+            raise ValueError(value)
+        return x
+
+    return parse
+
+
+def _clickhouse_url(value: str) -> ClickHouseURL:
+    if value.startswith("chdb://"):
+        path = value.removeprefix("chdb://")
+        if not path:
+            raise ValueError(value)
+        return ClickHouseURL(scheme="chdb", path=Path(path))
+    parts = urlsplit(value)
+    if parts.scheme != "clickhouse" or not parts.hostname:
+        raise ValueError("<redacted>")
+    try:
+        port = parts.port or 9000
+    except ValueError:
+        raise ValueError("<redacted>") from None
+    return ClickHouseURL(
+        scheme="clickhouse",
+        host=parts.hostname,
+        port=port,
+        user=unquote(parts.username) if parts.username else "default",
+        password=Secret(unquote(parts.password)) if parts.password else None,
+        database=parts.path.lstrip("/") or "default",
+    )
