@@ -7,6 +7,7 @@ where a Faust producer would put it, so collectors and agents stay co-partitione
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from schemas.codec import Codec, make_codec
@@ -46,10 +47,18 @@ class RecordProducer:
         value = self.codec.encode(record, name)
         self.send_raw(name, key, value)
 
-    def send_raw(self, physical_topic: str, key: str | bytes | None, value: bytes) -> None:
+    def send_raw(
+        self,
+        physical_topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        on_delivery: Callable[[Any, Any], None] | None = None,
+    ) -> None:
         while True:
             try:
-                self._producer.produce(physical_topic, value=value, key=key)
+                self._producer.produce(
+                    physical_topic, value=value, key=key, on_delivery=on_delivery
+                )
                 break
             except BufferError:
                 self._producer.poll(0.05)

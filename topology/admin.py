@@ -49,7 +49,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     Raises :class:`TopicMismatchError` naming every topic whose partition count differs.
     """
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient(settings.confluent_config())
     plan = planned_topics(settings)

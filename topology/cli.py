@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser(
-        "worker", help="create/verify topics, then run a Faust worker (faust -A topology.app worker)"
+        "worker", help="create/verify topics, then run a Faust worker (as faust -A topology.app)"
     )
     p.add_argument("faust_args", nargs=argparse.REMAINDER, help="extra faust worker options")
     p.set_defaults(func=cmd_worker)

@@ -55,7 +55,11 @@ class TopicReader:
         for m in self._consumer.consume(max_messages, timeout_s):
             if m.error():
                 continue
-            out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+            out.append(
+                Message(
+                    m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value() or b""
+                )
+            )
         return out
 
     def read_until(

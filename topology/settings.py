@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 PREFIX = "TICKSTREAM_"
@@ -263,10 +263,11 @@ class _Resolver:
         registry = self.secret("SCHEMA_REGISTRY_URL")
         if registry is not None and not registry.get().startswith(("http://", "https://")):
             raise SettingsError(PREFIX + "SCHEMA_REGISTRY_URL", "an http:// or https:// URL")
-        level = self.get(
+        level_name: str = self.get(
             "VALIDATION_LEVEL", _choice("basic", "advanced", "enterprise"),
-            "one of basic, advanced, enterprise", d.validation_level,
+            "one of basic, advanced, enterprise", "advanced",
         )
+        level = cast(ValidationLevel, level_name)
         return Settings(
             app_id=self.get("APP_ID", _topic_prefix, "letters, digits, '.', '_' or '-'", d.app_id),
             kafka_bootstrap_servers=bootstrap,

@@ -32,7 +32,7 @@ class TopicSpec:
 
     def config(self) -> dict[str, str]:
         """Broker topic configs set explicitly (Tansu's DescribeConfigs shows only these)."""
-        conf = {"cleanup.policy": self.cleanup}
+        conf: dict[str, str] = {"cleanup.policy": self.cleanup}
         if self.cleanup == "delete":
             conf["retention.ms"] = str(self.retention_ms)
         return conf

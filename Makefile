@@ -1,0 +1,56 @@
+# tickstream — run `make help` for the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: docs help venv demo test test-unit test-integration lint typecheck fmt bench broker worker describe smoke clean
+
+help: ## list every target
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[local,dev]"
+	@touch $@
+
+venv: $(STAMP) ## create .venv and install the project with the local broker and dev tools
+
+demo: $(STAMP) ## run the main job end to end on a private local broker (embedded defaults)
+	$(BIN)/tickstream smoke --embedded
+
+test: $(STAMP) lint typecheck ## lint, type-check and run every test (starts its own broker)
+	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP) ## tests that need no broker
+	$(BIN)/python -m pytest -q -m "not integration"
+
+test-integration: $(STAMP) ## tests on the real local broker only
+	$(BIN)/python -m pytest -q -m integration
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP) ## mypy --strict on the packages
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## ruff format + autofix
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+broker: $(STAMP) ## run the local Kafka-protocol broker on 127.0.0.1:9092 (foreground)
+	$(BIN)/tickstream broker --port 9092
+
+worker: $(STAMP) ## run a Faust worker against TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092)
+	$(BIN)/tickstream worker
+
+describe: $(STAMP) ## print the topology (text + Mermaid)
+	$(BIN)/tickstream describe
+
+docs: $(STAMP) ## regenerate docs/topology.md from tickstream describe
+	$(BIN)/python docs/gen_topology.py
+
+clean: ## remove the virtualenv, caches and local state
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info

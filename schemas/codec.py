@@ -1,0 +1,273 @@
+"""Binary codecs for the tickstream records: Avro body + a framing that identifies the writer.
+
+Two framings are supported:
+
+* :class:`SingleObjectFraming` - Avro "single-object encoding": ``C3 01`` + 8-byte little-endian
+  CRC-64-AVRO fingerprint of the writer schema + body. Self-describing without any service: the
+  writer schema is looked up among the current and historical versions shipped in this package.
+* :class:`ConfluentFraming` - Confluent wire format: ``00`` + 4-byte big-endian schema id + body,
+  with schemas kept in a Schema Registry (TopicNameStrategy subjects ``<topic>-value``).
+
+Decoding never lets a library exception escape for bad *data*: anything that is not a valid
+message for the requested type raises :class:`MalformedRecord` (reason ``"malformed"``), which
+the topology routes to the dead-letter topic. A registry that cannot be reached is not the
+record's fault and raises :class:`~schemas.registry.SchemaRegistryError` instead, so the caller
+can retry rather than dead-letter good data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from typing import Any, Protocol, TypeVar, cast
+
+import fastavro
+
+from . import avro
+from .avro import Schema
+from .records import Record
+from .registry import SchemaRegistryClient, SchemaRegistryError
+
+__all__ = [
+    "CONFLUENT_MAGIC",
+    "SINGLE_OBJECT_MARKER",
+    "Buffer",
+    "Codec",
+    "ConfluentFraming",
+    "Framing",
+    "MalformedRecord",
+    "SingleObjectFraming",
+    "make_codec",
+]
+
+R = TypeVar("R", bound=Record)
+
+#: What decoding accepts: Kafka clients hand out ``bytes``; slices of buffers work as well.
+Buffer = bytes | bytearray | memoryview
+
+SINGLE_OBJECT_MARKER = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+
+_SO_HEADER = len(SINGLE_OBJECT_MARKER) + 8
+_CF_HEADER = struct.Struct(">bI")  # magic byte, schema id
+_DETAIL_MAX = 300
+
+
+class MalformedRecord(Exception):
+    """The bytes are not a valid message of the requested record type.
+
+    ``reason`` is a stable machine-readable code (always ``"malformed"`` for decode failures,
+    matching ``RejectedRecord.reason``); ``detail`` says what exactly was wrong.
+    """
+
+    def __init__(self, detail: str, reason: str = "malformed") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Framing(Protocol):
+    """How the writer schema is identified in front of the Avro body."""
+
+    def header(self, name: str, topic: str) -> bytes:
+        """Bytes to put before a body written with the current schema ``name``."""
+        ...
+
+    def writer(self, data: Buffer, topic: str) -> tuple[Schema, int]:
+        """Writer schema of ``data`` and the offset where its body starts.
+
+        Raises :class:`MalformedRecord` when the header is invalid or names no known schema.
+        """
+        ...
+
+
+class SingleObjectFraming:
+    """Avro single-object encoding; writer schemas come from this package (current + history)."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self) -> None:
+        self._headers: dict[str, bytes] = {}
+
+    def header(self, name: str, topic: str) -> bytes:
+        head = self._headers.get(name)
+        if head is None:
+            head = SINGLE_OBJECT_MARKER + avro.fingerprint(avro.schema(name))
+            self._headers[name] = head
+        return head
+
+    def writer(self, data: Buffer, topic: str) -> tuple[Schema, int]:
+        if len(data) < _SO_HEADER:
+            raise MalformedRecord(f"truncated header: {len(data)} bytes, need {_SO_HEADER}")
+        if data[:2] != SINGLE_OBJECT_MARKER:
+            raise MalformedRecord(f"bad marker {bytes(data[:2]).hex()}, expected c301")
+        fp = bytes(data[2:_SO_HEADER])
+        parsed = avro.by_fingerprint(fp)
+        if parsed is None:
+            raise MalformedRecord(f"unknown schema fingerprint {fp.hex()}")
+        return parsed, _SO_HEADER
+
+
+class ConfluentFraming:
+    """Confluent wire format backed by a Schema Registry.
+
+    Encoding registers the current schema under ``<topic>-value`` once per (topic, schema) and
+    caches the id; decoding fetches writer schemas by id once and caches them.
+    """
+
+    __slots__ = ("_ids", "_registry", "_writers")
+
+    def __init__(self, registry: SchemaRegistryClient) -> None:
+        self._registry = registry
+        self._ids: dict[tuple[str, str], bytes] = {}
+        self._writers: dict[int, Schema] = {}
+
+    @property
+    def registry(self) -> SchemaRegistryClient:
+        return self._registry
+
+    def header(self, name: str, topic: str) -> bytes:
+        key = (topic, name)
+        head = self._ids.get(key)
+        if head is None:
+            if not topic:
+                raise ValueError("Confluent framing needs the topic to derive the subject")
+            schema_id = self._registry.register(f"{topic}-value", avro.schema_json(name))
+            head = _CF_HEADER.pack(0, schema_id)
+            self._ids[key] = head
+            # we know what we wrote: no need to fetch it back when decoding our own messages
+            self._writers.setdefault(schema_id, avro.schema(name))
+        return head
+
+    def writer(self, data: Buffer, topic: str) -> tuple[Schema, int]:
+        if len(data) < _CF_HEADER.size:
+            raise MalformedRecord(f"truncated header: {len(data)} bytes, need {_CF_HEADER.size}")
+        if data[0] != 0:
+            raise MalformedRecord(f"bad magic byte {data[0]:#04x}, expected 0x00")
+        schema_id = int.from_bytes(data[1:5], "big")
+        parsed = self._writers.get(schema_id)
+        if parsed is None:
+            parsed = self._fetch(schema_id)
+        return parsed, _CF_HEADER.size
+
+    def _fetch(self, schema_id: int) -> Schema:
+        try:
+            schema_str = self._registry.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.not_found:
+                raise MalformedRecord(f"unknown schema id {schema_id}") from None
+            raise
+        try:
+            parsed = cast(Schema, fastavro.parse_schema(json.loads(schema_str)))
+        except Exception as exc:  # the registry holds something we cannot use for this id
+            raise MalformedRecord(
+                f"schema id {schema_id} is not a usable Avro schema: {_short(exc)}"
+            ) from None
+        if not isinstance(parsed, dict) or parsed.get("type") != "record":
+            raise MalformedRecord(f"schema id {schema_id} is not an Avro record schema")
+        self._writers[schema_id] = parsed
+        return parsed
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
+
+
+class Codec:
+    """Encode records (or dicts) to framed Avro bytes and decode them back.
+
+    Parsed schemas, headers and writer/reader resolution decisions are cached, so the per-message
+    cost is one ``BytesIO`` and one fastavro call.
+    """
+
+    __slots__ = ("_framing", "_readers")
+
+    def __init__(self, framing: Framing | None = None) -> None:
+        self._framing: Framing = framing if framing is not None else SingleObjectFraming()
+        # (id(writer), reader name) -> (writer, schema to read with, reader or None)
+        self._readers: dict[tuple[int, str], tuple[Schema, Schema, Schema | None]] = {}
+
+    @property
+    def framing(self) -> Framing:
+        return self._framing
+
+    # -- encoding ---------------------------------------------------------------------------
+
+    def encode(self, record: Record, topic: str = "") -> bytes:
+        """Frame and serialise ``record`` with its current schema.
+
+        Invalid field values (wrong type, unknown enum symbol) raise fastavro's ``ValueError``/
+        ``TypeError``: producing such a record is a programming error, not bad input.
+        """
+        return self.encode_dict(record.SCHEMA, record.to_dict(), topic)
+
+    def encode_dict(self, schema_name: str, data: dict[str, Any], topic: str = "") -> bytes:
+        """Like :meth:`encode` for a plain dict laid out as schema ``schema_name``."""
+        buf = io.BytesIO()
+        buf.write(self._framing.header(schema_name, topic))
+        fastavro.schemaless_writer(buf, avro.schema(schema_name), data)
+        return buf.getvalue()
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def decode(self, data: Buffer, record_type: type[R], topic: str = "") -> R:
+        """Decode ``data`` as ``record_type``; raise :class:`MalformedRecord` if it is not one."""
+        values = self.decode_dict(record_type.SCHEMA, data, topic)
+        try:
+            return record_type.from_dict(values)
+        except Exception as exc:  # pragma: no cover - resolution guarantees all fields
+            raise MalformedRecord(f"cannot build {record_type.__name__}: {_short(exc)}") from None
+
+    def decode_dict(self, schema_name: str, data: Buffer, topic: str = "") -> dict[str, Any]:
+        """Decode ``data`` into a dict laid out as the current schema ``schema_name``.
+
+        Older (or newer) writer versions are resolved to the current reader schema, so fields
+        added since take their defaults and removed ones are dropped.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise MalformedRecord(f"expected bytes, got {type(data).__name__}")
+        writer, offset = self._framing.writer(data, topic)
+        writer, reader = self._resolve(writer, schema_name)
+        buf = io.BytesIO(data)
+        buf.seek(offset)
+        try:
+            values = fastavro.schemaless_reader(buf, writer, reader)
+        except EOFError as exc:
+            raise MalformedRecord(f"truncated body: {_short(exc)}") from None
+        except Exception as exc:  # fastavro/struct/unicode/index errors on garbage
+            raise MalformedRecord(f"undecodable body: {_short(exc)}") from None
+        end = buf.tell()
+        if end != len(data):
+            raise MalformedRecord(f"{len(data) - end} trailing bytes after the body")
+        if not isinstance(values, dict):  # pragma: no cover - record schemas yield dicts
+            raise MalformedRecord("body is not a record")
+        return values
+
+    def _resolve(self, writer: Schema, schema_name: str) -> tuple[Schema, Schema | None]:
+        """(schema to read with, reader schema or None when no resolution is needed)."""
+        key = (id(writer), schema_name)
+        entry = self._readers.get(key)
+        if entry is None:
+            reader = avro.schema(schema_name)
+            expected, actual = avro.full_name(reader), avro.full_name(writer)
+            aliases = set(reader.get("aliases", ()))
+            if actual != expected and actual not in aliases:
+                raise MalformedRecord(f"type mismatch: message is {actual}, expected {expected}")
+            if writer is reader or avro.canonical_form(writer) == avro.canonical_form(reader):
+                # same wire layout (e.g. our own schema fetched back from a registry): skip
+                # fastavro's per-call schema comparison and resolution entirely
+                entry = (writer, reader, None)
+            else:
+                entry = (writer, writer, reader)
+            # the entry keeps ``writer`` alive, so its id() cannot be reused by another schema
+            self._readers[key] = entry
+        return entry[1], entry[2]
+
+
+def make_codec(schema_registry_url: str | None) -> Codec:
+    """Single-object codec when no registry is configured, else Confluent wire format."""
+    if not schema_registry_url:
+        return Codec(SingleObjectFraming())
+    return Codec(ConfluentFraming(SchemaRegistryClient(schema_registry_url)))

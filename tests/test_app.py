@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from topology.app import TickstreamApp, create_app
+from topology.settings import Settings
+
+
+def test_import_reads_no_environment_and_builds_nothing() -> None:
+    # A bad variable would stop a build; a plain import must not notice it.
+    code = (
+        "import os; os.environ['TICKSTREAM_PARTITIONS'] = 'bogus';"
+        "import topology.app, agents, schemas, connectors, topology.cli;"
+        "assert 'app' not in vars(topology.app), 'app built at import time'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lazy_app_attribute_reads_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICKSTREAM_APP_ID", "lazyapp")
+    monkeypatch.setenv("TICKSTREAM_TABLE_STORE", "memory://")
+    mod = importlib.import_module("topology.app")
+    monkeypatch.delitem(vars(mod), "app", raising=False)
+    app = mod.app
+    assert isinstance(app, TickstreamApp)
+    assert app.conf.id == "lazyapp"
+    monkeypatch.delitem(vars(mod), "app", raising=False)
+
+
+def test_bad_setting_stops_the_faust_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    from topology.settings import SettingsError
+
+    monkeypatch.setenv("TICKSTREAM_PARTITIONS", "many")
+    mod = importlib.import_module("topology.app")
+    monkeypatch.delitem(vars(mod), "app", raising=False)
+    with pytest.raises(SettingsError, match="TICKSTREAM_PARTITIONS"):
+        _ = mod.app
+
+
+def test_app_declares_every_topic_with_prefix() -> None:
+    s = Settings.from_env({"TICKSTREAM_TOPIC_PREFIX": "x.", "TICKSTREAM_PARTITIONS": "3"},
+                          env_file=None)
+    app = create_app(s, web_enabled=False)
+    assert app.conf.topic_partitions == 3
+    assert "pipeline" in {a.name for a in app.agents.values()}
+    (agent,) = app.agents.values()
+    assert agent.channel.get_topic_name() == "x.ticks.raw"
