@@ -1,0 +1,6 @@
+"""Stage logic: plain Python, no Faust or Kafka import.
+
+The live agents, the offline ``tickstream process`` path, replay, training, benchmarks and
+tests all drive these very classes. Every stateful stage exposes ``snapshot() -> dict``
+(JSON-serialisable) and ``restore(dict)`` so its state can live in a Faust table.
+"""
