@@ -1,63 +1,225 @@
-"""The fused per-symbol pipeline agent: ``ticks.raw`` in, clean ticks and dead letters out.
+"""The fused per-symbol pipeline agent: ``ticks.raw`` in; clean ticks, bars, features,
+commands and dead letters out.
 
-This foundation version decodes every record and routes undecodable bytes to
-``ticks.rejected`` with reason ``malformed``; decoded ticks are published on ``ticks.clean``
-with the broker's own quote. The stage chain (dedupe, validate, consolidate, bars, ...)
-plugs in here.
+The agent only moves data: it decodes, hands ticks to :class:`stages.pipeline.Pipeline`
+(the same object ``tickstream process`` drives), publishes the outputs and checkpoints the
+per-symbol state into the ``pipeline_state`` table.
+
+Checkpoint protocol (at-least-once output, exactly-once state), per batch of events taken
+with ``noack_take``:
+
+1. run the batch through the pipeline;
+2. send every output and **wait for the broker's acknowledgement**;
+3. write each touched symbol's state snapshot, tagged with the last source offset it
+   reflects, to the table (its changelog goes through the same producer);
+4. only then ack the batch's events. Faust flushes the producer before it commits offsets,
+   so committed offsets never run ahead of the state.
+
+After a crash the worker resumes at the committed offset; events whose offset is at or
+below the offset recorded in a symbol's restored state are skipped (their outputs are
+already on the broker). Outputs from events after the last checkpoint are produced again,
+identical (the stages are deterministic), with the same natural keys (``command_id``,
+``symbol``+``bar_time``, broker+time+prices) for downstream de-duplication.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 from typing import Any
+
+import orjson
 
 from agents import AgentSpec
 from agents.rejects import rejected
 from schemas.codec import MalformedRecord, make_codec
-from schemas.records import CleanTick, RawTick
+from schemas.records import RawTick, Record
+from stages.pipeline import Outputs, Pipeline, PipelineConfig
+from stages.score import ModelStore
+from stages.types import Tick
 from topology.settings import Settings
+from topology.tables import PIPELINE_STATE
 
 log = logging.getLogger(__name__)
 
 SPEC = AgentSpec(
     name="pipeline",
     source="ticks.raw",
-    stages=("decode",),
-    outputs=("ticks.clean", "ticks.rejected"),
+    stages=("decode", "dedupe", "validate", "consolidate", "bars", "indicators + context",
+            "score", "risk"),
+    outputs=("ticks.clean", "bars.m1", "features", "trading.commands", "ticks.rejected"),
+    tables=(PIPELINE_STATE.name,),
 )
+
+BATCH_MAX = 2000
+BATCH_WITHIN_S = 0.002
+IDLE_FLUSH_MS = 5_000
+
+
+def _event_context(event: Any) -> Any:
+    """Make ``event`` Faust's current event, so table writes land on its partition.
+
+    Faust's table stores and changelog writes take the partition from the *current event*;
+    in a batch that spans partitions that would be the last event's partition. We group
+    writes by partition and set the context variable to an event of that partition.
+    """
+    from faust.streams import _current_event
+
+    return _current_event.set(weakref.ref(event))
 
 
 def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
+    from faust.streams import _current_event
+
     registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
     codec = make_codec(registry)
+    models = ModelStore(settings.model_dir)
+    pipeline = Pipeline(
+        PipelineConfig.from_settings(settings), models=models,
+        clock_us=lambda: time.time_ns() // 1000,
+    )
+    app.tickstream_pipeline = pipeline
     raw_topic = topics["ticks.raw"]
-    clean_topic = topics["ticks.clean"]
-    rejected_topic = topics["ticks.rejected"]
-    clean_name = settings.topic("ticks.clean")
-    rejected_name = settings.topic("ticks.rejected")
+    out_topics = {
+        name: (topics[name], settings.topic(name))
+        for name in ("ticks.clean", "bars.m1", "features", "trading.commands", "ticks.rejected")
+    }
+    state_table = app.Table(
+        PIPELINE_STATE.name,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=PIPELINE_STATE.partitions(settings),
+        help=PIPELINE_STATE.doc,
+    )
+    fenced: dict[str, int] = {}  # symbol -> last source offset reflected in its state
+    # Original bytes of ticks the validator holds (pending confirmation), by object id.
+    held: dict[int, tuple[bytes, bytes | None, str, int, int]] = {}
+    stats = {"replayed_skipped": 0, "malformed": 0}
+    app.tickstream_stats = stats
+    clock: dict[str, Any] = {"event_ms": 0, "wall_s": 0.0}
+
+    def restore(symbol: str) -> None:
+        raw = state_table.get(symbol.encode())
+        if raw is None or symbol not in settings.symbols:
+            return
+        data = orjson.loads(raw)
+        pipeline.restore_symbol(symbol, data["state"])
+        fenced[symbol] = int(data["offset"])
+
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+        # State of symbols we may lose is reloaded from the table when they come back.
+        pipeline.states.clear()
+        fenced.clear()
+
+    async def publish(out: Outputs, pending: list[Any]) -> None:
+        for name, records in (
+            ("ticks.clean", out.clean), ("bars.m1", out.bars), ("features", out.features),
+            ("trading.commands", out.commands),
+        ):
+            topic, physical = out_topics[name]
+            for rec in records:
+                key = rec.symbol.encode()  # type: ignore[attr-defined]
+                pending.append(await topic.send(key=key, value=codec.encode(rec, physical)))
+
+    async def dead_letter(record: Record, key: bytes | None, pending: list[Any]) -> None:
+        topic, physical = out_topics["ticks.rejected"]
+        pending.append(await topic.send(key=key, value=codec.encode(record, physical)))
 
     @app.agent(raw_topic, name="pipeline")  # type: ignore[untyped-decorator]
-    async def pipeline(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            try:
-                tick = codec.decode(event.value, RawTick, msg.topic)
-            except MalformedRecord as exc:
-                dead = rejected(
-                    event.value, event.key, msg.topic, msg.partition, msg.offset,
-                    exc.reason, exc.detail, "decode",
-                )
-                await rejected_topic.send(
-                    key=event.key, value=codec.encode(dead, rejected_name)
-                )
-                continue
-            mid = (tick.bid + tick.ask) / 2
-            clean = CleanTick(
-                broker=tick.broker, symbol=tick.symbol, time_msc=tick.time_msc,
-                recv_time_us=tick.recv_time_us, bid=tick.bid, ask=tick.ask, mid=mid,
-                spread=tick.ask - tick.bid, best_bid=tick.bid, best_ask=tick.ask,
-                best_bid_broker=tick.broker, best_ask_broker=tick.broker, fresh_brokers=1,
-                dispersion=0.0, seq=tick.seq, processed_time_us=time.time_ns() // 1000,
-            )
-            await clean_topic.send(key=event.key, value=codec.encode(clean, clean_name))
+    async def run(stream: Any) -> None:
+        out = Outputs()
+        async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+            pending: list[Any] = []
+            last_event_of_symbol: dict[str, Any] = {}
+            for event in events:
+                msg = event.message
+                try:
+                    rt = codec.decode(event.value, RawTick, msg.topic)
+                except MalformedRecord as exc:
+                    stats["malformed"] += 1
+                    await dead_letter(
+                        rejected(event.value, event.key, msg.topic, msg.partition, msg.offset,
+                                 exc.reason, exc.detail, "decode"),
+                        event.key, pending,
+                    )
+                    continue
+                sym = rt.symbol
+                if sym not in pipeline.states:
+                    restore(sym)
+                if msg.offset <= fenced.get(sym, -1):
+                    stats["replayed_skipped"] += 1
+                    continue
+                tick = Tick(rt.broker, sym, rt.time_msc, rt.bid, rt.ask, rt.recv_time_us,
+                            rt.seq, rt.last, rt.volume)
+                before = len(out.rejects)
+                pipeline.on_tick(tick, out)
+                origin = (event.value, event.key, msg.topic, msg.partition, msg.offset)
+                for t, rej in out.rejects[before:]:
+                    if t is tick:
+                        src = origin
+                    else:  # a tick the validator held earlier, released now as rejected
+                        src = held.pop(id(t), None) or (  # type: ignore[arg-type]
+                            _encode_tick(codec, t, msg.topic), event.key, msg.topic,
+                            msg.partition, -1,
+                        )
+                    await dead_letter(
+                        rejected(*src, rej.reason, rej.detail, "validate"), src[1], pending
+                    )
+                st = pipeline.states.get(sym)
+                if st is not None and st.validator.pending_count:
+                    held[id(tick)] = origin
+                if len(held) > 10_000:  # only ticks still held need their bytes
+                    held.clear()
+                if sym in settings.symbols:
+                    last_event_of_symbol[sym] = event
+                    fenced[sym] = msg.offset
+            if events:
+                newest = max(clock["event_ms"], max(
+                    (c.time_msc for c in out.clean), default=clock["event_ms"]))
+                if newest > clock["event_ms"]:
+                    clock["event_ms"] = newest
+                    clock["wall_s"] = time.monotonic()
+            await publish(out, pending)
+            out.clear()
+            if pending:
+                await asyncio.gather(*pending)  # outputs are on the broker before the state
+            for sym, event in last_event_of_symbol.items():
+                st = pipeline.states.get(sym)
+                if st is None:
+                    continue
+                token = _event_context(event)
+                try:
+                    state_table[sym.encode()] = orjson.dumps(
+                        {"offset": event.message.offset, "state": pipeline.snapshot_symbol(sym)}
+                    )
+                finally:
+                    _current_event.reset(token)
+            for event in events:
+                await stream.ack(event)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def idle_flush() -> None:
+        """Close the bars of symbols that went quiet (wall-clock driven; see docs)."""
+        out = Outputs()
+        if clock["event_ms"] == 0:
+            return
+        # Event-time estimate: the newest tick's time plus wall time elapsed since we saw it,
+        # so replayed history (event times in the past) does not close bars early.
+        now_ms = clock["event_ms"] + int((time.monotonic() - clock["wall_s"]) * 1000)
+        pipeline.idle_flush(now_ms, IDLE_FLUSH_MS, out)
+        if out.bars:
+            pending: list[Any] = []
+            await publish(out, pending)
+            await asyncio.gather(*pending)
+
+
+def _encode_tick(codec: Any, t: Tick, topic: str) -> bytes:
+    """A tick released later (held by the validator) is dead-lettered in its own encoding."""
+    return bytes(codec.encode(RawTick(
+        broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask, last=t.last, volume=t.volume,
+        time_msc=t.time_msc, recv_time_us=t.recv_time_us, seq=t.seq,
+    ), topic))
+

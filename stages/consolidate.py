@@ -191,7 +191,7 @@ class Consolidator:
         s1 = 0.0
         s2 = 0.0
         for s in live.values():
-            if t - s.time_msc >= stale:
+            if t - s.time_msc > stale:
                 continue
             n += 1
             b = s.bid

@@ -45,12 +45,13 @@ import xgboost as xgb
 __all__ = [
     "CURRENT_FILE",
     "MODEL_PREFIX",
-    "ModelError",
     "Model",
+    "ModelError",
     "ModelStore",
     "meta_path_for",
     "model_path_for",
     "natural_key",
+    "rows_to_matrix",
     "valid_version",
 ]
 
@@ -494,13 +495,12 @@ class ModelStore:
             for v in reversed(versions):
                 if v != preferred and self._try(v, None, self.model_dir):
                     break
-        if self.current is None:
-            if not self._warned_no_model:
-                self._warned_no_model = True
-                log.warning(
-                    "no usable model in %s: scoring is off and no trading commands will be "
-                    "produced until one appears", self.model_dir,
-                )
+        if self.current is None and not self._warned_no_model:
+            self._warned_no_model = True
+            log.warning(
+                "no usable model in %s: scoring is off and no trading commands will be "
+                "produced until one appears", self.model_dir,
+            )
         return self.current is not before
 
     def _try(self, version: str, source: str | None, directory: Path) -> bool:

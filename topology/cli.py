@@ -90,6 +90,46 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+def cmd_process(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from topology.process import run_process
+
+    settings = _settings()
+    result = run_process(
+        [Path(f) for f in args.files], settings,
+        Path(args.model) if args.model else None, Path(args.out) if args.out else None,
+    )
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from topology.process import train_from_files
+
+    result = train_from_files(
+        [Path(f) for f in args.files], _settings(), Path(args.model), args.version, args.horizon
+    )
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from connectors.files import read_vendor, write_canonical
+
+    with open(args.output, "w", newline="") as fh:
+        n = write_canonical(read_vendor(Path(args.file), args.format, args.broker, args.symbol), fh)
+    print(f"wrote {n} ticks to {args.output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickstream",
@@ -124,6 +164,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a private local broker on a free port instead of using the configured one",
     )
     p.set_defaults(func=cmd_smoke)
+
+    p = sub.add_parser(
+        "process", help="run the stage chain offline over canonical tick CSV files (no Kafka)"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="CSV with header broker,symbol,time_msc,bid,ask[,last,volume,seq]")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: no model)")
+    p.add_argument("--out", metavar="DIR",
+                   help="write clean/rejected/bars/features/commands .csv here")
+    p.add_argument("--json", action="store_true", help="print one compact JSON line")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser(
+        "train", help="replay tick files through the stages and train the XGBoost model"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="canonical tick CSV files")
+    p.add_argument("--model", metavar="DIR", required=True, help="model directory to write")
+    p.add_argument("--version", required=True, help="model version, e.g. v1")
+    p.add_argument("--horizon", type=int, default=5, help="label horizon in bars (default 5)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("convert", help="convert a vendor tick file to canonical CSV")
+    p.add_argument("file")
+    p.add_argument("--format", required=True,
+                   choices=["dukascopy-csv", "histdata", "truefx", "multi", "multi-ns"])
+    p.add_argument("--broker", required=True)
+    p.add_argument("--symbol", help="symbol when the file does not name it")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_convert)
     return parser
 
 

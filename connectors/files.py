@@ -1,0 +1,173 @@
+"""Tick files: the canonical CSV that ``tickstream process`` reads, and vendor formats.
+
+Canonical CSV: header ``broker,symbol,time_msc,bid,ask`` with optional ``last,volume,seq``
+columns, one tick per row, in file order. A row that cannot be parsed is not skipped: it is
+returned as a :class:`BadRow` so the caller can count it as a ``malformed`` reject with its
+original text (nothing is lost silently).
+
+Vendor converters turn the formats under ``../shared/data`` (Dukascopy ``.bi5`` and its
+decoded CSV, HistData ASCII, TrueFX, the nautilus "multi" files) into canonical rows, with
+each vendor's time zone applied, so real data runs through the same code as live ticks.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import gzip
+import io
+import lzma
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from stages.types import Tick
+
+CANONICAL_HEADER = ("broker", "symbol", "time_msc", "bid", "ask")
+OPTIONAL_COLUMNS = ("last", "volume", "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row that is not a tick: its line number, original text and what was wrong."""
+
+    line: int
+    text: str
+    detail: str
+
+
+class TickFileError(ValueError):
+    """The file as a whole is unusable (missing header columns)."""
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def read_canonical(path: Path | str) -> Iterator[Tick | BadRow]:
+    """Yield a :class:`Tick` or :class:`BadRow` for every data row of a canonical CSV."""
+    path = Path(path)
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        cols = [h.strip() for h in header]
+        missing = [c for c in CANONICAL_HEADER if c not in cols]
+        if missing:
+            raise TickFileError(f"{path}: header lacks {', '.join(missing)} (have {cols})")
+        ib, isym, it, ibid, iask = (cols.index(c) for c in CANONICAL_HEADER)
+        il = cols.index("last") if "last" in cols else -1
+        iv = cols.index("volume") if "volume" in cols else -1
+        iq = cols.index("seq") if "seq" in cols else -1
+        width = len(cols)
+        line = 1
+        for row in reader:
+            line += 1
+            if len(row) != width:
+                yield BadRow(line, ",".join(row), f"expected {width} fields, got {len(row)}")
+                continue
+            try:
+                bid = float(row[ibid])
+                ask = float(row[iask])
+                tick = Tick(
+                    row[ib], row[isym], int(row[it]), bid, ask, 0,
+                    int(row[iq]) if iq >= 0 and row[iq] else None,
+                    float(row[il]) if il >= 0 and row[il] else None,
+                    float(row[iv]) if iv >= 0 and row[iv] else None,
+                )
+            except ValueError as exc:
+                yield BadRow(line, ",".join(row), str(exc))
+                continue
+            if not tick.broker or not tick.symbol:
+                yield BadRow(line, ",".join(row), "empty broker or symbol")
+                continue
+            yield tick
+
+
+def write_canonical(rows: Iterable[Tick], out: IO[str]) -> int:
+    """Write ticks as canonical CSV (with ``seq`` when any tick has one); returns the count."""
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow((*CANONICAL_HEADER, "seq"))
+    n = 0
+    for t in rows:
+        w.writerow((t.broker, t.symbol, t.time_msc, repr(t.bid), repr(t.ask),
+                    "" if t.seq is None else t.seq))
+        n += 1
+    return n
+
+
+# ---- vendor formats -------------------------------------------------------------------
+
+def _ms(dt_utc: datetime) -> int:
+    return calendar.timegm(dt_utc.timetuple()) * 1000 + dt_utc.microsecond // 1000
+
+
+def read_dukascopy_bi5(path: Path, hour_start_ms: int, symbol: str, broker: str) -> list[Tick]:
+    """One Dukascopy hourly ``.bi5`` file: LZMA-alone stream of 20-byte big-endian records."""
+    raw = path.read_bytes()
+    if not raw:
+        return []
+    data = lzma.decompress(raw, format=lzma.FORMAT_ALONE)
+    point = 1e-3 if symbol.endswith("JPY") else 1e-5
+    out = []
+    for ms, ask_p, bid_p, _av, _bv in struct.iter_unpack(">IIIff", data):
+        out.append(Tick(broker, symbol, hour_start_ms + ms, round(bid_p * point, 6),
+                        round(ask_p * point, 6)))
+    return out
+
+
+def dukascopy_hour_start_ms(path: Path) -> int:
+    """``.../SYMBOL/YYYY/MM/DD/HHh_ticks.bi5`` with a 0-based month folder."""
+    hour = int(path.name[:2])
+    day, month0, year = int(path.parent.name), int(path.parent.parent.name), int(
+        path.parent.parent.parent.name
+    )
+    return _ms(datetime(year, month0 + 1, day, hour))
+
+
+def read_vendor(
+    path: Path | str, fmt: str, broker: str, symbol: str | None = None
+) -> Iterator[Tick]:
+    """Ticks from a vendor file. ``fmt``: dukascopy-csv, histdata, truefx, multi, multi-ns."""
+    path = Path(path)
+    with _open_text(path) as fh:
+        if fmt == "dukascopy-csv":  # timestamp_utc,bid,ask,bid_volume,ask_volume
+            r = csv.reader(fh)
+            next(r)
+            for row in r:
+                ts = _parse_iso_ms(row[0])
+                yield Tick(broker, symbol or "EURUSD", ts, float(row[1]), float(row[2]))
+        elif fmt == "histdata":  # YYYYMMDD HHMMSSfff,bid,ask,volume ; EST (UTC-5) all year
+            for row in csv.reader(fh):
+                d, t = row[0].split(" ")
+                dt = datetime(int(d[:4]), int(d[4:6]), int(d[6:8]), int(t[:2]), int(t[2:4]),
+                              int(t[4:6]), int(t[6:9]) * 1000)
+                yield Tick(broker, symbol or "EURUSD", _ms(dt) + 5 * 3_600_000,
+                           float(row[1]), float(row[2]))
+        elif fmt in ("truefx", "multi"):  # PAIR,YYYYMMDD HH:MM:SS.fff,bid,ask
+            offset = 0 if fmt == "truefx" else 5 * 3_600_000  # multi: New York, UTC-5 (Jan)
+            for row in csv.reader(fh):
+                sym = symbol or row[0].replace("/", "")
+                dt = datetime.strptime(row[1], "%Y%m%d %H:%M:%S.%f")
+                yield Tick(broker, sym, _ms(dt) + offset, float(row[2]), float(row[3]))
+        elif fmt == "multi-ns":  # ts_event_ns,ts_init_ns,timestamp_utc,bid,ask,...
+            r = csv.reader(fh)
+            next(r)
+            for row in r:
+                yield Tick(broker, symbol or "EURUSD", _parse_iso_ms(row[2]),
+                           float(row[3]), float(row[4]))
+        else:
+            raise TickFileError(f"unknown vendor format {fmt!r}")
+
+
+def _parse_iso_ms(text: str) -> int:
+    text = text.strip().replace("T", " ").rstrip("Z")
+    fmt = "%Y-%m-%d %H:%M:%S.%f" if "." in text else "%Y-%m-%d %H:%M:%S"
+    return _ms(datetime.strptime(text, fmt))

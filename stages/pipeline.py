@@ -1,0 +1,263 @@
+"""The fused per-symbol stage chain: dedupe → validate → consolidate → bars → features →
+score → risk.
+
+All stages share the key (symbol), so they run in one process step with no topic hop, as in
+Kafka Streams' fused sub-topologies; the outputs are still published on ``ticks.clean``,
+``bars.m1``, ``features`` and ``trading.commands`` by the caller. The live agent, the offline
+``tickstream process``, replay, training and the benchmarks all drive this class.
+
+Determinism: given the same ticks in the same order (and the same events and model), the
+outputs are identical, including ``command_id``. The only wall-clock values are the
+``processed_time_us``/``created_time_us`` stamps, supplied by the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.records import Bar, CleanTick, FeatureVector, TradingCommand
+from stages.bars import BarBuilder
+from stages.consolidate import Consolidator
+from stages.context import ContextBook
+from stages.dedupe import Deduplicator
+from stages.indicators import IndicatorState
+from stages.risk import RiskManager
+from stages.score import ModelStore
+from stages.types import MINUTE_MS, UNKNOWN_SYMBOL, Reject, Tick
+from stages.validate import ValidationRules, Validator
+from topology.settings import RiskLimits, Settings, SymbolSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    symbols: Mapping[str, SymbolSpec]
+    validation_level: str = "advanced"
+    dedupe_window_ms: int = 600_000
+    staleness_ms: int = 5_000
+    priorities: Mapping[str, int] = field(default_factory=dict)
+    risk: RiskLimits = field(default_factory=RiskLimits)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineConfig:
+        return cls(
+            symbols=settings.symbols,
+            validation_level=settings.validation_level,
+            risk=settings.risk,
+        )
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What one or more input ticks produced; the caller drains and publishes it."""
+
+    clean: list[CleanTick] = field(default_factory=list)
+    rejects: list[tuple[Tick, Reject]] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    features: list[FeatureVector] = field(default_factory=list)
+    commands: list[TradingCommand] = field(default_factory=list)
+    duplicates: int = 0
+
+    def clear(self) -> None:
+        self.clean.clear()
+        self.rejects.clear()
+        self.bars.clear()
+        self.features.clear()
+        self.commands.clear()
+        self.duplicates = 0
+
+
+class SymbolState:
+    """Every stage's state for one symbol: the value of the ``pipeline_state`` table."""
+
+    __slots__ = ("bars", "consolidator", "dedupe", "indicators", "symbol", "validator")
+
+    def __init__(self, symbol: str, spec: SymbolSpec, config: PipelineConfig) -> None:
+        self.symbol = symbol
+        self.dedupe = Deduplicator(config.dedupe_window_ms)
+        self.validator = Validator(spec, ValidationRules.for_level(config.validation_level, spec))
+        self.consolidator = Consolidator(symbol, config.staleness_ms, config.priorities)
+        self.bars = BarBuilder(symbol)
+        self.indicators = IndicatorState(symbol)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "dedupe": self.dedupe.snapshot(),
+            "validator": self.validator.snapshot(),
+            "consolidator": self.consolidator.snapshot(),
+            "bars": self.bars.snapshot(),
+            "indicators": self.indicators.snapshot(),
+        }
+
+    @classmethod
+    def restore(
+        cls, data: Mapping[str, Any], spec: SymbolSpec, config: PipelineConfig
+    ) -> SymbolState:
+        st = cls(str(data["symbol"]), spec, config)
+        st.dedupe.restore(data["dedupe"])
+        st.validator.restore(data["validator"])
+        st.consolidator = Consolidator.restore(data["consolidator"])
+        st.bars = BarBuilder.restore(data["bars"])
+        st.indicators = IndicatorState.restore(data["indicators"])
+        return st
+
+
+def _opt(x: float | int | None) -> float | None:
+    if x is None:
+        return None
+    f = float(x)
+    return None if math.isnan(f) else f
+
+
+class Pipeline:
+    """The stage chain over every symbol a worker owns."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        models: ModelStore | None = None,
+        context: ContextBook | None = None,
+        clock_us: Callable[[], int] | None = None,
+    ) -> None:
+        self.config = config
+        self.models = models
+        self.context = context if context is not None else ContextBook()
+        self.risk = RiskManager(
+            config.risk, {s: spec.pip_size for s, spec in config.symbols.items()}
+        )
+        self.states: dict[str, SymbolState] = {}
+        self.kill_switch = False
+        self.unknown_symbols = 0
+        self._clock_us = clock_us or (lambda: 0)
+        self._warned_no_model = False
+
+    # ---- state ---------------------------------------------------------------------
+    def state(self, symbol: str) -> SymbolState | None:
+        st = self.states.get(symbol)
+        if st is None:
+            spec = self.config.symbols.get(symbol)
+            if spec is None:
+                return None
+            st = self.states[symbol] = SymbolState(symbol, spec, self.config)
+        return st
+
+    def snapshot_symbol(self, symbol: str) -> dict[str, Any]:
+        """Everything the table keeps for ``symbol``: stage state plus its position."""
+        st = self.states[symbol]
+        return {"stages": st.snapshot(), "risk": self.risk.snapshot_symbol(symbol)}
+
+    def restore_symbol(self, symbol: str, data: Mapping[str, Any]) -> None:
+        spec = self.config.symbols[symbol]
+        self.states[symbol] = SymbolState.restore(data["stages"], spec, self.config)
+        self.risk.restore_symbol(symbol, data.get("risk"))
+
+    # ---- the hot path --------------------------------------------------------------
+    def on_tick(self, tick: Tick, out: Outputs) -> None:
+        st = self.states.get(tick.symbol) or self.state(tick.symbol)
+        if st is None:
+            self.unknown_symbols += 1
+            out.rejects.append(
+                (tick, Reject(UNKNOWN_SYMBOL, f"{tick.symbol!r} is not in the symbol universe"))
+            )
+            return
+        if st.dedupe.is_duplicate(tick):
+            out.duplicates += 1
+            st.consolidator.note_duplicate(tick.broker)
+            return
+        now_ms = tick.recv_time_us // 1000
+        for t, rej in st.validator.process(tick, now_ms):
+            if rej is not None:
+                out.rejects.append((t, rej))
+                st.consolidator.note_reject(t.broker)
+            else:
+                self._accept(st, t, out)
+
+    def _accept(self, st: SymbolState, t: Tick, out: Outputs) -> None:
+        c = st.consolidator.update(t)
+        out.clean.append(
+            CleanTick(
+                broker=t.broker, symbol=t.symbol, time_msc=t.time_msc,
+                recv_time_us=t.recv_time_us, bid=t.bid, ask=t.ask, mid=(t.bid + t.ask) * 0.5,
+                spread=t.ask - t.bid, best_bid=c.best_bid, best_ask=c.best_ask,
+                best_bid_broker=c.best_bid_broker, best_ask_broker=c.best_ask_broker,
+                fresh_brokers=c.fresh_brokers, dispersion=c.dispersion, seq=t.seq,
+                processed_time_us=self._clock_us(),
+            )
+        )
+        bar = st.bars.add(
+            t.time_msc, c.mid, c.best_bid, c.best_ask, c.spread, c.fresh_brokers,
+            c.dispersion, t.recv_time_us,
+        )
+        if bar is not None:
+            self.on_bar(st, bar, out)
+
+    def on_bar(self, st: SymbolState, bar: Bar, out: Outputs) -> None:
+        out.bars.append(bar)
+        feats = st.indicators.on_bar(bar)
+        if feats is None:  # a bar at or before the last one seen (replay): no new features
+            return
+        as_of = bar.bar_time + MINUTE_MS  # the bar's information is complete at its close
+        feats.update(self.context.features(st.symbol, as_of))  # type: ignore[arg-type]
+        fv = FeatureVector(
+            symbol=st.symbol, bar_time=bar.bar_time, close=bar.close,
+            sma_20=_opt(feats.get("sma_20")), ema_12=_opt(feats.get("ema_12")),
+            ema_26=_opt(feats.get("ema_26")), rsi_14=_opt(feats.get("rsi_14")),
+            macd=_opt(feats.get("macd")), macd_signal=_opt(feats.get("macd_signal")),
+            macd_hist=_opt(feats.get("macd_hist")), bb_upper=_opt(feats.get("bb_upper")),
+            bb_middle=_opt(feats.get("bb_middle")), bb_lower=_opt(feats.get("bb_lower")),
+            atr_14=_opt(feats.get("atr_14")), volatility_20=_opt(feats.get("volatility_20")),
+            momentum_10=_opt(feats.get("momentum_10")), spread=bar.mean_spread,
+            tick_count=bar.tick_count, dispersion=bar.dispersion,
+            fresh_brokers=bar.fresh_brokers,
+            minutes_to_next_event=_opt(feats.get("minutes_to_next_event")),
+            minutes_since_last_event=_opt(feats.get("minutes_since_last_event")),
+            news_count_1h=int(feats.get("news_count_1h") or 0),
+            news_sentiment_1h=_opt(feats.get("news_sentiment_1h")),
+            trigger_recv_time_us=bar.trigger_recv_time_us,
+        )
+        out.features.append(fv)
+        model = self.models.current if self.models is not None else None
+        if model is None:
+            if self.models is not None and not self._warned_no_model:
+                log.warning("no model loaded: features are published, no commands are made")
+                self._warned_no_model = True
+            return
+        p_up = model.predict_one(feats)
+        blackout = self.context.high_impact_within(
+            st.symbol, as_of, self.config.risk.event_blackout_min
+        )
+        cmd = self.risk.decide(
+            symbol=st.symbol, bar_time=bar.bar_time, p_up=p_up, price=bar.close,
+            atr=_opt(feats.get("atr_14")), spread=bar.ask_close - bar.bid_close,
+            event_blackout=blackout, kill_switch=self.kill_switch,
+            model_version=model.version, trigger_recv_time_us=bar.trigger_recv_time_us,
+            now_us=self._clock_us(),
+        )
+        if cmd is not None:
+            out.commands.append(cmd)
+
+    def flush(self, out: Outputs, close_bars: bool = True) -> None:
+        """End of input: resolve held ticks and (optionally) close the open bars."""
+        for st in list(self.states.values()):
+            for t, rej in st.validator.flush():
+                if rej is not None:
+                    out.rejects.append((t, rej))
+                else:
+                    self._accept(st, t, out)
+            if close_bars:
+                bar = st.bars.flush()
+                if bar is not None:
+                    self.on_bar(st, bar, out)
+
+    def idle_flush(self, now_event_ms: int, idle_ms: int, out: Outputs) -> None:
+        """Close bars of symbols that have gone quiet (called from a timer)."""
+        for st in self.states.values():
+            bar = st.bars.idle_flush(now_event_ms, idle_ms)
+            if bar is not None:
+                self.on_bar(st, bar, out)

@@ -1,0 +1,100 @@
+"""``tickstream process``: the stage chain offline, every input row accounted for."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connectors.files import read_vendor, write_canonical
+from stages.types import Tick
+
+pytestmark = pytest.mark.data
+
+
+def _canonical(shared_data: Path, tmp_path: Path) -> Path:
+    ticks = list(read_vendor(shared_data / "multi/EURUSD_20120104_NY17-24h.csv.gz", "multi", "HD"))
+    ticks += list(read_vendor(shared_data / "multi/USDJPY_20120104_NY17-24h.csv.gz", "multi", "HD"))
+    ticks.sort(key=lambda t: t.time_msc)
+    # A second broker quoting the same EURUSD ticks 0.3 pip higher, 120 ms later.
+    b2 = [Tick("B2", t.symbol, t.time_msc + 120, t.bid + 3e-5, t.ask + 3e-5)
+          for t in ticks if t.symbol == "EURUSD"]
+    merged = sorted(ticks + b2, key=lambda t: t.time_msc)
+    # Inject: 50 redelivered ticks (duplicates), a crossed quote, an unknown symbol.
+    merged[1000:1000] = merged[900:950]
+    merged.insert(5000, Tick("HD", "EURUSD", merged[4999].time_msc, 1.3, 1.29))
+    merged.insert(6000, Tick("HD", "XXXYYY", merged[5999].time_msc, 1.0, 1.1))
+    path = tmp_path / "ticks.csv"
+    with path.open("w", newline="") as fh:
+        write_canonical(merged, fh)
+    with path.open("a") as fh:
+        fh.write("HD,EURUSD,notatime,1.1,1.2,\n")  # a malformed row
+    return path
+
+
+def test_invariant_and_outputs_on_real_data(shared_data: Path, tmp_path: Path) -> None:
+    src = _canonical(shared_data, tmp_path)
+    out_dir = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, "-m", "topology.cli", "process", str(src), "--json", "--out",
+         str(out_dir)],
+        capture_output=True, text=True, check=True,
+    )
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r["ticks_in"] == r["clean"] + r["duplicates"] + sum(r["rejected"].values())
+    assert r["duplicates"] >= 50
+    assert r["rejected"].get("crossed_quote", 0) >= 1
+    assert r["rejected"].get("unknown_symbol") == 1
+    assert r["rejected"].get("malformed") == 1
+    assert r["clean"] > 0.99 * r["ticks_in"]
+    assert r["bars"] == r["features"] > 2000  # two symbols, ~24 h of minutes
+    with (out_dir / "bars.csv").open() as fh:
+        bars = list(csv.DictReader(fh))
+    assert len(bars) == r["bars"]
+    for b in bars:
+        assert float(b["high"]) >= max(float(b["open"]), float(b["close"]))
+        assert int(b["bar_time"]) % 60_000 == 0
+    with (out_dir / "clean.csv").open() as fh:
+        clean = list(csv.DictReader(fh))
+    assert len(clean) == r["clean"]
+    # While both brokers are fresh the best bid is never below the ticking broker's own bid,
+    # and B2 (quoting 0.3 pip higher) gives it most of the time.
+    both = [c for c in clean if c["symbol"] == "EURUSD" and c["fresh_brokers"] == "2"]
+    assert len(both) > 0.9 * sum(c["symbol"] == "EURUSD" for c in clean)
+    assert all(float(c["best_bid"]) >= float(c["bid"]) for c in both)
+    assert all(float(c["best_ask"]) <= float(c["ask"]) for c in both)
+    assert sum(c["best_bid_broker"] == "B2" for c in both) > 0.7 * len(both)
+    with (out_dir / "rejected.csv").open() as fh:
+        rej = list(csv.DictReader(fh))
+    assert sum(r["rejected"].values()) == len(rej)
+    assert any(x["reason"] == "malformed" and "notatime" in x["original"] for x in rej)
+    for name in ("features", "commands"):
+        assert (out_dir / f"{name}.csv").exists() or name == "commands"
+
+
+def test_train_then_process_makes_commands(shared_data: Path, tmp_path: Path) -> None:
+    duka = tmp_path / "duka.csv"
+    with duka.open("w", newline="") as fh:
+        write_canonical(read_vendor(
+            shared_data / "dukascopy/EURUSD_20190204-20190205_decoded.csv.gz", "dukascopy-csv",
+            "DUKA", "EURUSD"), fh)
+    models = tmp_path / "models"
+    subprocess.run([sys.executable, "-m", "topology.cli", "train", str(duka), "--model",
+                    str(models), "--version", "v1"], check=True, capture_output=True)
+    eur = _canonical(shared_data, tmp_path)
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"out{i}"
+        res = subprocess.run(
+            [sys.executable, "-m", "topology.cli", "process", str(eur), "--model", str(models),
+             "--json", "--out", str(out)], capture_output=True, text=True, check=True)
+        runs.append((json.loads(res.stdout.strip().splitlines()[-1]), out))
+    r = runs[0][0]
+    assert r["model_version"] == "v1"
+    assert sum(r["commands"].values()) > 0
+    ids = [(runs[i][1] / "commands.csv").read_text().splitlines() for i in range(2)]
+    assert [line.split(",")[0] for line in ids[0]] == [line.split(",")[0] for line in ids[1]]
