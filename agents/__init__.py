@@ -34,7 +34,7 @@ AGENTS: tuple[AgentSpec, ...] = ()
 def _load_specs() -> tuple[AgentSpec, ...]:
     from agents import pipeline
 
-    return (pipeline.SPEC,)
+    return (pipeline.SPEC, pipeline.CONTROL_SPEC)
 
 
 def agent_specs() -> tuple[AgentSpec, ...]:

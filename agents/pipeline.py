@@ -35,7 +35,7 @@ import orjson
 from agents import AgentSpec
 from agents.rejects import rejected
 from schemas.codec import MalformedRecord, make_codec
-from schemas.records import RawTick, Record
+from schemas.records import ControlMessage, RawTick, Record
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.score import ModelStore
 from stages.types import Tick
@@ -51,6 +51,10 @@ SPEC = AgentSpec(
             "score", "risk"),
     outputs=("ticks.clean", "bars.m1", "features", "trading.commands", "ticks.rejected"),
     tables=(PIPELINE_STATE.name,),
+)
+CONTROL_SPEC = AgentSpec(
+    name="control", source="control", stages=("kill switch", "model announcements"),
+    outputs=(),
 )
 
 BATCH_MAX = 2000
@@ -75,7 +79,7 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
 
     registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
     codec = make_codec(registry)
-    models = ModelStore(settings.model_dir)
+    models = ModelStore(settings.model_dir, reload_interval_s=5.0)
     pipeline = Pipeline(
         PipelineConfig.from_settings(settings), models=models,
         clock_us=lambda: time.time_ns() // 1000,
@@ -199,6 +203,42 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
                     _current_event.reset(token)
             for event in events:
                 await stream.ack(event)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def load_model() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, models.latest)
+        status = models.status()
+        log.info("model status: %s", status)
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def reload_model() -> None:
+        """A newer model in the directory is used from the next bar on, without restart."""
+        if models.maybe_reload(time.monotonic()):
+            log.info("model now %s", models.current.version if models.current else None)
+
+    control_topic = topics["control"]
+
+    @app.agent(control_topic, name="control")  # type: ignore[untyped-decorator]
+    async def control(stream: Any) -> None:
+        """Kill switch (takes effect from the next bar) and model announcements."""
+        async for value in stream:
+            try:
+                msg = codec.decode(value, ControlMessage, settings.topic("control"))
+            except MalformedRecord as exc:
+                log.error("undecodable control message ignored: %s", exc.detail)
+                continue
+            if msg.command == "kill_switch_on":
+                pipeline.kill_switch = True
+                log.warning("KILL SWITCH ON by %s: %s", msg.issued_by, msg.reason)
+            elif msg.command == "kill_switch_off":
+                pipeline.kill_switch = False
+                log.warning("kill switch lifted by %s: %s", msg.issued_by, msg.reason)
+            elif msg.command == "model_announce" and msg.model_version:
+                try:
+                    models.load_version(msg.model_version, msg.model_path)
+                    log.info("model %s announced and loaded", msg.model_version)
+                except Exception as exc:  # a bad announcement must not stop the worker
+                    log.error("announced model %s not loaded: %s", msg.model_version, exc)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def idle_flush() -> None:

@@ -1,7 +1,9 @@
 """Tick files: the canonical CSV that ``tickstream process`` reads, and vendor formats.
 
-Canonical CSV: header ``broker,symbol,time_msc,bid,ask`` with optional ``last,volume,seq``
-columns, one tick per row, in file order. A row that cannot be parsed is not skipped: it is
+Canonical CSV: header ``broker,symbol,time_msc,bid,ask`` with optional
+``last,volume,seq,recv_time_us`` columns (``recv_time_us``: collector receive time, used as
+the validator's clock so a replay judges staleness exactly as the live worker did), one
+tick per row, in file order. A row that cannot be parsed is not skipped: it is
 returned as a :class:`BadRow` so the caller can count it as a ``malformed`` reject with its
 original text (nothing is lost silently).
 
@@ -27,7 +29,7 @@ from typing import IO
 from stages.types import Tick
 
 CANONICAL_HEADER = ("broker", "symbol", "time_msc", "bid", "ask")
-OPTIONAL_COLUMNS = ("last", "volume", "seq")
+OPTIONAL_COLUMNS = ("last", "volume", "seq", "recv_time_us")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ def read_canonical(path: Path | str) -> Iterator[Tick | BadRow]:
         il = cols.index("last") if "last" in cols else -1
         iv = cols.index("volume") if "volume" in cols else -1
         iq = cols.index("seq") if "seq" in cols else -1
+        ir = cols.index("recv_time_us") if "recv_time_us" in cols else -1
         width = len(cols)
         line = 1
         for row in reader:
@@ -77,7 +80,8 @@ def read_canonical(path: Path | str) -> Iterator[Tick | BadRow]:
                 bid = float(row[ibid])
                 ask = float(row[iask])
                 tick = Tick(
-                    row[ib], row[isym], int(row[it]), bid, ask, 0,
+                    row[ib], row[isym], int(row[it]), bid, ask,
+                    int(row[ir]) if ir >= 0 and row[ir] else 0,
                     int(row[iq]) if iq >= 0 and row[iq] else None,
                     float(row[il]) if il >= 0 and row[il] else None,
                     float(row[iv]) if iv >= 0 and row[iv] else None,
@@ -94,11 +98,11 @@ def read_canonical(path: Path | str) -> Iterator[Tick | BadRow]:
 def write_canonical(rows: Iterable[Tick], out: IO[str]) -> int:
     """Write ticks as canonical CSV (with ``seq`` when any tick has one); returns the count."""
     w = csv.writer(out, lineterminator="\n")
-    w.writerow((*CANONICAL_HEADER, "seq"))
+    w.writerow((*CANONICAL_HEADER, "seq", "recv_time_us"))
     n = 0
     for t in rows:
         w.writerow((t.broker, t.symbol, t.time_msc, repr(t.bid), repr(t.ask),
-                    "" if t.seq is None else t.seq))
+                    "" if t.seq is None else t.seq, t.recv_time_us or ""))
         n += 1
     return n
 

@@ -69,6 +69,7 @@ def create_app(settings: Settings, *, web_enabled: bool = True) -> TickstreamApp
         broker_rebalance_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         producer_linger=settings.producer_linger_ms / 1000.0,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         web_enabled=web_enabled,
         web_port=settings.web_port,
         web_bind="127.0.0.1",

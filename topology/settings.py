@@ -146,6 +146,7 @@ class Settings:
     session_timeout_s: float = 10.0
     fetch_wait_ms: int = 5
     producer_linger_ms: int = 5
+    producer_max_batch_bytes: int = 16_384
     symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
     validation_level: ValidationLevel = "advanced"
     risk: RiskLimits = field(default_factory=RiskLimits)
@@ -302,6 +303,10 @@ class _Resolver:
             producer_linger_ms=self.get(
                 "PRODUCER_LINGER_MS", _int_range(0, 1000), "milliseconds 0..1000",
                 d.producer_linger_ms,
+            ),
+            producer_max_batch_bytes=self.get(
+                "PRODUCER_MAX_BATCH_BYTES", _int_range(1, 16_777_216), "bytes 1..16777216",
+                d.producer_max_batch_bytes,
             ),
             symbols=self.symbols(),
             validation_level=level,
