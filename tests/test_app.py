@@ -46,6 +46,7 @@ def test_app_declares_every_topic_with_prefix() -> None:
                           env_file=None)
     app = create_app(s, web_enabled=False)
     assert app.conf.topic_partitions == 3
-    assert "pipeline" in {a.name for a in app.agents.values()}
-    (agent,) = app.agents.values()
-    assert agent.channel.get_topic_name() == "x.ticks.raw"
+    agents = {a.name: a for a in app.agents.values()}
+    assert set(agents) == {"pipeline", "control"}
+    assert agents["pipeline"].channel.get_topic_name() == "x.ticks.raw"
+    assert agents["control"].channel.get_topic_name() == "x.control"
