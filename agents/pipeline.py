@@ -25,9 +25,11 @@ identical (the stages are deterministic), with the same natural keys (``command_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -62,21 +64,24 @@ BATCH_WITHIN_S = 0.002
 IDLE_FLUSH_MS = 5_000
 
 
-def _event_context(event: Any) -> Any:
-    """Make ``event`` Faust's current event, so table writes land on its partition.
+@contextlib.contextmanager
+def _as_current_event(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event, so a table write lands on its partition.
 
     Faust's table stores and changelog writes take the partition from the *current event*;
-    in a batch that spans partitions that would be the last event's partition. We group
-    writes by partition and set the context variable to an event of that partition.
+    in a batch that spans partitions that would be the last event's partition. Each
+    symbol's state is written with that symbol's own last event as the current event.
     """
     from faust.streams import _current_event
 
-    return _current_event.set(weakref.ref(event))
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
-    from faust.streams import _current_event
-
     registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
     codec = make_codec(registry)
     models = ModelStore(settings.model_dir, reload_interval_s=5.0)
@@ -194,13 +199,10 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
                 st = pipeline.states.get(sym)
                 if st is None:
                     continue
-                token = _event_context(event)
-                try:
+                with _as_current_event(event):
                     state_table[sym.encode()] = orjson.dumps(
                         {"offset": event.message.offset, "state": pipeline.snapshot_symbol(sym)}
                     )
-                finally:
-                    _current_event.reset(token)
             for event in events:
                 await stream.ack(event)
 

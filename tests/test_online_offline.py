@@ -9,6 +9,7 @@ bit. Halfway through, the worker is killed with SIGKILL and restarted.
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -71,7 +72,6 @@ def test_online_equals_offline_across_a_sigkill(
     env["TICKSTREAM_MODEL_DIR"] = str(models)
     settings = Settings.from_env(env, env_file=None)
     ticks = simulate(7, seconds=1800)
-    # End with a quiet stretch so nothing is held by the validator at the end of input.
 
     # ---- offline ----------------------------------------------------------------------
     src = tmp_path / "ticks.csv"
@@ -81,7 +81,7 @@ def test_online_equals_offline_across_a_sigkill(
     subprocess.run(
         [sys.executable, "-m", "topology.cli", "process", str(src), "--model", str(models),
          "--out", str(offline), "--json"],
-        check=True, capture_output=True, env={**env, "PATH": ""} | _base_env(),
+        check=True, capture_output=True, env={**os.environ, **env},
     )
     # Bars closed by the end-of-input flush (trigger 0) have no online counterpart yet.
     off_bars = [r for r in _csv_rows(offline / "bars.csv") if r[-1] != "0"]
@@ -121,14 +121,20 @@ def test_online_equals_offline_across_a_sigkill(
         worker = WorkerProcess(env, log)
         worker.start()
         send(ticks[half:])
-        reader.read_until(
-            lambda ms: len({m.value for m in ms if m.topic == names["bars.m1"]})
-            >= len(off_bars), timeout_s=120, into=got)
+        codec = make_codec(None)
+
+        def complete(ms: list[Message]) -> bool:
+            bars = {m.value for m in ms if m.topic == names["bars.m1"]}
+            dead = {(r.source_partition, r.source_offset, r.reason) for r in (
+                codec.decode(m.value, RejectedRecord) for m in ms
+                if m.topic == names["ticks.rejected"])}
+            return len(bars) >= len(off_bars) and len(dead) >= sum(off_rejects.values())
+
+        reader.read_until(complete, timeout_s=120, into=got)
     finally:
         worker.stop()
         reader.close()
 
-    codec = make_codec(None)
     on_bars: dict[tuple[str, str], tuple[Any, ...]] = {}
     for m in got:
         if m.topic == names["bars.m1"]:
@@ -165,8 +171,3 @@ def test_online_equals_offline_across_a_sigkill(
     assert on_rejects == off_rejects
     assert "Traceback" not in log.read_text()
 
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)

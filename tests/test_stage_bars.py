@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from connectors.files import read_vendor
 from schemas.records import Bar
 from stages.bars import BarBuilder
 from stages.consolidate import Consolidator
@@ -124,23 +123,14 @@ def test_snapshot_restore_of_open_bar() -> None:
 
 # ---------------------------------------------------------------------- real data
 
-def _ms(ts: str) -> int:
-    dt = datetime.strptime(ts, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
-    return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_MS
-
-
-_ONE_MS = datetime(1970, 1, 1, 0, 0, 0, 1_000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-
-
 @pytest.mark.data
 def test_two_brokers_from_real_ticks(shared_data: Path) -> None:
     path = shared_data / "multi/EURUSD_dukascopy_20190101T23.csv"
-    a_ticks: list[Tick] = []
-    with path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            t = _ms(row["timestamp_utc"])
-            a_ticks.append(Tick(broker="A", symbol="EURUSD", time_msc=t, bid=float(row["bid"]),
-                                ask=float(row["ask"]), recv_time_us=(t + 20) * 1_000))
+    a_ticks = [
+        Tick(broker="A", symbol="EURUSD", time_msc=x.time_msc, bid=x.bid, ask=x.ask,
+             recv_time_us=(x.time_msc + 20) * 1_000)
+        for x in read_vendor(path, "multi-ns", "A", "EURUSD")
+    ]
     assert len(a_ticks) == 10_000
     shift, delay = 0.00002, 150  # broker B: +0.2 pip, 150 ms later
     b_ticks = [Tick(broker="B", symbol="EURUSD", time_msc=x.time_msc + delay,

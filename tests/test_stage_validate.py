@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import gzip
 import itertools
 import json
 import math
@@ -18,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.files import read_vendor
 from stages.dedupe import Deduplicator
 from stages.types import (
     CROSSED_QUOTE,
@@ -504,56 +503,20 @@ def test_every_tick_comes_out_exactly_once(
 # ---------------------------------------------------------------- real data
 
 
-@functools.lru_cache(maxsize=64)
-def _midnight_ms(yyyymmdd: str) -> int:
-    d = datetime(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]), tzinfo=UTC)
-    return int(d.timestamp()) * 1000
-
-
-def _clock_ms(hms: str) -> int:
-    """``HH:MM:SS.fff`` -> ms since midnight."""
-    return (int(hms[0:2]) * 3_600_000 + int(hms[3:5]) * 60_000 + int(hms[6:8]) * 1_000
-            + int(hms[9:12]))
-
-
-def load_histdata_pair(path: Path, utc_offset_h: int) -> list[tuple[str, int, float, float]]:
-    """``SYMBOL,YYYYMMDD HH:MM:SS.fff,bid,ask`` in local time ``UTC+utc_offset_h``."""
-    rows = []
-    shift = -utc_offset_h * 3_600_000
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            sym, ts, bid, ask = line.rstrip("\n").split(",")
-            ms = _midnight_ms(ts[:8]) + _clock_ms(ts[9:]) + shift
-            rows.append((sym, ms, float(bid), float(ask)))
-    return rows
-
-
-def load_dukascopy_decoded(path: Path) -> list[tuple[str, int, float, float]]:
-    """``timestamp_utc,bid,ask,bid_volume,ask_volume`` with ``YYYY-MM-DD HH:MM:SS.fff``."""
-    rows = []
-    with gzip.open(path, "rt") as f:
-        assert next(f).strip() == "timestamp_utc,bid,ask,bid_volume,ask_volume"
-        for line in f:
-            ts, bid, ask, _, _ = line.split(",")
-            ms = _midnight_ms(ts[0:4] + ts[5:7] + ts[8:10]) + _clock_ms(ts[11:])
-            rows.append(("EURUSD", ms, float(bid), float(ask)))
-    return rows
-
-
-def test_timestamp_helpers() -> None:
-    assert _midnight_ms("20120104") + _clock_ms("17:00:00.290") + 5 * 3_600_000 == int(
-        datetime(2012, 1, 4, 22, 0, 0, 290_000, tzinfo=UTC).timestamp() * 1000
-    )
+def _rows(path: Path, fmt: str, symbol: str | None = None) -> list[tuple[str, int, float, float]]:
+    """Real ticks through the project's vendor reader (zones applied there)."""
+    return [(t.symbol, t.time_msc, t.bid, t.ask) for t in read_vendor(path, fmt, "X", symbol)]
 
 
 @pytest.fixture(scope="module")
 def histdata_rows(shared_data: Path) -> list[tuple[str, int, float, float]]:
-    return load_histdata_pair(shared_data / "multi/EURUSD_20120104_NY17-24h.csv.gz", -5)
+    return _rows(shared_data / "multi/EURUSD_20120104_NY17-24h.csv.gz", "multi")
 
 
 @pytest.fixture(scope="module")
 def dukascopy_rows(shared_data: Path) -> list[tuple[str, int, float, float]]:
-    return load_dukascopy_decoded(shared_data / "dukascopy/EURUSD_20190204-20190205_decoded.csv.gz")
+    return _rows(shared_data / "dukascopy/EURUSD_20190204-20190205_decoded.csv.gz",
+                 "dukascopy-csv", "EURUSD")
 
 
 def pipeline(ticks: Sequence[Tick]) -> tuple[Deduplicator, Validator, list[Decision]]:

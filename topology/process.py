@@ -18,7 +18,7 @@ from connectors.files import BadRow, read_canonical
 from schemas.records import Record
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.score import ModelStore
-from stages.types import MALFORMED, Reject, Tick
+from stages.types import MALFORMED, Tick
 from topology.settings import Settings
 
 FLUSH_EVERY = 4096
@@ -179,5 +179,3 @@ def process_ticks(ticks: Iterable[Tick], pipeline: Pipeline) -> Outputs:
     pipeline.flush(out)
     return out
 
-
-__all__ = ["Reject", "process_ticks", "run_process"]
