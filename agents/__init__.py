@@ -16,25 +16,30 @@ from topology.settings import Settings
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
     name: str
-    source: str
+    sources: tuple[str, ...]
     stages: tuple[str, ...]
     outputs: tuple[str, ...]
-    tables: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()  # tables the agent writes
+    reads: tuple[str, ...] = ()  # tables it only reads (global tables kept by other agents)
 
 
 def register_all(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
-    from agents import pipeline
+    from agents import context, control, pipeline
 
-    pipeline.register(app, settings, topics)
+    shared = {
+        "context": context.register(app, settings, topics),
+        "control": control.register(app, settings, topics),
+    }
+    pipeline.register(app, settings, topics, shared)
 
 
 AGENTS: tuple[AgentSpec, ...] = ()
 
 
 def _load_specs() -> tuple[AgentSpec, ...]:
-    from agents import pipeline
+    from agents import context, control, pipeline
 
-    return (pipeline.SPEC, pipeline.CONTROL_SPEC)
+    return (pipeline.SPEC, context.SPEC, control.SPEC)
 
 
 def agent_specs() -> tuple[AgentSpec, ...]:

@@ -35,29 +35,30 @@ from typing import Any
 import orjson
 
 from agents import AgentSpec
+from agents.context import ContextSync
+from agents.control import MODEL_KEY, ControlView
 from agents.rejects import rejected
+from agents.tables import make_table
 from schemas.codec import MalformedRecord, make_codec
-from schemas.records import ControlMessage, RawTick, Record
+from schemas.records import RawTick, Record
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.score import ModelStore
 from stages.types import Tick
 from topology.settings import Settings
-from topology.tables import PIPELINE_STATE
+from topology.tables import BROKER_QUALITY, CONTEXT, CONTROL_STATE, PIPELINE_STATE
 
 log = logging.getLogger(__name__)
 
 SPEC = AgentSpec(
     name="pipeline",
-    source="ticks.raw",
+    sources=("ticks.raw",),
     stages=("decode", "dedupe", "validate", "consolidate", "bars", "indicators + context",
             "score", "risk"),
     outputs=("ticks.clean", "bars.m1", "features", "trading.commands", "ticks.rejected"),
-    tables=(PIPELINE_STATE.name,),
+    tables=(PIPELINE_STATE.name, BROKER_QUALITY.name),
+    reads=(CONTEXT.name, CONTROL_STATE.name),
 )
-CONTROL_SPEC = AgentSpec(
-    name="control", source="control", stages=("kill switch", "model announcements"),
-    outputs=(),
-)
+QUALITY_EVERY_S = 1.0
 
 BATCH_MAX = 2000
 BATCH_WITHIN_S = 0.002
@@ -81,7 +82,9 @@ def _as_current_event(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
+def register(
+    app: Any, settings: Settings, topics: dict[str, Any], shared: dict[str, Any]
+) -> None:
     registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
     codec = make_codec(registry)
     models = ModelStore(settings.model_dir, reload_interval_s=5.0)
@@ -95,18 +98,18 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
         name: (topics[name], settings.topic(name))
         for name in ("ticks.clean", "bars.m1", "features", "trading.commands", "ticks.rejected")
     }
-    state_table = app.Table(
-        PIPELINE_STATE.name,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=PIPELINE_STATE.partitions(settings),
-        help=PIPELINE_STATE.doc,
-    )
+    state_table = make_table(app, PIPELINE_STATE, settings)
+    quality_table = make_table(app, BROKER_QUALITY, settings)
+    quality_written: dict[str, float] = {}  # symbol -> monotonic time of the last write
+    context_sync: ContextSync = shared["context"]
+    control: ControlView = shared["control"]
+    seen_announcement: list[dict[str, Any] | None] = [None]
     fenced: dict[str, int] = {}  # symbol -> last source offset reflected in its state
     # Original bytes of ticks the validator holds (pending confirmation), by object id.
     held: dict[int, tuple[bytes, bytes | None, str, int, int]] = {}
     stats = {"replayed_skipped": 0, "malformed": 0}
     app.tickstream_stats = stats
+    app.tickstream_models = models
     clock: dict[str, Any] = {"event_ms": 0, "wall_s": 0.0}
 
     def restore(symbol: str) -> None:
@@ -141,6 +144,12 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
     async def run(stream: Any) -> None:
         out = Outputs()
         async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+            pipeline.kill_switch = control.kill_switch  # global table: survives restarts
+            announced = control.get(MODEL_KEY)
+            if announced is not None and announced is not seen_announcement[0]:
+                seen_announcement[0] = announced
+                _load_announced(models, announced)
+            context_sync.sync(pipeline.context)
             pending: list[Any] = []
             last_event_of_symbol: dict[str, Any] = {}
             for event in events:
@@ -199,10 +208,14 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
                 st = pipeline.states.get(sym)
                 if st is None:
                     continue
+                now = time.monotonic()
                 with _as_current_event(event):
                     state_table[sym.encode()] = orjson.dumps(
                         {"offset": event.message.offset, "state": pipeline.snapshot_symbol(sym)}
                     )
+                    if now - quality_written.get(sym, 0.0) >= QUALITY_EVERY_S:
+                        quality_written[sym] = now
+                        quality_table[sym.encode()] = orjson.dumps(st.consolidator.quality())
             for event in events:
                 await stream.ack(event)
 
@@ -218,30 +231,6 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
         if models.maybe_reload(time.monotonic()):
             log.info("model now %s", models.current.version if models.current else None)
 
-    control_topic = topics["control"]
-
-    @app.agent(control_topic, name="control")  # type: ignore[untyped-decorator]
-    async def control(stream: Any) -> None:
-        """Kill switch (takes effect from the next bar) and model announcements."""
-        async for value in stream:
-            try:
-                msg = codec.decode(value, ControlMessage, settings.topic("control"))
-            except MalformedRecord as exc:
-                log.error("undecodable control message ignored: %s", exc.detail)
-                continue
-            if msg.command == "kill_switch_on":
-                pipeline.kill_switch = True
-                log.warning("KILL SWITCH ON by %s: %s", msg.issued_by, msg.reason)
-            elif msg.command == "kill_switch_off":
-                pipeline.kill_switch = False
-                log.warning("kill switch lifted by %s: %s", msg.issued_by, msg.reason)
-            elif msg.command == "model_announce" and msg.model_version:
-                try:
-                    models.load_version(msg.model_version, msg.model_path)
-                    log.info("model %s announced and loaded", msg.model_version)
-                except Exception as exc:  # a bad announcement must not stop the worker
-                    log.error("announced model %s not loaded: %s", msg.model_version, exc)
-
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def idle_flush() -> None:
         """Close the bars of symbols that went quiet (wall-clock driven; see docs)."""
@@ -256,6 +245,19 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
             pending: list[Any] = []
             await publish(out, pending)
             await asyncio.gather(*pending)
+
+
+def _load_announced(models: ModelStore, announced: dict[str, Any]) -> None:
+    """Use an announced model from the next bar on; a bad announcement never stops us."""
+    version = str(announced.get("version"))
+    current = models.current
+    if current is not None and current.version == version:
+        return
+    try:
+        models.load_version(version, announced.get("path"))
+        log.info("announced model %s loaded", version)
+    except Exception as exc:
+        log.error("announced model %s not loaded: %s", version, exc)
 
 
 def _encode_tick(codec: Any, t: Tick, topic: str) -> bytes:

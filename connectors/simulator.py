@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from schemas.records import MarketEvent
 from stages.types import Tick
 
 BASE_PRICES = {"EURUSD": 1.0850, "GBPUSD": 1.2650, "USDJPY": 151.20, "AUDUSD": 0.6550}
@@ -73,4 +74,61 @@ def simulate(
                 last_by_broker[b] = tick
             t += step_ms
     out.sort(key=lambda k: k.recv_time_us)
+    return out
+
+
+CALENDAR_TITLES = ("Non-Farm Employment Change", "CPI m/m", "Interest Rate Decision",
+                   "Retail Sales m/m", "GDP q/q", "Unemployment Rate")
+HEADLINES = ("{c} rallies as traders price in a hawkish turn",
+             "{c} slides after weak data disappoints",
+             "{c} steady ahead of central bank meeting",
+             "{c} surges on strong jobs report",
+             "{c} falls as growth fears deepen")
+
+
+def simulate_events(
+    seed: int,
+    symbols: Sequence[str] = ("EURUSD", "USDJPY"),
+    start_ms: int = 1_700_000_000_000,
+    seconds: int = 600,
+    calendar_every_s: float = 900.0,
+    news_every_s: float = 180.0,
+) -> list[MarketEvent]:
+    """Calendar events (announced an hour ahead, re-published with the actual at release
+    time) and headlines for the symbols' currencies, in publication order. Seeded."""
+    rng = random.Random(seed)
+    currencies = sorted({c for s in symbols for c in (s[:3], s[3:6])})
+    out: list[MarketEvent] = []
+    end = start_ms + seconds * 1000
+    n = 0
+    t = start_ms + int(rng.uniform(0.2, 1.0) * calendar_every_s * 1000)
+    while t < end:
+        cur = rng.choice(currencies)
+        title = rng.choice(CALENDAR_TITLES)
+        impact = rng.choice(("HIGH", "HIGH", "MEDIUM", "LOW"))
+        eid = f"sim-cal-{seed}-{n}"
+        forecast = f"{rng.uniform(-1, 3):.1f}%"
+        previous = f"{rng.uniform(-1, 3):.1f}%"
+        actual = f"{rng.uniform(-1, 3):.1f}%"
+        for published, act in ((max(start_ms, t - 3_600_000), None), (t, actual)):
+            out.append(MarketEvent(
+                event_id=eid, kind="CALENDAR", currency=cur, currencies=[cur], title=title,
+                event_time_ms=t, published_ms=published, impact=impact, forecast=forecast,
+                previous=previous, actual=act, source="SIMULATOR",
+            ))
+        n += 1
+        t += int(rng.uniform(0.5, 1.5) * calendar_every_s * 1000)
+    t = start_ms + int(rng.uniform(0.0, 1.0) * news_every_s * 1000)
+    while t < end:
+        cur = rng.choice(currencies)
+        eid = f"sim-news-{seed}-{n}"
+        title = rng.choice(HEADLINES).format(c=cur)
+        out.append(MarketEvent(
+            event_id=eid, kind="NEWS", currency=cur, currencies=[cur], title=title,
+            event_time_ms=t, published_ms=t, sentiment=round(rng.uniform(-1, 1), 3),
+            source="SIMULATOR",
+        ))
+        n += 1
+        t += int(rng.uniform(0.5, 1.5) * news_every_s * 1000)
+    out.sort(key=lambda e: (e.published_ms, e.event_id))
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from topology.broker import LocalBroker
+from topology.broker import LocalBroker, free_port
 from topology.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -53,6 +53,7 @@ def settings_env(broker: LocalBroker, unique: str, tmp_path: Path) -> dict[str, 
         "TICKSTREAM_PARTITIONS": "4",
         "TICKSTREAM_DATA_DIR": str(tmp_path / "worker"),
         "TICKSTREAM_TABLE_STORE": "memory://",
+        "TICKSTREAM_WEB_PORT": str(free_port()),  # workers of parallel runs must not clash
     }
 
 

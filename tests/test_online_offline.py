@@ -17,44 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline_helpers import RISK, row, train_small_model
 
 from connectors.files import write_canonical
 from connectors.producer import RecordProducer
 from connectors.simulator import simulate
 from schemas.codec import make_codec
 from schemas.records import Bar, FeatureVector, RawTick, RejectedRecord, TradingCommand
-from stages.pipeline import Outputs, Pipeline, PipelineConfig
-from stages.train import train_model
 from topology.admin import ensure_topics
 from topology.kafka_io import Message, TopicReader
 from topology.localstack import WorkerProcess
-from topology.process import _fmt
 from topology.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-RISK = {"TICKSTREAM_RISK_ENTRY_THRESHOLD": "0.51", "TICKSTREAM_RISK_EXIT_THRESHOLD": "0.5",
-        "TICKSTREAM_RISK_COOLDOWN_S": "0", "TICKSTREAM_RISK_MAX_SPREAD_PIPS": "10"}
-
-
-def _train(tmp: Path, settings: Settings) -> Path:
-    """A model trained on another stretch of simulated history, via the same pipeline."""
-    pipeline = Pipeline(PipelineConfig.from_settings(settings))
-    out = Outputs()
-    rows: list[FeatureVector] = []
-    for t in simulate(1, symbols=("EURUSD",), seconds=5400):
-        pipeline.on_tick(t, out)
-        rows += out.features
-        out.clear()
-    models = tmp / "models"
-    train_model([r.to_dict() for r in rows], [r.close for r in rows], 3, models, "v1",
-                (rows[0].bar_time, rows[-1].bar_time))
-    return models
-
-
-def _row(rec: Any, skip: tuple[str, ...] = ()) -> tuple[Any, ...]:
-    return tuple(str(_fmt(getattr(rec, f))) for f in type(rec).FIELDS if f not in skip)
-
 
 def _csv_rows(path: Path, skip: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
     if not path.exists():
@@ -68,7 +43,7 @@ def test_online_equals_offline_across_a_sigkill(
 ) -> None:
     env = {**settings_env, **RISK, "TICKSTREAM_PRODUCER_MAX_BATCH_BYTES": "1"}
     settings = Settings.from_env(env, env_file=None)
-    models = _train(tmp_path, settings)
+    models = train_small_model(tmp_path, settings)
     env["TICKSTREAM_MODEL_DIR"] = str(models)
     settings = Settings.from_env(env, env_file=None)
     ticks = simulate(7, seconds=1800)
@@ -139,19 +114,19 @@ def test_online_equals_offline_across_a_sigkill(
     for m in got:
         if m.topic == names["bars.m1"]:
             b = codec.decode(m.value, Bar)
-            row = _row(b)
+            row = row(b)
             assert on_bars.setdefault((b.symbol, str(b.bar_time)), row) == row, "a bar changed"
     on_features = {}
     for m in got:
         if m.topic == names["features"]:
             f = codec.decode(m.value, FeatureVector)
-            row = _row(f)
+            row = row(f)
             assert on_features.setdefault((f.symbol, str(f.bar_time)), row) == row
     on_cmds = {}
     for m in got:
         if m.topic == names["trading.commands"]:
             c = codec.decode(m.value, TradingCommand)
-            row = _row(c, skip=("created_time_us",))
+            row = row(c, skip=("created_time_us",))
             assert on_cmds.setdefault(c.command_id, row) == row
     on_rejects: Counter[tuple[str, ...]] = Counter()
     seen_offsets = set()

@@ -26,6 +26,13 @@ class TickstreamApp(faust.App):  # type: ignore[misc]
     """A Faust app that creates and verifies its topics before anything subscribes."""
 
     settings: Settings
+    fetch_wait_ms: int | None = None
+
+    def _new_transport(self) -> Any:
+        """Faust's aiokafka transport with the fetch wait from settings (see transport.py)."""
+        from topology.transport import Transport
+
+        return Transport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -76,6 +83,7 @@ def create_app(settings: Settings, *, web_enabled: bool = True) -> TickstreamApp
         autodiscover=False,
     )
     app.settings = settings
+    app.fetch_wait_ms = settings.fetch_wait_ms
     topics = {
         spec.name: app.topic(
             settings.topic(spec.name),

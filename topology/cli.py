@@ -99,6 +99,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     result = run_process(
         [Path(f) for f in args.files], settings,
         Path(args.model) if args.model else None, Path(args.out) if args.out else None,
+        events=[Path(e) for e in args.events],
     )
     if args.json:
         print(json.dumps(result, sort_keys=True))
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="DIR", help="model directory (default: no model)")
     p.add_argument("--out", metavar="DIR",
                    help="write clean/rejected/bars/features/commands .csv here")
+    p.add_argument("--events", metavar="FILE", action="append", default=[],
+                   help="calendar/news MarketEvents as JSON lines (repeatable)")
     p.add_argument("--json", action="store_true", help="print one compact JSON line")
     p.set_defaults(func=cmd_process)
 

@@ -44,8 +44,10 @@ def describe_text(settings: Settings) -> str:
     lines.append("Agents:")
     for a in agent_specs():
         lines.append(
-            f"  {a.name}: {a.source} -> [{' -> '.join(a.stages)}] -> {', '.join(a.outputs)}"
+            f"  {a.name}: {' + '.join(a.sources)} -> [{' -> '.join(a.stages)}] -> "
+            f"{', '.join(a.outputs) or '(tables only)'}"
             + (f"  tables: {', '.join(a.tables)}" if a.tables else "")
+            + (f"  reads: {', '.join(a.reads)}" if a.reads else "")
         )
     return "\n".join(lines)
 
@@ -56,9 +58,14 @@ def describe_mermaid(settings: Settings) -> str:
         out.append(f'  {_id("src " + src)}["{src}"] --> {_id(topic)}[("{topic}")]')
     for a in agent_specs():
         stages = "<br/>".join(a.stages)
-        out.append(f'  {_id(a.source)} --> {_id("agent " + a.name)}[["{a.name}<br/>{stages}"]]')
+        for src in a.sources:
+            out.append(
+                f'  {_id(src)} --> {_id("agent " + a.name)}[["{a.name}<br/>{stages}"]]'
+            )
         for o in a.outputs:
             out.append(f'  {_id("agent " + a.name)} --> {_id(o)}[("{o}")]')
         for tb in a.tables:
             out.append(f'  {_id("agent " + a.name)} -.- {_id("table " + tb)}[/"{tb}"/]')
+        for tb in a.reads:
+            out.append(f'  {_id("table " + tb)}[/"{tb}"/] -.-> {_id("agent " + a.name)}')
     return "\n".join(out)

@@ -20,10 +20,17 @@ class TableSpec:
     doc: str
     global_: bool = False  # global tables are replicated to every worker
     single_partition: bool = False
+    # Small global tables live in memory and are rebuilt from their changelog at start-up;
+    # writes pick the changelog partition by key (use_partitioner), not by source event.
+    memory: bool = False
 
     def changelog(self, settings: Settings) -> str:
-        """Faust's changelog topic name: ``{app_id}-{table}-changelog``."""
-        return f"{settings.topic_prefix}{settings.app_id}-{self.name}-changelog"
+        """Faust's changelog topic name: ``{app_id}-{table}-changelog``.
+
+        Faust names changelogs after the app id alone (the topic prefix does not apply);
+        the app id is what keeps two deployments on one cluster apart.
+        """
+        return f"{settings.app_id}-{self.name}-changelog"
 
     def partitions(self, settings: Settings) -> int:
         return 1 if self.single_partition else settings.partitions
@@ -35,15 +42,19 @@ PIPELINE_STATE = TableSpec(
     "open bar, indicator history, position",
 )
 BROKER_QUALITY = TableSpec(
-    "broker_quality", "symbol", "BrokerQuality", "Per-broker feed quality statistics"
+    "broker_quality", "symbol", "BrokerQuality",
+    "Per-broker feed quality per symbol (ticks/s, spread, latency, gaps, duplicate and "
+    "reject rates, uptime, score), refreshed about once a second for health and dashboards",
 )
 CONTEXT = TableSpec(
     "context", "currency", "CurrencyContext",
-    "Calendar events and headlines per currency (global)", global_=True,
+    "Calendar events and headlines per currency (global: every worker joins every pair)",
+    global_=True, single_partition=True, memory=True,
 )
 CONTROL_STATE = TableSpec(
-    "control_state", "command", "ControlMessage",
-    "Kill switch and current model (global)", global_=True, single_partition=True,
+    "control_state", "command", "ControlState",
+    "Kill switch and announced model (global: every worker obeys it, survives restarts)",
+    global_=True, single_partition=True, memory=True,
 )
 
 ALL_TABLES: tuple[TableSpec, ...] = (PIPELINE_STATE, BROKER_QUALITY, CONTEXT, CONTROL_STATE)

@@ -1,0 +1,104 @@
+"""The context agent: calendar events and headlines into the ``context`` global table.
+
+``events.calendar`` and ``events.news`` are keyed by currency. The agent adds each event to
+a :class:`~stages.context.ContextBook` (the same class ``tickstream process`` uses) and
+writes the currency's book to the ``context`` global table. Every worker replicates that
+table, so the pipeline agent can join any pair's two currencies as of the bar time, whichever
+worker consumed the events. :class:`ContextSync` copies changed currencies from the table
+into the pipeline's own book before each batch.
+
+An event that does not decode, or that the book refuses (unknown kind or impact), goes to
+``ticks.rejected`` with its original bytes and a reason code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from agents import AgentSpec
+from agents.rejects import rejected
+from agents.tables import make_table
+from schemas.codec import MalformedRecord, make_codec
+from schemas.records import MarketEvent
+from stages.context import ContextBook
+from topology.settings import Settings
+from topology.tables import CONTEXT
+
+log = logging.getLogger(__name__)
+
+SPEC = AgentSpec(
+    name="context", sources=("events.calendar", "events.news"),
+    stages=("decode", "as-of event book per currency"), outputs=("ticks.rejected",),
+    tables=(CONTEXT.name,),
+)
+INVALID_EVENT = "invalid_event"
+
+
+class ContextSync:
+    """Keeps a pipeline's :class:`ContextBook` equal to the ``context`` table, cheaply.
+
+    Table values are compared by identity: a currency is decoded only when its value object
+    changed since the last sync (the memory store hands back the object it holds).
+    """
+
+    def __init__(self, table: Mapping[bytes, bytes]) -> None:
+        self.table = table
+        self._seen: dict[bytes, bytes] = {}
+        self.updates = 0
+
+    def sync(self, book: ContextBook) -> int:
+        changed = 0
+        for key, raw in list(self.table.items()):
+            if self._seen.get(key) is raw:
+                continue
+            self._seen[key] = raw
+            book.restore_currency(key.decode(), orjson.loads(raw))
+            changed += 1
+        self.updates += changed
+        return changed
+
+
+def register(app: Any, settings: Settings, topics: dict[str, Any]) -> ContextSync:
+    registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
+    codec = make_codec(registry)
+    table = make_table(app, CONTEXT, settings)
+    book = ContextBook()
+    own = ContextSync(table)  # the agent's book follows the table too
+    sync = ContextSync(table)  # handed to the pipeline agent for its own book
+    source = app.topic(
+        settings.topic("events.calendar"), settings.topic("events.news"),
+        key_type=bytes, value_type=bytes,
+    )
+    dead_letters = topics["ticks.rejected"]
+    dl_physical = settings.topic("ticks.rejected")
+
+    async def dead_letter(event: Any, reason: str, detail: str) -> None:
+        msg = event.message
+        rec = rejected(event.value, event.key, msg.topic, msg.partition, msg.offset, reason,
+                       detail, "context")
+        await dead_letters.send(key=event.key, value=codec.encode(rec, dl_physical))
+
+    @app.agent(source, name="context")  # type: ignore[untyped-decorator]
+    async def context(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                ev = codec.decode(event.value, MarketEvent, event.message.topic)
+            except MalformedRecord as exc:
+                await dead_letter(event, exc.reason, exc.detail)
+                continue
+            if len(ev.currency) != 3 or not (ev.currency.isalpha() and ev.currency.isupper()):
+                await dead_letter(event, INVALID_EVENT, f"currency {ev.currency!r} is not ISO 4217")
+                continue
+            own.sync(book)  # start from the table: another worker may have owned this key
+            try:
+                book.add(ev)
+            except ValueError as exc:
+                await dead_letter(event, INVALID_EVENT, str(exc))
+                continue
+            table[ev.currency.encode()] = orjson.dumps(book.snapshot_currency(ev.currency))
+
+    return sync

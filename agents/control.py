@@ -1,0 +1,113 @@
+"""The control agent: kill switch and model announcements, kept in a global table.
+
+``control`` has one partition, so one worker consumes it; it writes the resulting state to
+the ``control_state`` global table, which every worker replicates from its changelog and
+rebuilds at start-up. So the kill switch reaches every worker, and a restarted worker comes
+back with the switch as it was left — never silently re-armed.
+
+Table values (JSON): ``kill_switch`` → ``{"on": bool, "reason", "issued_by", "time_ms"}``;
+``model`` → ``{"version", "path", "time_ms"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from agents import AgentSpec
+from agents.rejects import rejected
+from agents.tables import make_table
+from schemas.codec import MalformedRecord, make_codec
+from schemas.records import ControlMessage
+from topology.settings import Settings
+from topology.tables import CONTROL_STATE
+
+log = logging.getLogger(__name__)
+
+SPEC = AgentSpec(
+    name="control", sources=("control",), stages=("kill switch", "model announcements"),
+    outputs=(), tables=(CONTROL_STATE.name,),
+)
+
+KILL_SWITCH_KEY = b"kill_switch"
+MODEL_KEY = b"model"
+COMMANDS = ("kill_switch_on", "kill_switch_off", "model_announce")
+
+
+def apply(msg: ControlMessage) -> tuple[bytes, dict[str, Any]] | None:
+    """The table entry a control message sets, or None for one that changes nothing."""
+    if msg.command in ("kill_switch_on", "kill_switch_off"):
+        return KILL_SWITCH_KEY, {
+            "on": msg.command == "kill_switch_on", "reason": msg.reason,
+            "issued_by": msg.issued_by, "time_ms": msg.time_ms,
+        }
+    if msg.command == "model_announce" and msg.model_version:
+        return MODEL_KEY, {
+            "version": msg.model_version, "path": msg.model_path, "time_ms": msg.time_ms,
+        }
+    return None
+
+
+class ControlView:
+    """Read side of ``control_state`` for other agents; decodes only when a value changes."""
+
+    def __init__(self, table: Mapping[bytes, bytes]) -> None:
+        self.table = table
+        self._raw: dict[bytes, bytes | None] = {}
+        self._val: dict[bytes, dict[str, Any] | None] = {}
+
+    def get(self, key: bytes) -> dict[str, Any] | None:
+        raw = self.table.get(key)
+        if raw is not self._raw.get(key):
+            self._raw[key] = raw
+            self._val[key] = orjson.loads(raw) if raw is not None else None
+        return self._val.get(key)
+
+    @property
+    def kill_switch(self) -> bool:
+        ks = self.get(KILL_SWITCH_KEY)
+        return bool(ks and ks.get("on"))
+
+
+def register(app: Any, settings: Settings, topics: dict[str, Any]) -> ControlView:
+    registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
+    codec = make_codec(registry)
+    table = make_table(app, CONTROL_STATE, settings)
+    physical = settings.topic("control")
+    dead_letters = topics["ticks.rejected"]
+    dl_physical = settings.topic("ticks.rejected")
+
+    async def dead_letter(event: Any, reason: str, detail: str) -> None:
+        m = event.message
+        rec = rejected(event.value, event.key, m.topic, m.partition, m.offset, reason, detail,
+                       "control")
+        await dead_letters.send(key=event.key, value=codec.encode(rec, dl_physical))
+
+    @app.agent(topics["control"], name="control")  # type: ignore[untyped-decorator]
+    async def control(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                msg = codec.decode(event.value, ControlMessage, physical)
+            except MalformedRecord as exc:
+                log.error("undecodable control message dead-lettered: %s", exc.detail)
+                await dead_letter(event, exc.reason, exc.detail)
+                continue
+            entry = apply(msg)
+            if entry is None:
+                log.error("control message %r dead-lettered: unknown command", msg.command)
+                await dead_letter(event, "unknown_command", f"command {msg.command!r}")
+                continue
+            key, data = entry
+            table[key] = orjson.dumps(data)
+            if key == KILL_SWITCH_KEY:
+                log.warning(
+                    "KILL SWITCH %s by %s: %s", "ON" if data["on"] else "lifted",
+                    msg.issued_by, msg.reason,
+                )
+            else:
+                log.info("model %s announced by %s", msg.model_version, msg.issued_by)
+
+    return ControlView(table)

@@ -1,0 +1,253 @@
+"""Configuration of the OANDA v20 pricing-stream collector (``config/collectors/oanda.yaml``).
+
+The API token is never written in the file: it comes from an environment variable
+(``token_env``, default ``OANDA_API_TOKEN``), from the file that variable's ``_FILE``
+twin names (``OANDA_API_TOKEN_FILE``, the docker/systemd secrets convention), or from
+``token_file`` (relative paths are relative to the config file). It is held as a
+:class:`~topology.settings.Secret`, so printing the config cannot reveal it. Every error
+names the file and the field and never quotes a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, cast
+
+from connectors.collector import CollectorConfigError
+from connectors.oanda.parse import symbol_to_instrument
+from topology.settings import Secret
+
+PRACTICE_STREAM_URL: Final = "https://stream-fxpractice.oanda.com"
+LIVE_STREAM_URL: Final = "https://stream-fxtrade.oanda.com"
+STREAM_URLS: Final = {"practice": PRACTICE_STREAM_URL, "live": LIVE_STREAM_URL}
+DEFAULT_TOKEN_ENV: Final = "OANDA_API_TOKEN"
+
+NonTradeable = Literal["reject", "skip"]
+
+_KEYS: Final = frozenset({
+    "name", "broker", "environment", "stream_url", "account_id", "account_id_env",
+    "instruments", "symbols", "token_env", "token_file", "snapshot", "heartbeat_timeout_s",
+    "connect_timeout_s", "non_tradeable", "max_line_bytes", "max_retry_after_s",
+    "connections_per_s", "reconnect",
+})
+_RECONNECT_KEYS: Final = frozenset({"base_s", "cap_s", "max_attempts", "breaker_threshold",
+                                    "breaker_reset_s"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """Backoff (``base_s * 2**n``, jittered, capped) and circuit-breaker settings."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    max_attempts: int = 10
+    breaker_threshold: int = 5
+    breaker_reset_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class OandaConfig:
+    """Everything the collector needs; build it with :func:`load_config`."""
+
+    account_id: str
+    token: Secret
+    instruments: tuple[str, ...]
+    name: str = "oanda"
+    broker: str = "OANDA"
+    environment: str = "practice"
+    stream_url: str = PRACTICE_STREAM_URL
+    symbols: Mapping[str, str] = field(default_factory=dict)
+    token_source: str = f"${DEFAULT_TOKEN_ENV}"
+    snapshot: bool = True
+    heartbeat_timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0
+    non_tradeable: NonTradeable = "reject"
+    max_line_bytes: int = 1 << 20
+    max_retry_after_s: float = 300.0
+    connections_per_s: float = 2.0
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+
+    @property
+    def stream_endpoint(self) -> str:
+        return f"{self.stream_url.rstrip('/')}/v3/accounts/{self.account_id}/pricing/stream"
+
+
+class _Reader:
+    """Typed access to one mapping with errors naming the file and the field."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self.data = data
+        self.where = where
+
+    def fail(self, name: str, expected: str) -> CollectorConfigError:
+        return CollectorConfigError(f"{self.where}: '{name}' {expected}")
+
+    def str_(self, name: str, default: str | None = None) -> str:
+        value = self.data.get(name, default)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(name, "must be a non-empty string")
+        return value.strip()
+
+    def opt_str(self, name: str) -> str | None:
+        if self.data.get(name) is None:
+            return None
+        return self.str_(name)
+
+    def float_(self, name: str, default: float, lo: float, hi: float) -> float:
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise self.fail(name, f"must be a number from {lo:g} to {hi:g}")
+        return float(value)
+
+    def int_(self, name: str, default: int, lo: int, hi: int) -> int:
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.fail(name, f"must be an integer from {lo} to {hi}")
+        return value
+
+    def bool_(self, name: str, default: bool) -> bool:
+        value = self.data.get(name, default)
+        if not isinstance(value, bool):
+            raise self.fail(name, "must be true or false")
+        return value
+
+
+def read_secret(
+    reader: _Reader, env: Mapping[str, str], *, env_key: str, file_key: str, default_env: str,
+    base_dir: Path | None, what: str,
+) -> tuple[Secret, str]:
+    """A credential from ``file_key`` (a file), ``$<env>`` or ``$<env>_FILE``.
+
+    Returns the secret and a description of where it came from (safe to log).
+    """
+    if "token" in reader.data or "api_key" in reader.data or "password" in reader.data:
+        raise reader.fail(
+            "token", f"must not be written in the config file: set {env_key} (an environment "
+            f"variable name) or {file_key} (a secret file)",
+        )
+    path_value = reader.opt_str(file_key)
+    var = reader.str_(env_key, default_env)
+    if path_value is None and not env.get(var, "").strip() and env.get(f"{var}_FILE"):
+        path_value = env[f"{var}_FILE"].strip()
+    if path_value is not None:
+        path = Path(path_value).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise reader.fail(file_key, f"names an unreadable file {str(path)!r}: "
+                                        f"{exc.strerror}") from None
+        if not value:
+            raise reader.fail(file_key, f"names an empty file {str(path)!r}")
+        return Secret(value), f"file {path}"
+    value = env.get(var, "").strip()
+    if not value:
+        raise CollectorConfigError(
+            f"{reader.where}: the {what} is not set: export {var} or point {file_key} "
+            f"(or {var}_FILE) at a secret file"
+        )
+    return Secret(value), f"${var}"
+
+
+def reconnect_policy(reader: _Reader) -> ReconnectPolicy:
+    raw = reader.data.get("reconnect") or {}
+    if not isinstance(raw, Mapping):
+        raise reader.fail("reconnect", "must be a mapping")
+    unknown = set(raw) - _RECONNECT_KEYS
+    if unknown:
+        raise reader.fail("reconnect", f"has unknown keys: {', '.join(sorted(map(str, unknown)))}")
+    r = _Reader(raw, f"{reader.where}: reconnect")
+    d = ReconnectPolicy()
+    return ReconnectPolicy(
+        base_s=r.float_("base_s", d.base_s, 0.001, 3600),
+        cap_s=r.float_("cap_s", d.cap_s, 0.001, 86_400),
+        max_attempts=r.int_("max_attempts", d.max_attempts, 0, 1_000_000),
+        breaker_threshold=r.int_("breaker_threshold", d.breaker_threshold, 1, 1_000_000),
+        breaker_reset_s=r.float_("breaker_reset_s", d.breaker_reset_s, 0.0, 86_400),
+    )
+
+
+def where_of(config_path: str | None, default: str) -> str:
+    return str(config_path) if config_path else default
+
+
+def load_config(
+    data: Mapping[str, Any],
+    *,
+    config_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> OandaConfig:
+    """Validate a parsed YAML mapping; raises :class:`CollectorConfigError`."""
+    where = where_of(config_path, "<oanda config>")
+    if not isinstance(data, Mapping):
+        raise CollectorConfigError(f"{where}: the configuration must be a mapping")
+    env = os.environ if env is None else env
+    r = _Reader(data, where)
+    unknown = set(data) - _KEYS - {"token", "api_key", "password", "kind"}
+    if unknown:
+        raise CollectorConfigError(
+            f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))} "
+            f"(allowed: {', '.join(sorted(_KEYS))})"
+        )
+    base_dir = Path(config_path).resolve().parent if config_path else None
+    token, token_source = read_secret(
+        r, env, env_key="token_env", file_key="token_file", default_env=DEFAULT_TOKEN_ENV,
+        base_dir=base_dir, what="OANDA API token",
+    )
+    environment = r.str_("environment", "practice")
+    if environment not in STREAM_URLS:
+        raise r.fail("environment", "must be 'practice' or 'live'")
+    stream_url = r.str_("stream_url", STREAM_URLS[environment])
+    if not stream_url.startswith(("https://", "http://")):
+        raise r.fail("stream_url", "must be an http(s) URL")
+    if "account_id" in data:
+        account_id = r.str_("account_id")
+    else:
+        var = r.str_("account_id_env", "OANDA_ACCOUNT_ID")
+        account_id = env.get(var, "").strip()
+        if not account_id:
+            raise r.fail("account_id", f"is missing: set it, or export {var}")
+    if "/" in account_id or "?" in account_id:
+        raise r.fail("account_id", "must look like 101-004-1234567-001")
+    raw_instruments = data.get("instruments")
+    if isinstance(raw_instruments, str):
+        raw_instruments = [s for s in raw_instruments.split(",") if s.strip()]
+    if not isinstance(raw_instruments, list) or not raw_instruments or not all(
+        isinstance(i, str) for i in raw_instruments
+    ):
+        raise r.fail("instruments", "must be a non-empty list such as [EUR_USD, USD_JPY]")
+    try:
+        instruments = tuple(dict.fromkeys(symbol_to_instrument(i) for i in raw_instruments))
+    except ValueError as exc:
+        raise r.fail("instruments", f"has an entry OANDA cannot take: {exc}") from None
+    symbols = data.get("symbols") or {}
+    if not isinstance(symbols, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.isalnum() for k, v in symbols.items()
+    ):
+        raise r.fail("symbols", "must map OANDA instruments to symbols, e.g. {DE30_EUR: GER30}")
+    non_tradeable = r.str_("non_tradeable", "reject")
+    if non_tradeable not in ("reject", "skip"):
+        raise r.fail("non_tradeable", "must be 'reject' (dead-letter them) or 'skip' (count)")
+    return OandaConfig(
+        account_id=account_id,
+        token=token,
+        instruments=instruments,
+        name=r.str_("name", "oanda"),
+        broker=r.str_("broker", "OANDA"),
+        environment=environment,
+        stream_url=stream_url,
+        symbols=dict(symbols),
+        token_source=token_source,
+        snapshot=r.bool_("snapshot", True),
+        heartbeat_timeout_s=r.float_("heartbeat_timeout_s", 10.0, 0.01, 3600),
+        connect_timeout_s=r.float_("connect_timeout_s", 10.0, 0.01, 600),
+        non_tradeable=cast(NonTradeable, non_tradeable),
+        max_line_bytes=r.int_("max_line_bytes", 1 << 20, 1024, 1 << 30),
+        max_retry_after_s=r.float_("max_retry_after_s", 300.0, 0.0, 86_400),
+        connections_per_s=r.float_("connections_per_s", 2.0, 0.001, 1000),
+        reconnect=reconnect_policy(r),
+    )

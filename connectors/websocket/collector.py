@@ -1,0 +1,442 @@
+"""One configurable collector for vendors that push JSON quotes over WebSocket.
+
+A session (:meth:`WebSocketCollector._connect`) opens ``url`` (with ``headers``), then sends
+the ``subscribe`` messages: JSON templates (or plain strings) in which ``${token}``,
+``${symbols}`` (the subscribed symbols, each written with ``symbol_format`` and joined by
+``separator``), ``${symbol}`` (with ``per_symbol: true``: once per symbol) and
+``${symbols_list}`` (a whole-string placeholder replaced by a JSON list) are substituted.
+``${token}`` may also appear in the URL and in header values; the credential comes from
+``token_env`` / ``token_file`` and is redacted from every log line and error.
+
+Every text or binary frame is decoded as JSON and mapped by
+:class:`~connectors.websocket.mapping.QuoteMapper`: quotes become ticks on ``ticks.raw``
+(keyed by symbol), quotes that cannot be mapped go to ``ticks.rejected`` with the frame's
+exact bytes and a reason (``malformed``, ``unknown_symbol``), frames that are not JSON are
+dead-lettered as ``malformed``, and messages that are not quotes (``match`` does not hold:
+acknowledgements, status, vendor heartbeats) are counted as ``ignored``. A message matching
+``fatal`` (e.g. ``{status: auth_failed}``) stops the collector with
+:class:`~connectors.resilience.FatalCollectorError`, as do handshake answers 400, 401, 403
+and 404; 429 and 5xx are retried no sooner than ``Retry-After``. Any JSON message proves the
+feed alive; none for ``heartbeat_timeout_s`` drops and reconnects the session. As for OANDA,
+the first quote per symbol after a reconnect is skipped when it repeats the last one emitted
+(vendors that replay the latest quote on subscribe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Final
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from connectors.collector import Collector, CollectorConfigError, RecordSink, SessionEnded
+from connectors.oanda.collector import HeartbeatTimeout, RetryLater, retry_after_s
+from connectors.oanda.config import (
+    ReconnectPolicy,
+    _Reader,
+    read_secret,
+    reconnect_policy,
+    where_of,
+)
+from connectors.resilience import Backoff, CircuitBreaker, FatalCollectorError, RateLimiter
+from connectors.websocket.mapping import FieldPath, MappingSpec, QuoteMapper, spec_from_config
+from schemas.records import RawTick
+from topology.settings import Secret
+
+log = logging.getLogger(__name__)
+
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+_NAMES: Final = frozenset({"token", "symbols", "symbol", "symbols_list"})
+_KEYS: Final = frozenset({
+    "kind", "name", "broker", "url", "headers", "token_env", "token_file", "subscribe",
+    "mapping", "fatal", "heartbeat_timeout_s", "ping_interval_s", "connect_timeout_s",
+    "max_message_bytes", "max_retry_after_s", "connections_per_s", "reconnect",
+    "skip_replayed_quote",
+})
+_SUBSCRIBE_KEYS: Final = frozenset({"symbols", "symbol_format", "separator", "messages",
+                                    "per_symbol"})
+_FATAL_STATUS: Final = {
+    400: "the vendor refused the WebSocket request (HTTP 400; check url)",
+    401: "the vendor rejected the credential (HTTP 401 Unauthorized)",
+    403: "the credential is not authorised for this feed (HTTP 403 Forbidden)",
+    404: "the vendor has no WebSocket at this URL (HTTP 404; check url)",
+}
+
+
+def expand(template: Any, values: Mapping[str, Any]) -> Any:
+    """Substitute ``${name}`` in every string of a JSON-like template.
+
+    A string that is exactly one placeholder takes the value as is (so ``${symbols_list}``
+    becomes a list); otherwise values are inserted as text. Unknown names raise KeyError.
+    """
+    if isinstance(template, str):
+        whole = _PLACEHOLDER.fullmatch(template)
+        if whole is not None:
+            return values[whole.group(1)]
+        return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+    if isinstance(template, Mapping):
+        return {expand(k, values): expand(v, values) for k, v in template.items()}
+    if isinstance(template, list | tuple):
+        return [expand(v, values) for v in template]
+    return template
+
+
+def _uses_token(template: Any) -> bool:
+    if isinstance(template, str):
+        return "${token}" in template
+    if isinstance(template, Mapping):
+        return any(_uses_token(k) or _uses_token(v) for k, v in template.items())
+    if isinstance(template, list | tuple):
+        return any(_uses_token(v) for v in template)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeSpec:
+    """What to send after connecting (see the module docstring)."""
+
+    symbols: tuple[str, ...] = ()
+    symbol_format: str = "${symbol}"
+    separator: str = ","
+    messages: tuple[Any, ...] = ()
+    per_symbol: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    """Everything the collector needs; build it with :func:`load_config`."""
+
+    url: str
+    mapping: MappingSpec
+    name: str = "websocket"
+    broker: str = "WEBSOCKET"
+    token: Secret | None = None
+    token_source: str = "none"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    subscribe: SubscribeSpec = field(default_factory=SubscribeSpec)
+    fatal: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    heartbeat_timeout_s: float = 30.0
+    ping_interval_s: float | None = None
+    connect_timeout_s: float = 10.0
+    max_message_bytes: int = 4 << 20
+    max_retry_after_s: float = 300.0
+    connections_per_s: float = 2.0
+    skip_replayed_quote: bool = True
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+
+    def values(self, symbol: str | None = None) -> dict[str, Any]:
+        """Placeholder values (the real token: never log the result)."""
+        sub = self.subscribe
+        written = [expand(sub.symbol_format, {"symbol": s}) for s in sub.symbols]
+        return {
+            "token": self.token.get() if self.token is not None else "",
+            "symbols": sub.separator.join(written),
+            "symbols_list": written,
+            "symbol": expand(sub.symbol_format, {"symbol": symbol}) if symbol else "",
+        }
+
+    def subscribe_messages(self) -> list[Any]:
+        sub = self.subscribe
+        if sub.per_symbol:
+            return [expand(m, self.values(s)) for s in sub.symbols for m in sub.messages]
+        return [expand(m, self.values()) for m in sub.messages]
+
+
+def load_config(
+    data: Mapping[str, Any],
+    *,
+    config_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> WebSocketConfig:
+    """Validate a parsed YAML mapping; raises :class:`CollectorConfigError`."""
+    where = where_of(config_path, "<websocket config>")
+    if not isinstance(data, Mapping):
+        raise CollectorConfigError(f"{where}: the configuration must be a mapping")
+    env = os.environ if env is None else env
+    r = _Reader(data, where)
+    unknown = set(data) - _KEYS - {"token", "api_key", "password"}
+    if unknown:
+        raise CollectorConfigError(
+            f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))} "
+            f"(allowed: {', '.join(sorted(_KEYS))})"
+        )
+    url = r.str_("url")
+    if not url.startswith(("wss://", "ws://", "https://", "http://")):
+        raise r.fail("url", "must be a ws:// or wss:// URL")
+    headers = data.get("headers") or {}
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise r.fail("headers", "must map header names to strings")
+    sub_raw = data.get("subscribe") or {}
+    if not isinstance(sub_raw, Mapping):
+        raise r.fail("subscribe", "must be a mapping")
+    unknown = set(sub_raw) - _SUBSCRIBE_KEYS
+    if unknown:
+        raise r.fail("subscribe", f"has unknown keys: {', '.join(sorted(map(str, unknown)))}")
+    sr = _Reader(sub_raw, f"{where}: subscribe")
+    symbols = sub_raw.get("symbols") or []
+    if not isinstance(symbols, list) or not all(isinstance(s, str) and s for s in symbols):
+        raise sr.fail("symbols", "must be a list of vendor symbols")
+    messages = sub_raw.get("messages") or []
+    if not isinstance(messages, list):
+        raise sr.fail("messages", "must be a list of messages (mappings or strings)")
+    subscribe = SubscribeSpec(
+        symbols=tuple(symbols),
+        symbol_format=sr.str_("symbol_format", "${symbol}"),
+        separator=str(sub_raw.get("separator", ",")),
+        messages=tuple(messages),
+        per_symbol=sr.bool_("per_symbol", False),
+    )
+    for name in _PLACEHOLDER.findall(orjson.dumps([url, dict(headers), messages]).decode()):
+        if name not in _NAMES:
+            raise r.fail("subscribe", f"uses an unknown placeholder ${{{name}}} (known: "
+                                      f"{', '.join(sorted(_NAMES))})")
+    token: Secret | None = None
+    token_source = "none"
+    if "token_env" in data or "token_file" in data or "token" in data or _uses_token(
+        [url, dict(headers), messages]
+    ):
+        token, token_source = read_secret(
+            r, env, env_key="token_env", file_key="token_file", default_env="WEBSOCKET_TOKEN",
+            base_dir=Path(config_path).resolve().parent if config_path else None,
+            what="feed credential",
+        )
+    mapping_raw = data.get("mapping")
+    if not isinstance(mapping_raw, Mapping):
+        raise r.fail("mapping", "must be a mapping with at least 'fields'")
+    try:
+        mapping = spec_from_config(mapping_raw, f"{where}: mapping")
+    except ValueError as exc:
+        raise CollectorConfigError(str(exc)) from None
+    fatal_raw = data.get("fatal") or {}
+    if not isinstance(fatal_raw, Mapping):
+        raise r.fail("fatal", "must map field paths to values, e.g. {status: auth_failed}")
+    fatal = {str(k): tuple(v) if isinstance(v, list) else (v,) for k, v in fatal_raw.items()}
+    ping = data.get("ping_interval_s")
+    return WebSocketConfig(
+        url=url,
+        mapping=mapping,
+        name=r.str_("name", "websocket"),
+        broker=r.str_("broker", "WEBSOCKET"),
+        token=token,
+        token_source=token_source,
+        headers=dict(headers),
+        subscribe=subscribe,
+        fatal=fatal,
+        heartbeat_timeout_s=r.float_("heartbeat_timeout_s", 30.0, 0.01, 3600),
+        ping_interval_s=None if ping is None else r.float_("ping_interval_s", 0, 0.01, 3600),
+        connect_timeout_s=r.float_("connect_timeout_s", 10.0, 0.01, 600),
+        max_message_bytes=r.int_("max_message_bytes", 4 << 20, 1024, 1 << 30),
+        max_retry_after_s=r.float_("max_retry_after_s", 300.0, 0.0, 86_400),
+        connections_per_s=r.float_("connections_per_s", 2.0, 0.001, 1000),
+        skip_replayed_quote=r.bool_("skip_replayed_quote", True),
+        reconnect=reconnect_policy(r),
+    )
+
+
+class WebSocketCollector(Collector):
+    """Streams vendor WebSocket quotes into ``ticks.raw`` (see the module docstring)."""
+
+    kind: ClassVar[str] = "websocket"
+    source: ClassVar[str] = "WEBSOCKET"
+
+    def __init__(
+        self,
+        config: WebSocketConfig,
+        sink: RecordSink,
+        *,
+        backoff: Backoff | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        policy = config.reconnect
+        super().__init__(
+            config.name,
+            sink,
+            backoff=backoff or Backoff(base_s=policy.base_s, cap_s=policy.cap_s,
+                                       max_attempts=policy.max_attempts),
+            breaker=breaker or CircuitBreaker(policy.breaker_threshold, policy.breaker_reset_s),
+            rate_limit=RateLimiter(config.connections_per_s, burst=2),
+            # the URL-encoded form too: that is how a key in a query string shows in errors
+            secrets=([config.token.get(), quote(config.token.get(), safe="")]
+                     if config.token is not None else []),
+        )
+        self.config = config
+        self.mapper = QuoteMapper(config.mapping, config.broker, source=self.source)
+        self._fatal = [(FieldPath(k), v) for k, v in config.fatal.items()]
+        self.ignored = 0
+        self.duplicates = 0
+        self.sessions = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._not_before = 0.0
+        self._last: dict[str, RawTick] = {}
+        self._replay_guard: dict[str, RawTick] = {}
+        self._warned_reject = False
+
+    # ---- hooks -------------------------------------------------------------------------
+    async def _connect(self) -> None:
+        cfg = self.config
+        wait = self._not_before - time.monotonic()
+        if wait > 0:
+            log.info("%s: waiting %.2f s more (Retry-After)", self.name, wait)
+            await self._sleep(wait)
+        if self.stopping:
+            return
+        if self.rate_limit is not None:
+            await self.rate_limit.acquire()
+        values = cfg.values()
+        url = expand(cfg.url, values)
+        headers = {k: expand(v, values) for k, v in cfg.headers.items()}
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout_s),
+        )
+        try:
+            async with asyncio.timeout(cfg.connect_timeout_s):
+                self._ws = await self._session.ws_connect(
+                    url, headers=headers, heartbeat=cfg.ping_interval_s, autoping=True,
+                    max_msg_size=cfg.max_message_bytes,
+                )
+                for message in cfg.subscribe_messages():
+                    if isinstance(message, str):
+                        await self._ws.send_str(message)
+                    else:
+                        await self._ws.send_str(orjson.dumps(message).decode())
+        except aiohttp.WSServerHandshakeError as exc:
+            self._raise_for_status(exc.status, exc.headers or {})
+        except TimeoutError:
+            raise ConnectionError(
+                f"no WebSocket session within {cfg.connect_timeout_s:g} s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(self.redact(f"{type(exc).__name__}: {exc}")) from None
+        self.sessions += 1
+        self._replay_guard = dict(self._last) if cfg.skip_replayed_quote else {}
+        log.info("%s: subscribed to %d symbols on %s", self.name, len(cfg.subscribe.symbols),
+                 self.redact(url))
+
+    def _raise_for_status(self, status: int, headers: Mapping[str, str]) -> None:
+        if status in _FATAL_STATUS:
+            hint = (f"; the credential came from {self.config.token_source}"
+                    if status in (401, 403) else "")
+            raise FatalCollectorError(f"{_FATAL_STATUS[status]}{hint}")
+        if status == 429 or status >= 500:
+            after = retry_after_s(headers.get("Retry-After"))
+            if after is not None:
+                after = min(after, self.config.max_retry_after_s)
+                self._not_before = time.monotonic() + after
+            shown = f"; Retry-After {after:g} s" if after is not None else ""
+            raise RetryLater(f"WebSocket handshake answered HTTP {status}{shown}", after)
+        raise ConnectionError(f"WebSocket handshake answered HTTP {status}")
+
+    async def _stream(self) -> None:
+        if self._ws is None or self.stopping:
+            return
+        reader = asyncio.create_task(self._read(self._ws), name=f"{self.name}-read")
+        stop = asyncio.create_task(self._stopping.wait(), name=f"{self.name}-stop")
+        try:
+            await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, stop):
+                if not task.done():
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stop
+            if reader.done() and not reader.cancelled():
+                reader.result()
+            else:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    async def _disconnect(self) -> None:
+        ws, self._ws = self._ws, None
+        session, self._session = self._session, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await ws.close()
+        if session is not None:
+            await session.close()
+
+    # ---- the read loop -----------------------------------------------------------------
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        hb = self.config.heartbeat_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + hb
+        text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise HeartbeatTimeout(f"no message for {hb:g} s")
+            try:
+                msg = await ws.receive(timeout=remaining)
+            except TimeoutError:
+                raise HeartbeatTimeout(f"no message for {hb:g} s") from None
+            kind = msg.type
+            if kind is text or kind is binary:
+                if self._on_message(msg.data, time.time_ns() // 1000):
+                    self.mark_alive()
+                    deadline = loop.time() + hb
+                continue
+            if kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.CLOSED):
+                raise SessionEnded(f"the vendor closed the WebSocket (code {ws.close_code})")
+            if kind is aiohttp.WSMsgType.ERROR:
+                raise ConnectionError(self.redact(f"WebSocket error: {ws.exception()}"))
+            # PING / PONG are answered by aiohttp (autoping)
+
+    def _on_message(self, data: str | bytes, recv_us: int) -> bool:
+        """Map one frame; True when it was valid JSON (the feed is alive)."""
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            self._reject(data, "malformed", f"not JSON: {exc}", None)
+            return False
+        if self._fatal:
+            self._check_fatal(message, data)
+        result = self.mapper.map(message, recv_us)
+        for tick in result.ticks:
+            self._on_tick(tick)
+        for rej in result.rejections:
+            self._reject(data, rej.reason, rej.detail, rej.key)
+        self.ignored += result.ignored
+        return True
+
+    def _check_fatal(self, message: Any, data: str | bytes) -> None:
+        for element in message if isinstance(message, list) else (message,):
+            if all(path.get(element, None) in accepted for path, accepted in self._fatal):
+                shown = data if isinstance(data, str) else data.decode("utf-8", "replace")
+                raise FatalCollectorError(f"the vendor reported: {self.redact(shown[:300])}")
+
+    def _on_tick(self, tick: RawTick) -> None:
+        guard = self._replay_guard
+        if guard:
+            prev = guard.pop(tick.symbol, None)
+            if (prev is not None and prev.time_msc == tick.time_msc and prev.bid == tick.bid
+                    and prev.ask == tick.ask):
+                self.duplicates += 1
+                return
+        self._last[tick.symbol] = tick
+        self.emit_tick(tick)
+
+    def _reject(self, data: str | bytes, reason: str, detail: str, key: str | None) -> None:
+        self.reject(data, reason, detail, key=key)
+        level = logging.DEBUG if self._warned_reject else logging.WARNING
+        self._warned_reject = True
+        log.log(level, "%s: dead-lettered a message (%s: %s)", self.name, reason,
+                self.redact(detail))
+
+    def health_dict(self) -> dict[str, Any]:
+        out = super().health_dict()
+        out.update(ignored=self.ignored, duplicates=self.duplicates, sessions=self.sessions)
+        return out

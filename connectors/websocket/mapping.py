@@ -1,0 +1,456 @@
+"""Pure mapping of vendor JSON quotes to :class:`~schemas.records.RawTick` (no I/O).
+
+A vendor quote is a JSON object (or array) somewhere inside a WebSocket message. A
+:class:`MappingSpec` says where the quotes are (``records``: a path to a list or object; a
+top-level list is always iterated), which of them are quotes (``match``: field → accepted
+values; anything else is a control message and is ignored, not rejected), and where each
+field is (``fields``: dotted paths, list indices as numbers: ``data.2``). Times are read in
+one of :data:`TIME_FORMATS`; vendor symbols are mapped (``symbols``) or normalised
+(``EUR/USD``, ``eur_usd`` → ``EURUSD``).
+
+Also home of the time helpers shared with the OANDA parser: :func:`iso8601_to_ms` (RFC 3339
+/ ISO 8601, any fraction length, ``Z`` or numeric offset, cached day starts) and
+:func:`epoch_to_ms`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, cast
+
+from schemas.records import RawTick
+
+__all__ = [
+    "TIME_FORMATS",
+    "FieldPath",
+    "MapResult",
+    "MappingError",
+    "MappingSpec",
+    "QuoteMapper",
+    "Rejection",
+    "UnknownSymbol",
+    "epoch_to_ms",
+    "iso8601_to_ms",
+    "normalise_symbol",
+    "time_parser",
+]
+
+TimeFormat = Literal["epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "iso8601", "rfc3339"]
+TIME_FORMATS: Final[tuple[str, ...]] = (
+    "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "iso8601", "rfc3339",
+)
+_EPOCH_DIVISORS: Final[dict[str, int]] = {
+    "epoch_ms": 1, "epoch_us": 1_000, "epoch_ns": 1_000_000,
+}
+
+MALFORMED: Final = "malformed"
+UNKNOWN_SYMBOL: Final = "unknown_symbol"
+
+
+class MappingError(ValueError):
+    """One value or record cannot be mapped; the message says which field and why."""
+
+    reason: str = MALFORMED
+
+
+class UnknownSymbol(MappingError):
+    """The vendor symbol is not in the symbol map (with ``only_mapped_symbols``)."""
+
+    reason = UNKNOWN_SYMBOL
+
+
+# ---- time ----------------------------------------------------------------------------------
+_DAY_MS: dict[str, int] = {}
+_DAY_CACHE_MAX: Final = 4096
+_ISO = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2})?)?"
+)
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+_MONTH_DAYS: Final = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def day_start_ms(date: str) -> int:
+    """Epoch ms of 00:00 UTC of ``YYYY-MM-DD`` (cached); :class:`MappingError` if invalid."""
+    ms = _DAY_MS.get(date)
+    if ms is not None:
+        return ms
+    if len(date) != 10 or date[4] != "-" or date[7] != "-":
+        raise MappingError(f"bad date {date!r}")
+    y, m, d = date[0:4], date[5:7], date[8:10]
+    if not (y.isascii() and y.isdigit() and m.isascii() and m.isdigit()
+            and d.isascii() and d.isdigit()):
+        raise MappingError(f"bad date {date!r}")
+    yi, mi, di = int(y), int(m), int(d)
+    leap = yi % 4 == 0 and (yi % 100 != 0 or yi % 400 == 0)
+    if not (1 <= mi <= 12 and 1 <= di <= _MONTH_DAYS[mi - 1]) or (
+        mi == 2 and di == 29 and not leap
+    ):
+        raise MappingError(f"bad date {date!r}")
+    ms = _days_from_civil(yi, mi, di) * 86_400_000
+    if len(_DAY_MS) >= _DAY_CACHE_MAX:
+        _DAY_MS.clear()
+    _DAY_MS[date] = ms
+    return ms
+
+
+def iso8601_to_ms(text: str) -> int:
+    """Epoch ms (floor) of an RFC 3339 / ISO 8601 date-time; no offset means UTC.
+
+    Accepts ``T``, ``t`` or a space between date and time, optional seconds, a fraction of
+    any length (``.`` or ``,``), and ``Z`` or ``±HH:MM`` / ``±HHMM`` / ``±HH``.
+    """
+    m = _ISO.fullmatch(text)
+    if m is None:
+        raise MappingError(f"not an ISO 8601 time: {text[:64]!r}")
+    _, _, _, hh, mm, ss, frac, _z, sign, oh, om = m.groups()
+    h, mi, s = int(hh), int(mm), int(ss or 0)
+    if h > 23 or mi > 59 or s > 60:
+        raise MappingError(f"time of day out of range: {text[:64]!r}")
+    ms = day_start_ms(text[:10]) + ((h * 60 + mi) * 60 + s) * 1000
+    if frac:
+        ms += int(frac[:3].ljust(3, "0"))
+    if sign:
+        ohi, omi = int(oh), int(om or 0)
+        if ohi > 23 or omi > 59:
+            raise MappingError(f"offset out of range: {text[:64]!r}")
+        offset = (ohi * 60 + omi) * 60_000
+        ms = ms - offset if sign == "+" else ms + offset
+    return ms
+
+
+def _decimal_str_to_ms(text: str, scale_digits: int) -> int:
+    """Exact floor of ``text * 10**scale_digits`` for a plain decimal string."""
+    t = text.strip()
+    neg = t.startswith("-")
+    if neg or t.startswith("+"):
+        t = t[1:]
+    whole, _, frac = t.partition(".")
+    if not (whole.isascii() and whole.isdigit()) or (frac and not (frac.isascii()
+                                                                    and frac.isdigit())):
+        raise MappingError(f"not a number: {text[:64]!r}")
+    frac_part = frac[:scale_digits].ljust(scale_digits, "0")
+    value = int(whole) * int(10**scale_digits) + (int(frac_part) if frac_part else 0)
+    rest = frac[scale_digits:].strip("0")
+    if neg:
+        return -value - (1 if rest else 0)
+    return value
+
+
+def epoch_to_ms(value: Any, fmt: str) -> int:
+    """Epoch ms (floor) from a number or numeric string in unit ``fmt`` (``epoch_*``)."""
+    if isinstance(value, bool) or value is None:
+        raise MappingError(f"time is {value!r}, not a number")
+    if isinstance(value, int):
+        if fmt == "epoch_s":
+            return value * 1000
+        return value // _EPOCH_DIVISORS[fmt]
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise MappingError(f"time is {value!r}")
+        if fmt == "epoch_s":
+            # 1e-3 ms absorbs the binary representation error of decimal seconds
+            return math.floor(value * 1000.0 + 1e-3)
+        return math.floor(value / _EPOCH_DIVISORS[fmt] + 1e-9)
+    if isinstance(value, str):
+        if fmt == "epoch_s":
+            return _decimal_str_to_ms(value, 3)
+        whole = _decimal_str_to_ms(value, 0)
+        return whole // _EPOCH_DIVISORS[fmt]
+    raise MappingError(f"time is a {type(value).__name__}, not a number")
+
+
+def time_parser(fmt: str) -> Callable[[Any], int]:
+    """The function turning a raw time value into epoch ms for ``fmt``."""
+    if fmt in ("iso8601", "rfc3339"):
+        def parse_iso(value: Any) -> int:
+            if not isinstance(value, str):
+                raise MappingError(f"time is {value!r}, not an ISO 8601 string")
+            return iso8601_to_ms(value)
+
+        return parse_iso
+    if fmt in ("epoch_s", "epoch_ms", "epoch_us", "epoch_ns"):
+        def parse_epoch(value: Any) -> int:
+            return epoch_to_ms(value, fmt)
+
+        return parse_epoch
+    raise ValueError(f"time format must be one of {', '.join(TIME_FORMATS)}, not {fmt!r}")
+
+
+# ---- fields --------------------------------------------------------------------------------
+_MISSING: Final = object()
+
+
+class FieldPath:
+    """A compiled dotted path (``data.0.bid``); integer parts index lists."""
+
+    __slots__ = ("keys", "text")
+
+    def __init__(self, text: str) -> None:
+        if not text or any(not p for p in text.split(".")):
+            raise ValueError(f"bad field path {text!r}")
+        self.text = text
+        self.keys: tuple[str | int, ...] = tuple(
+            int(p) if p.lstrip("-").isdigit() else p for p in text.split(".")
+        )
+
+    def get(self, obj: Any, default: Any = _MISSING) -> Any:
+        cur = obj
+        for k in self.keys:
+            try:
+                if isinstance(k, int):
+                    if isinstance(cur, list):
+                        cur = cur[k]
+                        continue
+                    if isinstance(cur, dict):
+                        cur = cur[str(k)]
+                        continue
+                elif isinstance(cur, dict):
+                    cur = cur[k]
+                    continue
+            except (KeyError, IndexError):
+                pass
+            if default is _MISSING:
+                raise MappingError(f"missing field {self.text!r}")
+            return default
+        return cur
+
+    def __repr__(self) -> str:
+        return f"FieldPath({self.text!r})"
+
+
+_NON_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
+def normalise_symbol(vendor: str) -> str:
+    """``EUR/USD``, ``eur_usd``, ``C:EURUSD`` → ``EURUSD`` (upper case, separators removed).
+
+    A ``prefix:`` (as in Polygon's ``C:EURUSD``) is dropped first.
+    """
+    _, sep, rest = vendor.rpartition(":")
+    return _NON_ALNUM.sub("", rest if sep else vendor).upper()
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or value is None:
+        raise MappingError(f"{name} is {value!r}, not a number")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise MappingError(f"{name} is {str(value)[:64]!r}, not a number") from None
+    if not math.isfinite(out):
+        raise MappingError(f"{name} is {value!r}")
+    return out
+
+
+# ---- the mapping ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MappingSpec:
+    """Where the quotes are in a vendor message and how to read them (see module doc)."""
+
+    symbol: str
+    bid: str
+    ask: str
+    time: str
+    time_format: str = "epoch_ms"
+    last: str | None = None
+    volume: str | None = None
+    seq: str | None = None
+    records: str | None = None
+    match: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    symbols: Mapping[str, str] = field(default_factory=dict)
+    only_mapped_symbols: bool = False
+
+    def __post_init__(self) -> None:
+        time_parser(self.time_format)  # validates the format name
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A quote that could not be mapped: a reason code, a detail, the symbol if known."""
+
+    reason: str
+    detail: str
+    key: str | None = None
+
+
+@dataclass(slots=True)
+class MapResult:
+    ticks: list[RawTick] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    ignored: int = 0
+
+
+class QuoteMapper:
+    """Turns one decoded vendor message into ticks, rejections and ignored control messages."""
+
+    def __init__(self, spec: MappingSpec, broker: str, source: str = "WEBSOCKET") -> None:
+        self.spec = spec
+        self.broker = broker
+        self.source = source
+        self._symbol = FieldPath(spec.symbol)
+        self._bid = FieldPath(spec.bid)
+        self._ask = FieldPath(spec.ask)
+        self._time = FieldPath(spec.time)
+        self._last = FieldPath(spec.last) if spec.last else None
+        self._volume = FieldPath(spec.volume) if spec.volume else None
+        self._seq = FieldPath(spec.seq) if spec.seq else None
+        self._records = FieldPath(spec.records) if spec.records else None
+        self._match = [(FieldPath(k), tuple(v)) for k, v in spec.match.items()]
+        self._parse_time = time_parser(spec.time_format)
+        self._symbols = dict(spec.symbols)
+        self._norm_cache: dict[str, str] = {}
+
+    def candidates(self, message: Any) -> Iterable[Any]:
+        """The elements of ``message`` that may be quotes (before ``match``)."""
+        if self._records is not None:
+            inner = self._records.get(message, None)
+            if inner is None:
+                return ()
+            message = inner
+        if isinstance(message, list):
+            return message
+        return (message,)
+
+    def is_quote(self, element: Any) -> bool:
+        return all(path.get(element, _MISSING) in accepted for path, accepted in self._match)
+
+    def symbol_of(self, vendor: Any) -> str:
+        if not isinstance(vendor, str) or not vendor:
+            raise MappingError(f"symbol is {vendor!r}, not a string")
+        mapped = self._symbols.get(vendor)
+        if mapped is not None:
+            return mapped
+        if self.spec.only_mapped_symbols:
+            raise UnknownSymbol(f"symbol {vendor[:64]!r} is not in the symbol map")
+        norm = self._norm_cache.get(vendor)
+        if norm is None:
+            norm = normalise_symbol(vendor)
+            if not norm:
+                raise MappingError(f"symbol {vendor[:64]!r} is empty after normalising")
+            if len(self._norm_cache) < 10_000:
+                self._norm_cache[vendor] = norm
+        return norm
+
+    def tick(self, element: Any, recv_time_us: int) -> RawTick:
+        """Map one quote element; raises :class:`MappingError` (symbol errors: reason
+        ``unknown_symbol`` via :meth:`map`)."""
+        if not isinstance(element, dict | list):
+            raise MappingError(f"quote is a {type(element).__name__}, not an object")
+        symbol = self.symbol_of(self._symbol.get(element))
+        bid = _number(self._bid.get(element), "bid")
+        ask = _number(self._ask.get(element), "ask")
+        time_msc = self._parse_time(self._time.get(element))
+        last = volume = None
+        seq: int | None = None
+        if self._last is not None:
+            raw = self._last.get(element, None)
+            last = None if raw is None else _number(raw, "last")
+        if self._volume is not None:
+            raw = self._volume.get(element, None)
+            volume = None if raw is None else _number(raw, "volume")
+        if self._seq is not None:
+            raw = self._seq.get(element, None)
+            if raw is not None:
+                if isinstance(raw, bool) or not isinstance(raw, int | str):
+                    raise MappingError(f"seq is {raw!r}, not an integer")
+                try:
+                    seq = int(raw)
+                except ValueError:
+                    raise MappingError(f"seq is {str(raw)[:64]!r}, not an integer") from None
+        return RawTick(
+            broker=self.broker, symbol=symbol, bid=bid, ask=ask, last=last, volume=volume,
+            time_msc=time_msc, recv_time_us=recv_time_us, seq=seq, source=self.source,
+        )
+
+    def _key_of(self, element: Any) -> str | None:
+        """The symbol of a rejected quote when it can be read (mapped if possible)."""
+        if not isinstance(element, dict | list):
+            return None
+        vendor = self._symbol.get(element, None)
+        if not isinstance(vendor, str) or not vendor:
+            return None
+        try:
+            return self.symbol_of(vendor)
+        except MappingError:
+            return vendor[:64]
+
+    def map(self, message: Any, recv_time_us: int) -> MapResult:
+        out = MapResult()
+        elements = list(self.candidates(message))
+        many = len(elements) > 1
+        for i, element in enumerate(elements):
+            if self._match and not self.is_quote(element):
+                out.ignored += 1
+                continue
+            try:
+                out.ticks.append(self.tick(element, recv_time_us))
+            except MappingError as exc:
+                key = self._key_of(element)
+                where = f"record {i} of {len(elements)}: " if many else ""
+                out.rejections.append(Rejection(exc.reason, where + str(exc), key))
+        if not elements:
+            out.ignored += 1
+        return out
+
+
+def spec_from_config(data: Mapping[str, Any], where: str) -> MappingSpec:
+    """Build a :class:`MappingSpec` from the ``mapping`` section of a collector config.
+
+    Raises :class:`ValueError` naming the field (``where`` prefixes the message).
+    """
+    fields_ = data.get("fields")
+    if not isinstance(fields_, Mapping):
+        raise ValueError(f"{where}: 'fields' must map symbol/bid/ask/time to field paths")
+    missing = [k for k in ("symbol", "bid", "ask", "time") if not fields_.get(k)]
+    if missing:
+        raise ValueError(f"{where}: 'fields' lacks {', '.join(missing)}")
+    unknown = set(fields_) - {"symbol", "bid", "ask", "time", "last", "volume", "seq"}
+    if unknown:
+        raise ValueError(f"{where}: unknown entries in 'fields': {', '.join(sorted(unknown))}")
+    match_raw = data.get("match") or {}
+    if not isinstance(match_raw, Mapping):
+        raise ValueError(f"{where}: 'match' must map field paths to accepted values")
+    match = {
+        str(k): tuple(v) if isinstance(v, list | tuple) else (v,) for k, v in match_raw.items()
+    }
+    symbols = data.get("symbols") or {}
+    if not isinstance(symbols, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in symbols.items()
+    ):
+        raise ValueError(f"{where}: 'symbols' must map vendor symbols to symbols like EURUSD")
+    time_format = str(data.get("time_format", "epoch_ms"))
+    if time_format not in TIME_FORMATS:
+        raise ValueError(
+            f"{where}: 'time_format' must be one of {', '.join(TIME_FORMATS)}, "
+            f"not {time_format!r}"
+        )
+    try:
+        spec = MappingSpec(
+            symbol=str(fields_["symbol"]), bid=str(fields_["bid"]), ask=str(fields_["ask"]),
+            time=str(fields_["time"]), time_format=time_format,
+            last=cast("str | None", fields_.get("last")),
+            volume=cast("str | None", fields_.get("volume")),
+            seq=cast("str | None", fields_.get("seq")),
+            records=cast("str | None", data.get("records")),
+            match=match, symbols=dict(symbols),
+            only_mapped_symbols=bool(data.get("only_mapped_symbols", False)),
+        )
+        QuoteMapper(spec, "check")  # compiles every path
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return spec

@@ -1,0 +1,148 @@
+"""Broker-less agent tests with Faust's ``agent.test_context()`` and the memory store.
+
+The agents are thin; these tests check the wiring each one owns: what it publishes where,
+what it writes to its table, what it dead-letters (with the original bytes), and that the
+pipeline agent obeys the global tables kept by the control and context agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+from faust_fakes import RecordingProducer
+
+from schemas.codec import make_codec
+from schemas.records import CleanTick, ControlMessage, MarketEvent, RawTick, RejectedRecord
+from topology.app import create_app
+from topology.settings import Settings
+
+CODEC = make_codec(None)
+
+
+@pytest.fixture
+def app() -> Iterator[Any]:
+    s = Settings.from_env(
+        {"TICKSTREAM_TABLE_STORE": "memory://", "TICKSTREAM_TOPIC_PREFIX": "u."}, env_file=None
+    )
+    a = create_app(s, web_enabled=False)
+    a.producer = RecordingProducer()
+    yield a
+    # Streams build the consumer, whose (never started) thread owns a private event loop.
+    thread = getattr(a.consumer, "_thread", None)
+    if thread is not None and not thread.thread_loop.is_closed():
+        thread.thread_loop.close()
+
+
+def agent(app: Any, name: str) -> Any:
+    return next(a for a in app.agents.values() if a.name == name)
+
+
+def control_msg(command: str) -> bytes:
+    return bytes(CODEC.encode(ControlMessage(
+        command=command, reason="test", issued_by="pytest", time_ms=1), "u.control"))
+
+
+def raw_tick(i: int, symbol: str = "EURUSD", now_ms: int | None = None) -> bytes:
+    t = (now_ms or int(time.time() * 1000)) + i
+    return bytes(CODEC.encode(RawTick(
+        broker="ICM", symbol=symbol, bid=1.1 + i * 1e-5, ask=1.1001 + i * 1e-5, time_msc=t,
+        recv_time_us=(t + 20) * 1000, source="SIMULATOR"), "u.ticks.raw"))
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait for an agent to finish its batch (``noack_take`` publishes at batch end)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.005)
+
+
+def dead_letters(app: Any) -> list[RejectedRecord]:
+    return [CODEC.decode(v, RejectedRecord) for _k, v in app.producer.by_topic("u.ticks.rejected")]
+
+
+async def test_control_agent_keeps_the_kill_switch_in_its_table(app: Any) -> None:
+    async with agent(app, "control").test_context() as ag:
+        await ag.put(control_msg("kill_switch_on"), key=b"kill_switch")
+        state = orjson.loads(app.tables["control_state"][b"kill_switch"])
+        assert state["on"] is True and state["issued_by"] == "pytest"
+        await ag.put(control_msg("kill_switch_off"), key=b"kill_switch")
+    assert orjson.loads(app.tables["control_state"][b"kill_switch"])["on"] is False
+    changelog = app.producer.by_topic(app.tables["control_state"].changelog_topic.get_topic_name())
+    assert [orjson.loads(v)["on"] for _k, v in changelog] == [True, False]
+
+
+async def test_control_agent_dead_letters_what_it_cannot_apply(app: Any) -> None:
+    async with agent(app, "control").test_context() as ag:
+        await ag.put(b"\x00garbage", key=b"x")
+        await ag.put(control_msg("reboot_everything"), key=b"x")
+    dls = dead_letters(app)
+    assert [d.reason for d in dls] == ["malformed", "unknown_command"]
+    assert dls[0].original == b"\x00garbage" and dls[0].stage == "control"
+    assert b"kill_switch" not in app.tables["control_state"]
+
+
+def event(eid: str, currency: str, impact: str = "HIGH", published: int = 1_000) -> bytes:
+    return bytes(CODEC.encode(MarketEvent(
+        event_id=eid, kind="CALENDAR", currency=currency, currencies=[currency], title="CPI",
+        event_time_ms=10_000_000, published_ms=published, impact=impact, source="test"),
+        "u.events.calendar"))
+
+
+async def test_context_agent_books_events_per_currency_and_dead_letters_bad_ones(
+    app: Any,
+) -> None:
+    async with agent(app, "context").test_context() as ag:
+        await ag.put(event("e1", "USD"), key=b"USD")
+        await ag.put(event("e2", "USD", published=2_000), key=b"USD")
+        await ag.put(event("e3", "euro"), key=b"euro")
+        await ag.put(b"not avro", key=b"EUR")
+    table = app.tables["context"]
+    assert set(table.keys()) == {b"USD"}
+    from stages.context import ContextBook
+
+    book = ContextBook()
+    book.restore_currency("USD", orjson.loads(table[b"USD"]))
+    assert len(book) == 2
+    assert book.features("EURUSD", 5_000)["minutes_to_next_event"] is not None
+    assert [d.reason for d in dead_letters(app)] == ["invalid_event", "malformed"]
+
+
+async def test_pipeline_agent_publishes_checkpoints_and_dead_letters(app: Any) -> None:
+    now = int(time.time() * 1000)
+    bad = b"\x01\x02 not a tick"
+    async with agent(app, "pipeline").test_context() as ag:
+        for i in range(3):
+            await ag.put(raw_tick(i, now_ms=now), key=b"EURUSD")
+        await ag.put(bad, key=b"EURUSD")
+        await ag.put(raw_tick(9, symbol="XXXYYY", now_ms=now), key=b"XXXYYY")
+        await until(lambda: b"EURUSD" in app.tables["pipeline_state"])
+    clean = [CODEC.decode(v, CleanTick) for _k, v in app.producer.by_topic("u.ticks.clean")]
+    assert [c.time_msc for c in clean] == [now, now + 1, now + 2]
+    assert all(c.best_bid_broker == "ICM" and c.fresh_brokers == 1 for c in clean)
+    dls = dead_letters(app)
+    assert [d.reason for d in dls] == ["malformed", "unknown_symbol"]
+    assert dls[0].original == bad
+    snap = orjson.loads(app.tables["pipeline_state"][b"EURUSD"])
+    assert snap["offset"] >= 2 and snap["state"]["stages"]["symbol"] == "EURUSD"
+    quality = orjson.loads(app.tables["broker_quality"][b"EURUSD"])
+    assert "ICM" in quality
+
+
+async def test_pipeline_agent_obeys_the_global_tables(app: Any) -> None:
+    async with agent(app, "control").test_context() as ag:
+        await ag.put(control_msg("kill_switch_on"), key=b"kill_switch")
+    async with agent(app, "context").test_context() as ag:
+        await ag.put(event("e1", "USD"), key=b"USD")
+    pipeline = app.tickstream_pipeline
+    assert pipeline.kill_switch is False and pipeline.context.currencies == []
+    async with agent(app, "pipeline").test_context() as ag:
+        await ag.put(raw_tick(0), key=b"EURUSD")
+        await until(lambda: b"EURUSD" in app.tables["pipeline_state"])
+    assert pipeline.kill_switch is True
+    assert pipeline.context.currencies == ["USD"]
