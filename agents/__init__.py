@@ -24,22 +24,23 @@ class AgentSpec:
 
 
 def register_all(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
-    from agents import context, control, pipeline
+    from agents import context, control, health, pipeline
 
     shared = {
         "context": context.register(app, settings, topics),
         "control": control.register(app, settings, topics),
     }
     pipeline.register(app, settings, topics, shared)
+    health.register(app, settings, topics, shared)
 
 
 AGENTS: tuple[AgentSpec, ...] = ()
 
 
 def _load_specs() -> tuple[AgentSpec, ...]:
-    from agents import context, control, pipeline
+    from agents import context, control, health, pipeline
 
-    return (pipeline.SPEC, context.SPEC, control.SPEC)
+    return (pipeline.SPEC, context.SPEC, control.SPEC, health.SPEC)
 
 
 def agent_specs() -> tuple[AgentSpec, ...]:

@@ -50,6 +50,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "MarketEvent",
     "RejectedRecord",
     "ControlMessage",
+    "CollectorHealth",
 )
 
 _HISTORY_FILE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>\d+)\.avsc$")

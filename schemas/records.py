@@ -19,6 +19,7 @@ __all__ = [
     "RECORD_TYPES",
     "Bar",
     "CleanTick",
+    "CollectorHealth",
     "ControlMessage",
     "FeatureVector",
     "MarketEvent",
@@ -240,6 +241,35 @@ class ControlMessage(Record):
     model_path: str | None = None
 
 
+@_record
+@dataclass(slots=True, kw_only=True)
+class CollectorHealth(Record):
+    """A collector process's report about itself (``collectors.health``, keyed by name)."""
+
+    SCHEMA: ClassVar[str] = "io.tickstream.CollectorHealth"
+
+    name: str
+    kind: str
+    state: str = "UNKNOWN"
+    connected: bool = False
+    time_ms: int
+    started_ms: int
+    last_tick_time_ms: int | None = None
+    ticks: int
+    events: int
+    rejected: int
+    errors: int
+    reconnects: int
+    ticks_per_s: float
+    last_error: str | None = None
+    circuit: str = "closed"
+    last_alive_ms: int | None = None
+    interval_s: float = 0.0
+    host: str = ""
+    pid: int = 0
+    detail: str | None = None
+
+
 #: Every record type, keyed by full schema name.
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.SCHEMA: cls
@@ -252,6 +282,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
         MarketEvent,
         RejectedRecord,
         ControlMessage,
+        CollectorHealth,
     )
 }
 

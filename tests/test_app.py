@@ -47,13 +47,16 @@ def test_app_declares_every_topic_with_prefix() -> None:
     app = create_app(s, web_enabled=False)
     assert app.conf.topic_partitions == 3
     agents = {a.name: a for a in app.agents.values()}
-    assert set(agents) == {"pipeline", "control", "context"}
+    assert set(agents) == {"pipeline", "control", "context", "health"}
     assert agents["pipeline"].channel.get_topic_name() == "x.ticks.raw"
     assert agents["control"].channel.get_topic_name() == "x.control"
     assert set(agents["context"].channel.topics) == {"x.events.calendar", "x.events.news"}
+    assert agents["health"].channel.get_topic_name() == "x.collectors.health"
     tables = {t.name: t for t in app.tables.values()}
-    assert set(tables) == {"pipeline_state", "broker_quality", "context", "control_state"}
-    for name in ("context", "control_state"):  # replicated to every worker, one partition
+    assert set(tables) == {
+        "pipeline_state", "broker_quality", "context", "control_state", "collector_health",
+    }
+    for name in ("context", "control_state", "collector_health"):  # every worker, one partition
         assert type(tables[name]).__name__ == "GlobalTable"
         assert tables[name].partitions == 1 and tables[name].use_partitioner
     assert type(tables["pipeline_state"]).__name__ == "Table"

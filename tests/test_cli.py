@@ -18,7 +18,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_help_lists_every_command() -> None:
     out = run("--help")
     assert out.returncode == 0
-    for cmd in ("broker", "topics", "worker", "describe", "smoke"):
+    for cmd in ("broker", "topics", "worker", "describe", "smoke", "collect"):
         assert cmd in out.stdout
 
 

@@ -28,6 +28,7 @@ from schemas.records import (
     RECORD_TYPES,
     Bar,
     CleanTick,
+    CollectorHealth,
     ControlMessage,
     FeatureVector,
     MarketEvent,
@@ -178,6 +179,28 @@ SAMPLES: list[Record] = [
         time_ms=T_MS,
         model_version="xgb-2024.05.31-1",
         model_path="/models/xgb-2024.05.31-1.ubj",
+    ),
+    CollectorHealth(
+        name="mt5-icmarkets",
+        kind="mt5",
+        state="RUNNING",
+        connected=True,
+        time_ms=T_MS + 5_000,
+        started_ms=T_MS - 3_600_000,
+        last_tick_time_ms=T_MS + 4_987,
+        ticks=1_234_567,
+        events=0,
+        rejected=3,
+        errors=2,
+        reconnects=1,
+        ticks_per_s=342.9,
+        last_error="ConnectionError: terminal not responding",
+        circuit="closed",
+        last_alive_ms=T_MS + 4_990,
+        interval_s=5.0,
+        host="collector-1",
+        pid=4242,
+        detail='{"server_offset_s":7200}',
     ),
 ]
 
@@ -518,6 +541,7 @@ TOPICS = {
     "io.tickstream.MarketEvent": "events",
     "io.tickstream.RejectedRecord": "dlq",
     "io.tickstream.ControlMessage": "control",
+    "io.tickstream.CollectorHealth": "collectors.health",
 }
 
 

@@ -48,11 +48,17 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 
     Raises :class:`TopicMismatchError` naming every topic whose partition count differs.
     """
+    return create_planned(settings, planned_topics(settings), timeout_s)
+
+
+def create_planned(
+    settings: Settings, plan: list[PlannedTopic], timeout_s: float = 30.0
+) -> list[str]:
+    """Create the missing topics of ``plan`` and verify the partition counts of the rest."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient(settings.confluent_config())
-    plan = planned_topics(settings)
     existing = admin.list_topics(timeout=timeout_s).topics
     mismatched = [
         f"{p.name}: has {len(existing[p.name].partitions)} partitions, declared {p.partitions}"

@@ -35,6 +35,8 @@ class TickstreamApp(faust.App):  # type: ignore[misc]
         return Transport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
+        # Faust creates only the last level of its datadir (var/worker on a fresh clone).
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await super().on_first_start()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, ensure_topics, self.settings)

@@ -120,6 +120,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from topology.collect import run_collector
+
+    return run_collector(args.kind, args.config, _settings(), bridge=args.bridge)
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -187,6 +193,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True, help="model version, e.g. v1")
     p.add_argument("--horizon", type=int, default=5, help="label horizon in bars (default 5)")
     p.set_defaults(func=cmd_train)
+
+    from topology.collect import KINDS
+
+    p = sub.add_parser(
+        "collect",
+        help=f"run one collector ({', '.join(KINDS)}) until SIGTERM",
+        description="Run one collector in this process: records go to Kafka through the shared "
+        "producer, a health report goes to collectors.health every health_interval_s seconds "
+        "(config key, default 5) and once at stop. SIGTERM/SIGINT stop it after flushing. "
+        "Exit codes: 0 clean stop, 1 collector failure or undelivered records, 2 bad config.",
+    )
+    p.add_argument("kind", choices=list(KINDS), help="which collector")
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="YAML configuration (examples in config/collectors/)")
+    p.add_argument("--bridge", metavar="HOST:PORT",
+                   help="mt5 only: the rpyc bridge to a terminal under Wine (overrides the file)")
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("convert", help="convert a vendor tick file to canonical CSV")
     p.add_argument("file")

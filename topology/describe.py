@@ -15,6 +15,7 @@ SOURCES = {
     "calendar collector": "events.calendar",
     "news collector": "events.news",
     "operators": "control",
+    "collectors (health reports)": "collectors.health",
 }
 
 

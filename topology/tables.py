@@ -57,4 +57,12 @@ CONTROL_STATE = TableSpec(
     global_=True, single_partition=True, memory=True,
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (PIPELINE_STATE, BROKER_QUALITY, CONTEXT, CONTROL_STATE)
+COLLECTOR_HEALTH = TableSpec(
+    "collector_health", "collector", "CollectorHealth",
+    "Latest health report of every collector (global: any worker's /health/ shows them all)",
+    global_=True, single_partition=True, memory=True,
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (
+    PIPELINE_STATE, BROKER_QUALITY, CONTEXT, CONTROL_STATE, COLLECTOR_HEALTH,
+)

@@ -74,6 +74,12 @@ CONTROL = TopicSpec(
     cleanup="compact", single_partition=True,
 )
 
+COLLECTORS_HEALTH = TopicSpec(
+    "collectors.health", "collector", "CollectorHealth",
+    "Latest health report of every collector process", cleanup="compact",
+    single_partition=True,
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     TICKS_RAW,
     TICKS_HISTORY,
@@ -85,6 +91,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     FEATURES,
     TRADING_COMMANDS,
     CONTROL,
+    COLLECTORS_HEALTH,
 )
 
 BY_NAME = {t.name: t for t in ALL_TOPICS}

@@ -1,0 +1,143 @@
+"""The health agent and the worker's ``/health/`` page.
+
+Every collector process (``tickstream collect``) publishes a
+:class:`~schemas.records.CollectorHealth` report on ``collectors.health`` (keyed by collector
+name, compacted) every few seconds and once when it stops. The agent keeps the latest
+report of each collector in the ``collector_health`` global table, so every worker shows
+every broker connection whichever worker consumed the report, and a restarted worker has
+them back from the changelog before it serves a request.
+
+``GET /health/`` answers JSON (see :func:`health_report`): each collector's latest report
+with its age, the model status, the kill switch, and broker quality per symbol from the
+``broker_quality`` table (the symbols whose partitions this worker holds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from agents import AgentSpec
+from agents.control import KILL_SWITCH_KEY, ControlView
+from agents.rejects import rejected
+from agents.tables import make_table
+from schemas.codec import MalformedRecord, make_codec
+from schemas.records import CollectorHealth
+from topology.settings import Settings
+from topology.tables import BROKER_QUALITY, COLLECTOR_HEALTH
+
+log = logging.getLogger(__name__)
+
+SPEC = AgentSpec(
+    name="health", sources=("collectors.health",), stages=("decode", "latest report per collector"),
+    outputs=("ticks.rejected",), tables=(COLLECTOR_HEALTH.name,),
+)
+INVALID_HEALTH = "invalid_health"
+PATH = "/health/"
+#: A running collector whose last report is older than this many report intervals is stale.
+STALE_INTERVALS = 3.0
+DEFAULT_INTERVAL_S = 5.0
+
+
+def collector_status(report: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
+    """One collector's latest report, with its age and whether it is healthy now.
+
+    ``ok``: running, connected, and its last report is fresh (not older than
+    :data:`STALE_INTERVALS` report intervals).
+    """
+    out = dict(report)
+    detail = out.get("detail")
+    if isinstance(detail, str):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            out["detail"] = orjson.loads(detail)
+    age_s = max(0.0, (now_ms - int(report.get("time_ms") or 0)) / 1000.0)
+    interval = float(report.get("interval_s") or 0.0) or DEFAULT_INTERVAL_S
+    out["age_s"] = round(age_s, 3)
+    out["stale"] = report.get("state") == "RUNNING" and age_s > STALE_INTERVALS * interval
+    out["ok"] = report.get("state") == "RUNNING" and bool(report.get("connected")) and not (
+        out["stale"]
+    )
+    return out
+
+
+def health_report(
+    collectors: Mapping[bytes, bytes],
+    control: ControlView | None,
+    models: Any = None,
+    broker_quality: Mapping[bytes, bytes] | None = None,
+    now_ms: int | None = None,
+) -> dict[str, Any]:
+    """What ``/health/`` answers, from the tables and the model store.
+
+    ``ok`` is true when every collector that has not been stopped on purpose is ``ok``
+    (a FAILED or stale collector makes it false); the kill switch and the model are
+    reported, not judged.
+    """
+    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    reports = {
+        key.decode(): collector_status(orjson.loads(raw), now_ms)
+        for key, raw in sorted(collectors.items())
+    }
+    kill = control.get(KILL_SWITCH_KEY) if control is not None else None
+    quality = {
+        key.decode(): orjson.loads(raw) for key, raw in sorted((broker_quality or {}).items())
+    }
+    return {
+        "ok": all(r["ok"] for r in reports.values() if r.get("state") != "STOPPED"),
+        "time_ms": now_ms,
+        "collectors": reports,
+        "model": models.status() if models is not None else None,
+        "kill_switch": {"on": bool(kill and kill.get("on")), **(kill or {})},
+        "broker_quality": quality,
+    }
+
+
+def register(
+    app: Any, settings: Settings, topics: dict[str, Any], shared: dict[str, Any]
+) -> Mapping[bytes, bytes]:
+    """The agent, its table and the ``/health/`` page; returns the table."""
+    registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
+    codec = make_codec(registry)
+    table = make_table(app, COLLECTOR_HEALTH, settings)
+    physical = settings.topic("collectors.health")
+    dead_letters = topics["ticks.rejected"]
+    dl_physical = settings.topic("ticks.rejected")
+    control: ControlView | None = shared.get("control")
+
+    async def dead_letter(event: Any, reason: str, detail: str) -> None:
+        m = event.message
+        rec = rejected(event.value, event.key, m.topic, m.partition, m.offset, reason, detail,
+                       "health")
+        await dead_letters.send(key=event.key, value=codec.encode(rec, dl_physical))
+
+    @app.agent(topics["collectors.health"], name="health")  # type: ignore[untyped-decorator]
+    async def health(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                rec = codec.decode(event.value, CollectorHealth, physical)
+            except MalformedRecord as exc:
+                log.error("undecodable collector health report dead-lettered: %s", exc.detail)
+                await dead_letter(event, exc.reason, exc.detail)
+                continue
+            if not rec.name.strip():
+                await dead_letter(event, INVALID_HEALTH, "empty collector name")
+                continue
+            previous = table.get(rec.name.encode())
+            table[rec.name.encode()] = orjson.dumps(rec.to_dict())
+            if previous is None or orjson.loads(previous).get("state") != rec.state:
+                log.info("collector %s (%s) is %s", rec.name, rec.kind, rec.state)
+
+    @app.page(PATH)  # type: ignore[untyped-decorator]
+    async def health_page(view: Any, request: Any) -> Any:
+        """Every collector's latest health, the model, the kill switch, broker quality."""
+        return view.json(health_report(
+            table, control, getattr(app, "tickstream_models", None),
+            app.tables.get(BROKER_QUALITY.name),
+        ))
+
+    return table  # type: ignore[no-any-return]

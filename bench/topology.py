@@ -1,0 +1,351 @@
+"""Throughput and latency of the whole topology against baselines measured in the same run.
+
+* ``topology_ticks_per_s``: a worker process catches up on a preloaded ``ticks.raw``
+  (simulated 3-broker ticks with anomalies, a model loaded, every stage running); ticks in /
+  span of its outputs (``ticks.clean`` + ``ticks.rejected``; their count is known exactly
+  from the offline run of the same ticks).
+* ``faust_passthrough_msgs_per_s``: a bare Faust agent forwarding a preloaded topic.
+* ``aiokafka_passthrough_msgs_per_s``: a raw aiokafka ``getmany`` → ``send`` loop.
+* ``latency_ms``: ticks offered at a steady rate (default 2,000/s) by the collectors'
+  producer path, read back by a consumer with a 5 ms fetch wait: tick → its CleanTick, the
+  bar-closing tick → its TradingCommand, and ``broker_floor`` (the same producer → the same
+  consumer on a plain topic, no worker). Event time runs faster than the wall clock so bars
+  close every few seconds; latency is wall time from send to receipt, matched by ``seq``
+  (clean ticks) and by the trigger tick's receive stamp (commands).
+* ``offline_process_ticks_per_s``: :func:`topology.process.run_process` on a CSV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.kafka_tools import (
+    Span,
+    assign_from,
+    bench_env,
+    consumer,
+    percentiles,
+    produce_all,
+    producer,
+    read_span,
+)
+from connectors.files import write_canonical
+from connectors.simulator import simulate
+from schemas.codec import make_codec
+from schemas.records import CleanTick, RawTick, TradingCommand
+from stages.pipeline import Outputs, Pipeline, PipelineConfig
+from stages.train import train_model
+from stages.types import Tick
+from topology.admin import ensure_topics
+from topology.localstack import WorkerProcess
+from topology.settings import Settings
+
+RISK = {"TICKSTREAM_RISK_ENTRY_THRESHOLD": "0.51", "TICKSTREAM_RISK_EXIT_THRESHOLD": "0.5",
+        "TICKSTREAM_RISK_COOLDOWN_S": "0", "TICKSTREAM_RISK_MAX_SPREAD_PIPS": "10"}
+CODEC = make_codec(None)
+
+
+def train_bench_model(settings: Settings, out: Path) -> Path:
+    pipeline = Pipeline(PipelineConfig.from_settings(settings))
+    o = Outputs()
+    rows = []
+    for t in simulate(1, symbols=("EURUSD",), seconds=5400):
+        pipeline.on_tick(t, o)
+        rows += o.features
+        o.clear()
+    train_model([r.to_dict() for r in rows], [r.close for r in rows], 3, out, "v1",
+                (rows[0].bar_time, rows[-1].bar_time))
+    return out
+
+
+def raw_bytes(t: Tick, topic: str, seq: int | None = None) -> bytes:
+    return bytes(CODEC.encode(RawTick(
+        broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask, time_msc=t.time_msc,
+        recv_time_us=t.recv_time_us, seq=seq, source="SIMULATOR"), topic))
+
+
+# ---- offline ------------------------------------------------------------------------------
+def offline_process(settings: Settings, model_dir: Path, ticks: list[Tick], tmp: Path) -> float:
+    from topology.process import run_process
+
+    src = tmp / "offline.csv"
+    with src.open("w", newline="") as fh:
+        write_canonical(ticks, fh)
+    best = 0.0
+    for _ in range(3):
+        result = run_process([src], settings, model_dir, None)
+        best = max(best, len(ticks) / result["seconds"])
+    return best
+
+
+# ---- baselines ----------------------------------------------------------------------------
+def preload_plain(settings: Settings, topic: str, n: int, partitions: int = 4) -> None:
+    from topology.admin import PlannedTopic, create_planned
+
+    create_planned(settings, [PlannedTopic(topic, partitions, {})])
+    keys = [f"KEY{i:02d}".encode() for i in range(28)]
+    payload = b"x" * 96
+    produce_all(producer(settings), topic, ((keys[i % 28], payload) for i in range(n)))
+
+
+def faust_passthrough(settings: Settings, n: int, tmp: Path) -> float:
+    src, dst = settings.topic("fp.src"), settings.topic("fp.dst")
+    preload_plain(settings, src, n)
+    from topology.admin import PlannedTopic, create_planned
+
+    create_planned(settings, [PlannedTopic(dst, 4, {})])
+    env = {**os.environ, "BENCH_APP_ID": f"{settings.app_id}-fp", "BENCH_SRC": src,
+           "BENCH_DST": dst, "BENCH_BOOTSTRAP": settings.kafka_bootstrap_servers[0],
+           "BENCH_PARTITIONS": "4", "BENCH_LINGER_MS": str(settings.producer_linger_ms)}
+    log = (tmp / "faust-passthrough.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "faust", "-A", "bench.faust_passthrough", "--datadir",
+         str(tmp / "fp-data"), "worker", "-l", "info", "--without-web"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        span = read_span(settings, [dst], n, timeout_s=max(120.0, n / 500))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+    return span.count / span.seconds
+
+
+def aiokafka_passthrough(settings: Settings, n: int) -> float:
+    src, dst = settings.topic("ak.src"), settings.topic("ak.dst")
+    preload_plain(settings, src, n)
+    from topology.admin import PlannedTopic, create_planned
+
+    create_planned(settings, [PlannedTopic(dst, 4, {})])
+
+    async def loop() -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        bootstrap = ",".join(settings.kafka_bootstrap_servers)
+        cons = AIOKafkaConsumer(
+            src, bootstrap_servers=bootstrap, group_id=f"{settings.app_id}-ak",
+            auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=5,
+            session_timeout_ms=10_000, max_poll_records=10_000,
+        )
+        prod = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        await cons.start()
+        await prod.start()
+        try:
+            done = 0
+            while done < n:
+                batches = await cons.getmany(timeout_ms=200, max_records=10_000)
+                futs = []
+                for msgs in batches.values():
+                    for m in msgs:
+                        futs.append(await prod.send(dst, m.value, key=m.key))
+                if futs:
+                    await asyncio.gather(*futs)
+                    await cons.commit()
+                done += len(futs)
+        finally:
+            await prod.stop()
+            await cons.stop()
+
+    asyncio.run(loop())
+    span = read_span(settings, [dst], n, timeout_s=60)
+    return span.count / span.seconds
+
+
+# ---- the topology -------------------------------------------------------------------------
+def expected_outputs(settings: Settings, ticks: list[Tick]) -> int:
+    """Clean ticks + dead letters the worker will publish for ``ticks`` (offline run)."""
+    pipeline = Pipeline(PipelineConfig.from_settings(settings))
+    out = Outputs()
+    n = 0
+    for t in ticks:
+        pipeline.on_tick(t, out)
+        n += len(out.clean) + len(out.rejects)
+        out.clear()
+    return n
+
+
+def topology_throughput(settings: Settings, env: dict[str, str], ticks: list[Tick],
+                        tmp: Path) -> tuple[float, WorkerProcess]:
+    ensure_topics(settings)
+    raw = settings.topic("ticks.raw")
+    produce_all(producer(settings), raw,
+                ((t.symbol.encode(), raw_bytes(t, raw)) for t in ticks))
+    expected = expected_outputs(settings, ticks)
+    worker = WorkerProcess(env, tmp / "worker.log").start()
+    span = read_span(settings, [settings.topic("ticks.clean"), settings.topic("ticks.rejected")],
+                     expected, timeout_s=max(120.0, len(ticks) / 300))
+    return len(ticks) / span.seconds, worker
+
+
+class Reader(threading.Thread):
+    """Reads topics from their end with a 5 ms fetch wait and stamps each record's arrival."""
+
+    def __init__(self, settings: Settings, topics: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.c = consumer(settings, **{"fetch.wait.max.ms": 5})
+        assign_from(self.c, topics, start="end")
+        self.got: list[tuple[int, str, bytes]] = []
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            msgs = self.c.consume(1000, 0.05)
+            now = time.monotonic_ns()
+            self.ready.set()
+            for m in msgs:
+                if not m.error():
+                    self.got.append((now, m.topic(), m.value()))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+        self.c.close()
+
+
+def offer(settings: Settings, topic: str, items: list[tuple[bytes, bytes]],
+          rate: float) -> list[int]:
+    """Send ``items`` at ``rate``/s through the collectors' producer config; send times."""
+    p = producer(settings)
+    sent: list[int] = []
+    start = time.monotonic()
+    for i, (key, value) in enumerate(items):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent.append(time.monotonic_ns())
+        p.produce(topic, value=value, key=key)
+        p.poll(0)
+    p.flush(30)
+    return sent
+
+
+def broker_floor(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
+    topic = settings.topic(f"floor.{time.monotonic_ns()}")
+    from topology.admin import PlannedTopic, create_planned
+
+    create_planned(settings, [PlannedTopic(topic, 4, {})])
+    reader = Reader(settings, [topic])
+    reader.start()
+    reader.ready.wait(10)
+    n = int(rate * seconds)
+    items = [(f"K{i % 28}".encode(), i.to_bytes(8, "big") + b"x" * 80) for i in range(n)]
+    sent = offer(settings, topic, items, rate)
+    deadline = time.monotonic() + 10
+    while len(reader.got) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reader.stop()
+    lat = [(t - sent[int.from_bytes(v[:8], "big")]) / 1e6 for t, _, v in reader.got]
+    return percentiles(lat)
+
+
+def topology_latency(settings: Settings, ticks: list[Tick], rate: float) -> dict[str, Any]:
+    raw = settings.topic("ticks.raw")
+    clean_t, cmd_t = settings.topic("ticks.clean"), settings.topic("trading.commands")
+    reader = Reader(settings, [clean_t, cmd_t])
+    reader.start()
+    reader.ready.wait(10)
+    items = [(t.symbol.encode(), raw_bytes(t, raw, seq=i)) for i, t in enumerate(ticks)]
+    sent = offer(settings, raw, items, rate)
+    expected_clean = expected_outputs(settings, ticks)  # upper bound incl. rejects
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if sum(1 for _, tp, _ in reader.got if tp == clean_t) >= expected_clean * 0.9:
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)  # the last bars' commands
+    reader.stop()
+    by_recv: dict[int, int] = {}
+    for i, t in enumerate(ticks):
+        by_recv.setdefault(t.recv_time_us, i)
+    clean_lat, cmd_lat = [], []
+    for arrived, tp, value in reader.got:
+        if tp == clean_t:
+            c = CODEC.decode(value, CleanTick)
+            if c.seq is not None and c.seq < len(sent):
+                clean_lat.append((arrived - sent[c.seq]) / 1e6)
+        else:
+            cmd = CODEC.decode(value, TradingCommand)
+            j = by_recv.get(cmd.trigger_recv_time_us)
+            if j is not None:
+                cmd_lat.append((arrived - sent[j]) / 1e6)
+    return {"tick_to_clean": clean_lat, "tick_to_command": cmd_lat}
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    keys = ("p50", "p99", "max")
+    out = {k: round(statistics.median(r[k] for r in runs), 2) for k in keys}
+    out["n"] = sum(int(r.get("n", 0)) for r in runs)
+    return out
+
+
+def run(bootstrap: str, *, throughput_ticks: int = 60_000, passthrough_msgs: int = 30_000,
+        aiokafka_msgs: int = 200_000, rate: float = 2000.0, latency_s: float = 10.0,
+        runs: int = 3) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="tickstream-bench-") as d:
+        tmp = Path(d)
+        env = bench_env(bootstrap, str(tmp / "worker"), **RISK)
+        settings = Settings.from_env(env, env_file=None)
+        env["TICKSTREAM_MODEL_DIR"] = str(train_bench_model(settings, tmp / "models"))
+        settings = Settings.from_env(env, env_file=None)
+        per = max(1, throughput_ticks // (2 * 3 * 600))
+        ticks = simulate(3, symbols=("EURUSD", "USDJPY"), seconds=600, ticks_per_s=per)
+        result: dict[str, Any] = {"ticks_in": len(ticks)}
+        result["offline_process_ticks_per_s"] = round(
+            offline_process(settings, settings.model_dir, ticks, tmp))
+        result["aiokafka_passthrough_msgs_per_s"] = round(
+            aiokafka_passthrough(settings, aiokafka_msgs))
+        result["faust_passthrough_msgs_per_s"] = round(
+            faust_passthrough(settings, passthrough_msgs, tmp))
+        tps, worker = topology_throughput(settings, env, ticks, tmp)
+        try:
+            result["topology_ticks_per_s"] = round(tps)
+            result["ratio_vs_faust_passthrough"] = round(
+                tps / result["faust_passthrough_msgs_per_s"], 2)
+            result["ratio_vs_aiokafka_passthrough"] = round(
+                tps / result["aiokafka_passthrough_msgs_per_s"], 3)
+            # Latency: other symbols, event time ~80x the wall clock so bars close often.
+            n = int(rate * latency_s)
+            lat_ticks = simulate(5, symbols=("GBPUSD", "AUDUSD"), seconds=int(n * runs / 24) + 60,
+                                 ticks_per_s=4)
+            floors, cleans, cmds = [], [], []
+            all_cmd: list[float] = []
+            for r in range(runs):
+                floors.append(broker_floor(settings, rate, latency_s))
+                lat = topology_latency(settings, lat_ticks[r * n:(r + 1) * n], rate)
+                cleans.append(percentiles(lat["tick_to_clean"]))
+                all_cmd += lat["tick_to_command"]
+                if lat["tick_to_command"]:
+                    cmds.append(percentiles(lat["tick_to_command"]))
+        finally:
+            worker.stop()
+        floor = median_of(floors)
+        clean = median_of(cleans)
+        result["latency_ms"] = {
+            "offered_ticks_per_s": rate,
+            "broker_floor": floor,
+            "tick_to_clean": clean,
+            "tick_to_command": percentiles(all_cmd),
+            "added_over_floor": {"p50": round(clean["p50"] - floor["p50"], 2),
+                                 "p99": round(clean["p99"] - floor["p99"], 2)},
+            "runs": {"broker_floor": floors, "tick_to_clean": cleans},
+        }
+        return result
+
+
+__all__ = ["Span", "run"]
