@@ -5,15 +5,21 @@ The agent only moves data: it decodes, hands ticks to :class:`stages.pipeline.Pi
 (the same object ``tickstream process`` drives), publishes the outputs and checkpoints the
 per-symbol state into the ``pipeline_state`` table.
 
-Checkpoint protocol (at-least-once output, exactly-once state), per batch of events taken
+Checkpoint protocol (at-least-once output, exactly-once state). Per batch of events taken
 with ``noack_take``:
 
 1. run the batch through the pipeline;
-2. send every output and **wait for the broker's acknowledgement**;
-3. write each touched symbol's state snapshot, tagged with the last source offset it
-   reflects, to the table (its changelog goes through the same producer);
-4. only then ack the batch's events. Faust flushes the producer before it commits offsets,
-   so committed offsets never run ahead of the state.
+2. send every output (without waiting: the next batch is processed while they fly);
+
+and at most every ``TICKSTREAM_CHECKPOINT_INTERVAL_MS`` (default 1 s; also when the input
+goes quiet):
+
+3. **wait for the broker's acknowledgement** of every output sent since the last one;
+4. write the dedupe window segments that changed, then each touched symbol's state
+   snapshot, tagged with the last source offset it reflects, to the tables (their
+   changelogs go through the same producer);
+5. only then ack the events processed since the last checkpoint. Faust flushes the
+   producer before it commits offsets, so committed offsets never run ahead of the state.
 
 After a crash the worker resumes at the committed offset; events whose offset is at or
 below the offset recorded in a symbol's restored state are skipped (their outputs are
@@ -37,6 +43,7 @@ import orjson
 from agents import AgentSpec
 from agents.context import ContextSync
 from agents.control import MODEL_KEY, ControlView
+from agents.publish import BatchPublisher
 from agents.rejects import rejected
 from agents.tables import make_table
 from schemas.codec import MalformedRecord, make_codec
@@ -45,7 +52,13 @@ from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.score import ModelStore
 from stages.types import Tick
 from topology.settings import Settings
-from topology.tables import BROKER_QUALITY, CONTEXT, CONTROL_STATE, PIPELINE_STATE
+from topology.tables import (
+    BROKER_QUALITY,
+    CONTEXT,
+    CONTROL_STATE,
+    DEDUPE_SEGMENTS,
+    PIPELINE_STATE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +68,7 @@ SPEC = AgentSpec(
     stages=("decode", "dedupe", "validate", "consolidate", "bars", "indicators + context",
             "score", "risk"),
     outputs=("ticks.clean", "bars.m1", "features", "trading.commands", "ticks.rejected"),
-    tables=(PIPELINE_STATE.name, BROKER_QUALITY.name),
+    tables=(PIPELINE_STATE.name, DEDUPE_SEGMENTS.name, BROKER_QUALITY.name),
     reads=(CONTEXT.name, CONTROL_STATE.name),
 )
 QUALITY_EVERY_S = 1.0
@@ -99,6 +112,7 @@ def register(
         for name in ("ticks.clean", "bars.m1", "features", "trading.commands", "ticks.rejected")
     }
     state_table = make_table(app, PIPELINE_STATE, settings)
+    segment_table = make_table(app, DEDUPE_SEGMENTS, settings)
     quality_table = make_table(app, BROKER_QUALITY, settings)
     quality_written: dict[str, float] = {}  # symbol -> monotonic time of the last write
     context_sync: ContextSync = shared["context"]
@@ -107,117 +121,194 @@ def register(
     fenced: dict[str, int] = {}  # symbol -> last source offset reflected in its state
     # Original bytes of ticks the validator holds (pending confirmation), by object id.
     held: dict[int, tuple[bytes, bytes | None, str, int, int]] = {}
-    stats = {"replayed_skipped": 0, "malformed": 0}
+    stats: dict[str, float] = {
+        "replayed_skipped": 0, "malformed": 0, "batches": 0, "events": 0,
+        "process_s": 0.0, "publish_wait_s": 0.0, "checkpoints": 0, "checkpoint_s": 0.0,
+    }
     app.tickstream_stats = stats
     app.tickstream_models = models
     clock: dict[str, Any] = {"event_ms": 0, "wall_s": 0.0}
+    checkpoint_s = settings.checkpoint_interval_ms / 1000.0
+    lock = asyncio.Lock()  # one batch, checkpoint or idle flush at a time
+    dirty: dict[str, Any] = {}  # symbol -> its last event since the last checkpoint
+    unacked: list[Any] = []  # events processed but not yet covered by a checkpoint
+    in_flight: list[Any] = []  # delivery futures of outputs sent since the last checkpoint
+    ckpt: dict[str, Any] = {"at": time.monotonic(), "stream": None}
 
     def restore(symbol: str) -> None:
         raw = state_table.get(symbol.encode())
         if raw is None or symbol not in settings.symbols:
             return
         data = orjson.loads(raw)
-        pipeline.restore_symbol(symbol, data["state"])
+        meta = data["state"]["stages"]["dedupe"]
+        segments: dict[int, list[Any] | None] = {}
+        for seg in meta.get("segments", {}):
+            stored = segment_table.get(_segment_key(symbol, int(seg)))
+            segments[int(seg)] = orjson.loads(stored) if stored is not None else None
+        pipeline.restore_symbol(symbol, data["state"], segments)
         fenced[symbol] = int(data["offset"])
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         # State of symbols we may lose is reloaded from the table when they come back.
+        # Unacked events of revoked partitions are processed again by their next owner.
         pipeline.states.clear()
         fenced.clear()
+        dirty.clear()
+        unacked.clear()
 
-    async def publish(out: Outputs, pending: list[Any]) -> None:
+    publisher = BatchPublisher(app, {
+        physical: settings.partitions for _topic, physical in out_topics.values()
+    })
+
+    def publish(out: Outputs) -> None:
         for name, records in (
             ("ticks.clean", out.clean), ("bars.m1", out.bars), ("features", out.features),
             ("trading.commands", out.commands),
         ):
-            topic, physical = out_topics[name]
+            _topic, physical = out_topics[name]
             for rec in records:
                 key = rec.symbol.encode()  # type: ignore[attr-defined]
-                pending.append(await topic.send(key=key, value=codec.encode(rec, physical)))
+                publisher.add(physical, key, codec.encode(rec, physical))
 
-    async def dead_letter(record: Record, key: bytes | None, pending: list[Any]) -> None:
-        topic, physical = out_topics["ticks.rejected"]
-        pending.append(await topic.send(key=key, value=codec.encode(record, physical)))
+    def dead_letter(record: Record, key: bytes | None) -> None:
+        _topic, physical = out_topics["ticks.rejected"]
+        publisher.add(physical, key, codec.encode(record, physical))
 
     @app.agent(raw_topic, name="pipeline")  # type: ignore[untyped-decorator]
     async def run(stream: Any) -> None:
         out = Outputs()
+        ckpt["stream"] = stream
         async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
-            pipeline.kill_switch = control.kill_switch  # global table: survives restarts
-            announced = control.get(MODEL_KEY)
-            if announced is not None and announced is not seen_announcement[0]:
-                seen_announcement[0] = announced
-                _load_announced(models, announced)
-            context_sync.sync(pipeline.context)
-            pending: list[Any] = []
-            last_event_of_symbol: dict[str, Any] = {}
-            for event in events:
-                msg = event.message
-                try:
-                    rt = codec.decode(event.value, RawTick, msg.topic)
-                except MalformedRecord as exc:
-                    stats["malformed"] += 1
-                    await dead_letter(
-                        rejected(event.value, event.key, msg.topic, msg.partition, msg.offset,
-                                 exc.reason, exc.detail, "decode"),
-                        event.key, pending,
+            async with lock:
+                await process_batch(stream, events, out)
+
+    async def process_batch(stream: Any, events: list[Any], out: Outputs) -> None:
+        t_batch = time.perf_counter()
+        pipeline.kill_switch = control.kill_switch  # global table: survives restarts
+        announced = control.get(MODEL_KEY)
+        if announced is not None and announced is not seen_announcement[0]:
+            seen_announcement[0] = announced
+            _load_announced(models, announced)
+        context_sync.sync(pipeline.context)
+        last_event_of_symbol: dict[str, Any] = {}
+        for event in events:
+            msg = event.message
+            try:
+                rt = codec.decode(event.value, RawTick, msg.topic)
+            except MalformedRecord as exc:
+                stats["malformed"] += 1
+                dead_letter(
+                    rejected(event.value, event.key, msg.topic, msg.partition, msg.offset,
+                             exc.reason, exc.detail, "decode"),
+                    event.key,
+                )
+                continue
+            sym = rt.symbol
+            if sym not in pipeline.states:
+                restore(sym)
+            if msg.offset <= fenced.get(sym, -1):
+                stats["replayed_skipped"] += 1
+                continue
+            tick = Tick(rt.broker, sym, rt.time_msc, rt.bid, rt.ask, rt.recv_time_us,
+                        rt.seq, rt.last, rt.volume)
+            before = len(out.rejects)
+            pipeline.on_tick(tick, out)
+            origin = (event.value, event.key, msg.topic, msg.partition, msg.offset)
+            for t, rej in out.rejects[before:]:
+                if t is tick:
+                    src = origin
+                else:  # a tick the validator held earlier, released now as rejected
+                    src = held.pop(id(t), None) or (  # type: ignore[arg-type]
+                        _encode_tick(codec, t, msg.topic), event.key, msg.topic,
+                        msg.partition, -1,
                     )
-                    continue
-                sym = rt.symbol
-                if sym not in pipeline.states:
-                    restore(sym)
-                if msg.offset <= fenced.get(sym, -1):
-                    stats["replayed_skipped"] += 1
-                    continue
-                tick = Tick(rt.broker, sym, rt.time_msc, rt.bid, rt.ask, rt.recv_time_us,
-                            rt.seq, rt.last, rt.volume)
-                before = len(out.rejects)
-                pipeline.on_tick(tick, out)
-                origin = (event.value, event.key, msg.topic, msg.partition, msg.offset)
-                for t, rej in out.rejects[before:]:
-                    if t is tick:
-                        src = origin
-                    else:  # a tick the validator held earlier, released now as rejected
-                        src = held.pop(id(t), None) or (  # type: ignore[arg-type]
-                            _encode_tick(codec, t, msg.topic), event.key, msg.topic,
-                            msg.partition, -1,
-                        )
-                    await dead_letter(
-                        rejected(*src, rej.reason, rej.detail, "validate"), src[1], pending
-                    )
-                st = pipeline.states.get(sym)
-                if st is not None and st.validator.pending_count:
-                    held[id(tick)] = origin
-                if len(held) > 10_000:  # only ticks still held need their bytes
-                    held.clear()
-                if sym in settings.symbols:
-                    last_event_of_symbol[sym] = event
-                    fenced[sym] = msg.offset
-            if events:
-                newest = max(clock["event_ms"], max(
-                    (c.time_msc for c in out.clean), default=clock["event_ms"]))
-                if newest > clock["event_ms"]:
-                    clock["event_ms"] = newest
-                    clock["wall_s"] = time.monotonic()
-            await publish(out, pending)
-            out.clear()
-            if pending:
-                await asyncio.gather(*pending)  # outputs are on the broker before the state
-            for sym, event in last_event_of_symbol.items():
-                st = pipeline.states.get(sym)
-                if st is None:
-                    continue
-                now = time.monotonic()
-                with _as_current_event(event):
-                    state_table[sym.encode()] = orjson.dumps(
-                        {"offset": event.message.offset, "state": pipeline.snapshot_symbol(sym)}
-                    )
-                    if now - quality_written.get(sym, 0.0) >= QUALITY_EVERY_S:
-                        quality_written[sym] = now
-                        quality_table[sym.encode()] = orjson.dumps(st.consolidator.quality())
-            for event in events:
-                await stream.ack(event)
+                dead_letter(
+                    rejected(*src, rej.reason, rej.detail, "validate"), src[1]
+                )
+            st = pipeline.states.get(sym)
+            if st is not None and st.validator.pending_count:
+                held[id(tick)] = origin
+            if len(held) > 10_000:  # only ticks still held need their bytes
+                held.clear()
+            if sym in settings.symbols:
+                last_event_of_symbol[sym] = event
+                fenced[sym] = msg.offset
+        if events:
+            newest = max(clock["event_ms"], max(
+                (c.time_msc for c in out.clean), default=clock["event_ms"]))
+            if newest > clock["event_ms"]:
+                clock["event_ms"] = newest
+                clock["wall_s"] = time.monotonic()
+        t_publish = time.perf_counter()
+        publish(out)
+        out.clear()
+        # Delivery is awaited at the checkpoint, not per batch: the next batch is processed
+        # while these are in flight, and the state is still written only after its outputs.
+        in_flight.extend(await publisher.flush())
+        stats["process_s"] += t_publish - t_batch
+        stats["batches"] += 1
+        stats["events"] += len(events)
+        dirty.update(last_event_of_symbol)
+        unacked.extend(events)
+        if time.monotonic() - ckpt["at"] >= checkpoint_s:
+            await checkpoint(stream)
+
+    async def checkpoint(stream: Any) -> None:
+        """Write the touched symbols' state (tagged with their source offsets), then ack.
+
+        Runs at most every ``checkpoint_interval_ms``: a snapshot costs O(state), not O(batch),
+        so checkpointing per batch would make the cost grow with the input rate. Events are
+        acked only here, after their state is in the table, so committed offsets never run
+        ahead of the state; outputs of events after the last checkpoint may be produced
+        again after a crash, identical, with the same natural keys.
+        """
+        t0 = time.perf_counter()
+        if in_flight:
+            await asyncio.gather(*in_flight)  # outputs are on the broker before the state
+            in_flight.clear()
+        stats["publish_wait_s"] += time.perf_counter() - t0
+        now = time.monotonic()
+        for sym, event in dirty.items():
+            st = pipeline.states.get(sym)
+            if st is None:
+                continue
+            changed, dropped = st.dedupe.take_changes()
+            with _as_current_event(event):
+                # Segments first, then the state naming their lengths (see Deduplicator).
+                for seg, entries in changed.items():
+                    segment_table[_segment_key(sym, seg)] = orjson.dumps(entries)
+                for seg in dropped:
+                    segment_table.pop(_segment_key(sym, seg), None)
+                state_table[sym.encode()] = orjson.dumps({
+                    "offset": event.message.offset,
+                    "state": pipeline.snapshot_symbol(sym, segmented=True),
+                })
+                if now - quality_written.get(sym, 0.0) >= QUALITY_EVERY_S:
+                    quality_written[sym] = now
+                    quality_table[sym.encode()] = orjson.dumps(st.consolidator.quality())
+        dirty.clear()
+        for event in unacked:
+            await stream.ack(event)
+        unacked.clear()
+        ckpt["at"] = now
+        stats["checkpoints"] += 1
+        stats["checkpoint_s"] += time.perf_counter() - t0
+
+    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
+    async def log_stats() -> None:
+        if stats["batches"]:
+            log.info("pipeline stats: %s", {k: round(v, 3) for k, v in stats.items()})
+
+    @app.timer(interval=max(0.05, checkpoint_s))  # type: ignore[untyped-decorator]
+    async def checkpoint_when_quiet() -> None:
+        """Input went quiet after a batch: checkpoint it now rather than at the next one."""
+        stream = ckpt.get("stream")
+        if stream is None or not unacked:
+            return
+        async with lock:
+            if unacked and time.monotonic() - ckpt["at"] >= checkpoint_s:
+                await checkpoint(stream)
 
     @app.task  # type: ignore[untyped-decorator]
     async def load_model() -> None:
@@ -239,12 +330,17 @@ def register(
             return
         # Event-time estimate: the newest tick's time plus wall time elapsed since we saw it,
         # so replayed history (event times in the past) does not close bars early.
-        now_ms = clock["event_ms"] + int((time.monotonic() - clock["wall_s"]) * 1000)
-        pipeline.idle_flush(now_ms, IDLE_FLUSH_MS, out)
-        if out.bars:
-            pending: list[Any] = []
-            await publish(out, pending)
-            await asyncio.gather(*pending)
+        async with lock:
+            now_ms = clock["event_ms"] + int((time.monotonic() - clock["wall_s"]) * 1000)
+            pipeline.idle_flush(now_ms, IDLE_FLUSH_MS, out)
+            if out.bars:
+                pending: list[Any] = []
+                publish(out)
+                await asyncio.gather(*pending)
+
+
+def _segment_key(symbol: str, segment: int) -> bytes:
+    return f"{symbol}/{segment}".encode()
 
 
 def _load_announced(models: ModelStore, announced: dict[str, Any]) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 from stages.types import Tick
 
 _SNAPSHOT_VERSION = 1
+_SEGMENTED_VERSION = 1
+SEGMENT_MS = 10_000  # persisted window segments: ~10 s of one symbol's ticks per record
 
 # (symbol, time_msc, bid, ask): the broker is implied by the per-broker state holding the key.
 _Key = tuple[str, int, float, float]
@@ -54,14 +56,22 @@ class Deduplicator:
     * Expiry is amortised O(1) per tick (a set for lookups, a deque in arrival order).
     """
 
-    __slots__ = ("_brokers", "duplicates_by_broker", "window_ms")
+    __slots__ = ("_brokers", "_dirty", "_segments", "duplicates_by_broker", "segment_ms",
+                 "window_ms")
 
-    def __init__(self, window_ms: int = 600_000) -> None:
+    def __init__(self, window_ms: int = 600_000, segment_ms: int = SEGMENT_MS) -> None:
         if window_ms < 0:
             raise ValueError(f"window_ms must be >= 0, got {window_ms}")
+        if segment_ms <= 0:
+            raise ValueError(f"segment_ms must be > 0, got {segment_ms}")
         self.window_ms = window_ms
+        self.segment_ms = segment_ms
         self._brokers: dict[str, _BrokerMemory] = {}
         self.duplicates_by_broker: dict[str, int] = {}
+        # The same entries again, append-only, by segment of event time: the unit in which
+        # the live worker persists the window (see take_changes). Only append and drop.
+        self._segments: dict[int, list[tuple[str, _Key]]] = {}
+        self._dirty: set[int] = set()
 
     def is_duplicate(self, tick: Tick) -> bool:
         """True when ``tick`` repeats one already seen within its broker's horizon."""
@@ -88,6 +98,12 @@ class Deduplicator:
             return True
         keys.add(key)
         order.append(key)
+        seg = t // self.segment_ms
+        entries = self._segments.get(seg)
+        if entries is None:
+            entries = self._segments[seg] = []
+        entries.append((tick.broker, key))
+        self._dirty.add(seg)
         return False
 
     def __len__(self) -> int:
@@ -102,13 +118,14 @@ class Deduplicator:
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state: per broker its highest time and its entries in arrival order.
 
-        Prices are stored as JSON numbers; Python's ``json`` writes floats with ``repr``, so
-        they read back bit-identical and keys still match after a restore.
+        Prices are stored as JSON numbers; ``json``/``orjson`` write floats in shortest
+        round-trip form, so they read back bit-identical and keys still match after a restore.
+        Entries are the key tuples themselves (serialised as arrays): no copy per entry.
         """
         return {
             "version": _SNAPSHOT_VERSION,
             "brokers": {
-                broker: {"max_time": mem.max_time, "entries": [list(k) for k in mem.order]}
+                broker: {"max_time": mem.max_time, "entries": list(mem.order)}
                 for broker, mem in self._brokers.items()
             },
             "duplicates_by_broker": dict(self.duplicates_by_broker),
@@ -123,14 +140,86 @@ class Deduplicator:
         if state.get("version") != _SNAPSHOT_VERSION:
             raise ValueError(f"unsupported Deduplicator snapshot version {state.get('version')}")
         brokers: dict[str, _BrokerMemory] = {}
+        segments: dict[int, list[tuple[str, _Key]]] = {}
         for broker, raw in state["brokers"].items():
             mem = _BrokerMemory(int(raw["max_time"]))
             for symbol, t, bid, ask in raw["entries"]:
                 key = (str(symbol), int(t), float(bid), float(ask))
                 mem.keys.add(key)
                 mem.order.append(key)
+                segments.setdefault(key[1] // self.segment_ms, []).append((str(broker), key))
             brokers[str(broker)] = mem
         self._brokers = brokers
+        self._segments = segments
+        self._dirty = set(segments)
         self.duplicates_by_broker = {
             str(k): int(v) for k, v in state["duplicates_by_broker"].items()
+        }
+
+    # ---- segmented persistence (the live worker) -----------------------------------------
+    # A full snapshot grows with the window (a busy symbol holds tens of thousands of keys:
+    # megabytes, more than a Kafka record may hold). The worker instead writes the window
+    # as append-only segments of event time, only those that changed, and a small meta
+    # record that names each live segment with its length at the checkpoint: restoring
+    # takes exactly that prefix of each segment, so a segment written after the last
+    # checkpoint (a crash between the two writes) cannot leak later entries into the state.
+
+    def take_changes(self) -> tuple[dict[int, list[tuple[str, _Key]]], list[int]]:
+        """Segments changed since the last call (full contents) and segments now dropped.
+
+        A segment is dropped once every broker's horizon has passed its end by a window
+        (entries there can no longer match anything; see the 2x bound above).
+        """
+        changed = {seg: self._segments[seg] for seg in self._dirty if seg in self._segments}
+        self._dirty.clear()
+        dropped: list[int] = []
+        if self._brokers:
+            oldest = min(m.max_time for m in self._brokers.values()) - 2 * self.window_ms
+            for seg in list(self._segments):
+                if (seg + 1) * self.segment_ms <= oldest:
+                    del self._segments[seg]
+                    changed.pop(seg, None)
+                    dropped.append(seg)
+        return changed, dropped
+
+    def snapshot_meta(self) -> dict[str, Any]:
+        """Everything but the entries, plus ``segments``: {segment id: entries at this point}."""
+        return {
+            "version": _SEGMENTED_VERSION,
+            "segmented": True,
+            "max_time": {b: m.max_time for b, m in self._brokers.items()},
+            "segments": {str(seg): len(entries) for seg, entries in self._segments.items()},
+            "duplicates_by_broker": dict(self.duplicates_by_broker),
+        }
+
+    def restore_segmented(
+        self, meta: dict[str, Any], segments: dict[int, list[Any] | None]
+    ) -> None:
+        """Rebuild from :meth:`snapshot_meta` and the stored segments (prefixes per meta).
+
+        Behaves exactly as the instance the meta was taken from: entries below a broker's
+        horizon can never match (lookups skip ticks older than the horizon), so keeping or
+        dropping them changes nothing.
+        """
+        if meta.get("version") != _SEGMENTED_VERSION or not meta.get("segmented"):
+            raise ValueError("not a segmented Deduplicator snapshot")
+        brokers = {str(b): _BrokerMemory(int(t)) for b, t in meta["max_time"].items()}
+        self._segments = {}
+        self._dirty = set()
+        for seg_s, length in sorted(meta["segments"].items(), key=lambda kv: int(kv[0])):
+            seg = int(seg_s)
+            stored = segments.get(seg) or []
+            entries: list[tuple[str, _Key]] = []
+            for broker, (symbol, t, bid, ask) in stored[: int(length)]:
+                key = (str(symbol), int(t), float(bid), float(ask))
+                entries.append((str(broker), key))
+                mem = brokers.get(str(broker))
+                if mem is None or key in mem.keys:
+                    continue
+                mem.keys.add(key)
+                mem.order.append(key)
+            self._segments[seg] = entries
+        self._brokers = brokers
+        self.duplicates_by_broker = {
+            str(k): int(v) for k, v in meta["duplicates_by_broker"].items()
         }

@@ -85,10 +85,12 @@ class SymbolState:
         self.bars = BarBuilder(symbol)
         self.indicators = IndicatorState(symbol)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, segmented: bool = False) -> dict[str, Any]:
+        """All stage state; with ``segmented`` the dedupe window is left to
+        :meth:`Deduplicator.take_changes` (only its meta is included)."""
         return {
             "symbol": self.symbol,
-            "dedupe": self.dedupe.snapshot(),
+            "dedupe": self.dedupe.snapshot_meta() if segmented else self.dedupe.snapshot(),
             "validator": self.validator.snapshot(),
             "consolidator": self.consolidator.snapshot(),
             "bars": self.bars.snapshot(),
@@ -97,10 +99,14 @@ class SymbolState:
 
     @classmethod
     def restore(
-        cls, data: Mapping[str, Any], spec: SymbolSpec, config: PipelineConfig
+        cls, data: Mapping[str, Any], spec: SymbolSpec, config: PipelineConfig,
+        dedupe_segments: Mapping[int, list[Any] | None] | None = None,
     ) -> SymbolState:
         st = cls(str(data["symbol"]), spec, config)
-        st.dedupe.restore(data["dedupe"])
+        if data["dedupe"].get("segmented"):
+            st.dedupe.restore_segmented(data["dedupe"], dict(dedupe_segments or {}))
+        else:
+            st.dedupe.restore(data["dedupe"])
         st.validator.restore(data["validator"])
         st.consolidator = Consolidator.restore(data["consolidator"])
         st.bars = BarBuilder.restore(data["bars"])
@@ -147,14 +153,19 @@ class Pipeline:
             st = self.states[symbol] = SymbolState(symbol, spec, self.config)
         return st
 
-    def snapshot_symbol(self, symbol: str) -> dict[str, Any]:
+    def snapshot_symbol(self, symbol: str, segmented: bool = False) -> dict[str, Any]:
         """Everything the table keeps for ``symbol``: stage state plus its position."""
         st = self.states[symbol]
-        return {"stages": st.snapshot(), "risk": self.risk.snapshot_symbol(symbol)}
+        return {"stages": st.snapshot(segmented), "risk": self.risk.snapshot_symbol(symbol)}
 
-    def restore_symbol(self, symbol: str, data: Mapping[str, Any]) -> None:
+    def restore_symbol(
+        self, symbol: str, data: Mapping[str, Any],
+        dedupe_segments: Mapping[int, list[Any] | None] | None = None,
+    ) -> None:
         spec = self.config.symbols[symbol]
-        self.states[symbol] = SymbolState.restore(data["stages"], spec, self.config)
+        self.states[symbol] = SymbolState.restore(
+            data["stages"], spec, self.config, dedupe_segments
+        )
         self.risk.restore_symbol(symbol, data.get("risk"))
 
     # ---- the hot path --------------------------------------------------------------

@@ -27,7 +27,9 @@ CODEC = make_codec(None)
 @pytest.fixture
 def app() -> Iterator[Any]:
     s = Settings.from_env(
-        {"TICKSTREAM_TABLE_STORE": "memory://", "TICKSTREAM_TOPIC_PREFIX": "u."}, env_file=None
+        {"TICKSTREAM_TABLE_STORE": "memory://", "TICKSTREAM_TOPIC_PREFIX": "u.",
+         "TICKSTREAM_CHECKPOINT_INTERVAL_MS": "0"},  # checkpoint after every batch
+        env_file=None,
     )
     a = create_app(s, web_enabled=False)
     a.producer = RecordingProducer()

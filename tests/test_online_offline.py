@@ -41,7 +41,9 @@ def _csv_rows(path: Path, skip: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
 def test_online_equals_offline_across_a_sigkill(
     settings_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**settings_env, **RISK, "TICKSTREAM_PRODUCER_MAX_BATCH_BYTES": "1"}
+    env = {**settings_env, **RISK, "TICKSTREAM_PRODUCER_MAX_BATCH_BYTES": "1",
+           # static membership: the restarted worker replaces the killed one at once
+           "TICKSTREAM_GROUP_INSTANCE_ID": "worker-1"}
     settings = Settings.from_env(env, env_file=None)
     models = train_small_model(tmp_path, settings)
     env["TICKSTREAM_MODEL_DIR"] = str(models)
@@ -114,20 +116,20 @@ def test_online_equals_offline_across_a_sigkill(
     for m in got:
         if m.topic == names["bars.m1"]:
             b = codec.decode(m.value, Bar)
-            row = row(b)
-            assert on_bars.setdefault((b.symbol, str(b.bar_time)), row) == row, "a bar changed"
+            rw = row(b)
+            assert on_bars.setdefault((b.symbol, str(b.bar_time)), rw) == rw, "a bar changed"
     on_features = {}
     for m in got:
         if m.topic == names["features"]:
             f = codec.decode(m.value, FeatureVector)
-            row = row(f)
-            assert on_features.setdefault((f.symbol, str(f.bar_time)), row) == row
+            rw = row(f)
+            assert on_features.setdefault((f.symbol, str(f.bar_time)), rw) == rw
     on_cmds = {}
     for m in got:
         if m.topic == names["trading.commands"]:
             c = codec.decode(m.value, TradingCommand)
-            row = row(c, skip=("created_time_us",))
-            assert on_cmds.setdefault(c.command_id, row) == row
+            rw = row(c, skip=("created_time_us",))
+            assert on_cmds.setdefault(c.command_id, rw) == rw
     on_rejects: Counter[tuple[str, ...]] = Counter()
     seen_offsets = set()
     for m in got:

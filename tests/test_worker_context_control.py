@@ -35,6 +35,8 @@ def test_context_and_kill_switch_survive_a_restart(
     settings_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {**settings_env, **RISK, "TICKSTREAM_PRODUCER_MAX_BATCH_BYTES": "1",
+           # static membership: the restarted worker replaces the killed one at once
+           "TICKSTREAM_GROUP_INSTANCE_ID": "worker-1",
            "TICKSTREAM_RISK_EVENT_BLACKOUT_MIN": "0"}
     settings = Settings.from_env(env, env_file=None)
     env["TICKSTREAM_MODEL_DIR"] = str(train_small_model(tmp_path, settings))

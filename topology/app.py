@@ -77,6 +77,9 @@ def create_app(settings: Settings, *, web_enabled: bool = True) -> TickstreamApp
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        # A restarted worker with the same instance id takes its partitions back at once
+        # instead of waiting for its crashed predecessor's session to expire.
+        consumer_group_instance_id=settings.group_instance_id,
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_max_batch_size=settings.producer_max_batch_bytes,
         web_enabled=web_enabled,

@@ -26,7 +26,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,7 +34,7 @@ import orjson
 
 from connectors.collector import Collector, CollectorConfigError, RecordSink
 from connectors.resilience import FatalCollectorError, ReconnectExhausted
-from schemas.records import CollectorHealth
+from schemas.records import CollectorHealth, Record
 from topology.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,34 @@ class Builder(Protocol):
         self, config: Mapping[str, Any], sink: RecordSink, *, config_path: str | None = None,
         **kwargs: Any,
     ) -> Collector: ...
+
+
+class LazyProducer:
+    """A :class:`~connectors.producer.RecordProducer` opened on first use.
+
+    librdkafka connects as soon as a producer exists; building the collector with this
+    sink means a configuration error is reported without touching the network. After the
+    first record ``send`` is the producer's own method (no indirection per record).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer: Any = None
+        self.send: Callable[[str, str | bytes, Record], None] = self._open_and_send
+
+    def open(self) -> Any:
+        if self.producer is None:
+            from connectors.producer import RecordProducer
+
+            self.producer = RecordProducer(self.settings)
+            self.send = self.producer.send
+        return self.producer
+
+    def _open_and_send(self, topic: str, key: str | bytes, record: Record) -> None:
+        self.open().send(topic, key, record)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        return int(self.producer.flush(timeout_s)) if self.producer is not None else 0
 
 
 class CollectFailed(RuntimeError):
@@ -250,9 +278,7 @@ def run_collector(
     try:
         config = load_yaml(path)
         interval_s = health_interval(config, path)
-        from connectors.producer import RecordProducer
-
-        producer = RecordProducer(settings)
+        producer = LazyProducer(settings)
         collector = build_collector(kind, config, producer, path, bridge)
     except CollectorConfigError as exc:
         print(f"{prefix}: configuration error: {exc}", file=sys.stderr)
@@ -265,6 +291,7 @@ def run_collector(
         print(f"{prefix}: cannot prepare topics on {','.join(settings.kafka_bootstrap_servers)}:"
               f" {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    producer.open()
     try:
         return asyncio.run(supervise(collector, producer, interval_s=interval_s))
     except CollectFailed as exc:

@@ -147,6 +147,8 @@ class Settings:
     fetch_wait_ms: int = 5
     producer_linger_ms: int = 5
     producer_max_batch_bytes: int = 16_384
+    checkpoint_interval_ms: int = 1_000
+    group_instance_id: str | None = None  # static group membership (KIP-345), per worker
     symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
     validation_level: ValidationLevel = "advanced"
     risk: RiskLimits = field(default_factory=RiskLimits)
@@ -307,6 +309,13 @@ class _Resolver:
             producer_max_batch_bytes=self.get(
                 "PRODUCER_MAX_BATCH_BYTES", _int_range(1, 16_777_216), "bytes 1..16777216",
                 d.producer_max_batch_bytes,
+            ),
+            group_instance_id=self.get(
+                "GROUP_INSTANCE_ID", _topic_prefix, "letters, digits, '.', '_' or '-'", None,
+            ) or None,
+            checkpoint_interval_ms=self.get(
+                "CHECKPOINT_INTERVAL_MS", _int_range(0, 60_000), "milliseconds 0..60000",
+                d.checkpoint_interval_ms,
             ),
             symbols=self.symbols(),
             validation_level=level,

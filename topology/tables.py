@@ -41,6 +41,11 @@ PIPELINE_STATE = TableSpec(
     "Per-symbol state of the fused stages: dedupe horizon, validator, broker quotes, "
     "open bar, indicator history, position",
 )
+DEDUPE_SEGMENTS = TableSpec(
+    "dedupe_segments", "symbol/segment", "DedupeSegment",
+    "The dedupe window in 10 s segments of event time, written only when changed; "
+    "pipeline_state names each live segment and its length at the checkpoint",
+)
 BROKER_QUALITY = TableSpec(
     "broker_quality", "symbol", "BrokerQuality",
     "Per-broker feed quality per symbol (ticks/s, spread, latency, gaps, duplicate and "
@@ -64,5 +69,5 @@ COLLECTOR_HEALTH = TableSpec(
 )
 
 ALL_TABLES: tuple[TableSpec, ...] = (
-    PIPELINE_STATE, BROKER_QUALITY, CONTEXT, CONTROL_STATE, COLLECTOR_HEALTH,
+    PIPELINE_STATE, DEDUPE_SEGMENTS, BROKER_QUALITY, CONTEXT, CONTROL_STATE, COLLECTOR_HEALTH,
 )
