@@ -31,6 +31,9 @@ test-unit: $(STAMP) ## tests that need no broker
 test-integration: $(STAMP) ## tests on the real local broker only
 	$(BIN)/python -m pytest -q -m integration
 
+bench: $(STAMP) ## benchmarks on a private local broker; one JSON object on the last line
+	$(BIN)/python -m bench
+
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 
