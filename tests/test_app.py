@@ -54,7 +54,8 @@ def test_app_declares_every_topic_with_prefix() -> None:
     assert agents["health"].channel.get_topic_name() == "x.collectors.health"
     tables = {t.name: t for t in app.tables.values()}
     assert set(tables) == {
-        "pipeline_state", "broker_quality", "context", "control_state", "collector_health",
+        "pipeline_state", "dedupe_segments", "broker_quality", "context", "control_state",
+        "collector_health",
     }
     for name in ("context", "control_state", "collector_health"):  # every worker, one partition
         assert type(tables[name]).__name__ == "GlobalTable"
