@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -177,6 +177,28 @@ class Collector(abc.ABC):
 
     def flush(self, timeout_s: float = 30.0) -> int:
         return self.sink.flush(timeout_s)
+
+    async def _until_stopped(self, receive: Coroutine[Any, Any, None]) -> None:
+        """Run ``receive`` until it returns or raises, or until :meth:`stop` is called.
+
+        Lets a blocked read (a quiet stream) end at once on stop; an error that ended the
+        session is re-raised, so :meth:`run` backs off and reconnects.
+        """
+        reader = asyncio.create_task(receive, name=f"{self.name}-read")
+        stop = asyncio.create_task(self._stopping.wait(), name=f"{self.name}-stop")
+        try:
+            await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, stop):
+                if not task.done():
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stop
+            if reader.done() and not reader.cancelled():
+                reader.result()  # re-raise what ended the session
+            else:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -7,6 +7,7 @@ Each is a small object with an injectable clock and random source, so the collec
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 import time
 from collections.abc import Callable
@@ -141,3 +142,26 @@ class RateLimiter:
     def acquire_blocking(self) -> None:
         while (wait := self.try_acquire()) > 0:
             time.sleep(wait)
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from an HTTP ``Retry-After`` header (delta-seconds or HTTP date).
+
+    None when absent or unreadable; never negative. ``now`` is epoch seconds (tests).
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)

@@ -33,7 +33,7 @@ from standins.oanda import (
 
 from connectors.collector import CollectorConfigError
 from connectors.oanda import build
-from connectors.oanda.collector import OandaCollector, retry_after_s
+from connectors.oanda.collector import OandaCollector
 from connectors.oanda.config import LIVE_STREAM_URL, PRACTICE_STREAM_URL, load_config
 from connectors.oanda.parse import (
     MALFORMED,
@@ -45,7 +45,7 @@ from connectors.oanda.parse import (
     symbol_to_instrument,
 )
 from connectors.producer import RecordProducer
-from connectors.resilience import FatalCollectorError
+from connectors.resilience import FatalCollectorError, retry_after_s
 from schemas.codec import make_codec
 from schemas.records import RawTick, Record, RejectedRecord
 from topology.admin import ensure_topics

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
 import hashlib
 import json
 import logging
@@ -32,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 from urllib.parse import parse_qsl, urlsplit
@@ -42,7 +41,13 @@ import aiohttp
 
 from connectors.calendar.parse import FORMATS, DocumentError, parse_calendar
 from connectors.collector import Collector, CollectorConfigError, RecordSink
-from connectors.resilience import Backoff, CircuitBreaker, FatalCollectorError, RateLimiter
+from connectors.resilience import (
+    Backoff,
+    CircuitBreaker,
+    FatalCollectorError,
+    RateLimiter,
+    retry_after_s,
+)
 from schemas.records import MarketEvent
 
 log = logging.getLogger(__name__)
@@ -61,7 +66,6 @@ __all__ = [
     "fetch_document",
     "limiter_from",
     "now_ms",
-    "retry_after_seconds",
     "url_secrets",
 ]
 
@@ -105,22 +109,6 @@ class Conditional:
         return out
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 async def fetch_document(
     session: aiohttp.ClientSession,
     url: str,
@@ -144,7 +132,7 @@ async def fetch_document(
             raise FatalCollectorError(f"{url}: HTTP {resp.status} (access denied)")
         if resp.status != 200:
             raise HTTPStatusError(
-                url, resp.status, retry_after_seconds(resp.headers.get("Retry-After"))
+                url, resp.status, retry_after_s(resp.headers.get("Retry-After"))
             )
         chunks: list[bytes] = []
         size = 0

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import time
 from collections.abc import Mapping
@@ -42,7 +41,13 @@ import orjson
 from connectors.collector import Collector, RecordSink, SessionEnded
 from connectors.oanda.config import OandaConfig
 from connectors.oanda.parse import NOT_TRADEABLE, Heartbeat, ParseError, PriceParser
-from connectors.resilience import Backoff, CircuitBreaker, FatalCollectorError, RateLimiter
+from connectors.resilience import (
+    Backoff,
+    CircuitBreaker,
+    FatalCollectorError,
+    RateLimiter,
+    retry_after_s,
+)
 from schemas.records import RawTick
 
 log = logging.getLogger(__name__)
@@ -68,26 +73,6 @@ class RetryLater(ConnectionError):
     def __init__(self, message: str, retry_after_s: float | None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-
-def retry_after_s(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
 
 def error_message(body: bytes) -> str:
@@ -199,21 +184,7 @@ class OandaCollector(Collector):
     async def _stream(self) -> None:
         if self._response is None or self.stopping:
             return
-        reader = asyncio.create_task(self._read(self._response), name=f"{self.name}-read")
-        stop = asyncio.create_task(self._stopping.wait(), name=f"{self.name}-stop")
-        try:
-            await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (reader, stop):
-                if not task.done():
-                    task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stop
-            if reader.done() and not reader.cancelled():
-                reader.result()  # re-raise what ended the session
-            else:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+        await self._until_stopped(self._read(self._response))
 
     async def _disconnect(self) -> None:
         resp, self._response = self._response, None

@@ -40,7 +40,7 @@ import aiohttp
 import orjson
 
 from connectors.collector import Collector, CollectorConfigError, RecordSink, SessionEnded
-from connectors.oanda.collector import HeartbeatTimeout, RetryLater, retry_after_s
+from connectors.oanda.collector import HeartbeatTimeout, RetryLater
 from connectors.oanda.config import (
     ReconnectPolicy,
     _Reader,
@@ -48,7 +48,13 @@ from connectors.oanda.config import (
     reconnect_policy,
     where_of,
 )
-from connectors.resilience import Backoff, CircuitBreaker, FatalCollectorError, RateLimiter
+from connectors.resilience import (
+    Backoff,
+    CircuitBreaker,
+    FatalCollectorError,
+    RateLimiter,
+    retry_after_s,
+)
 from connectors.websocket.mapping import FieldPath, MappingSpec, QuoteMapper, spec_from_config
 from schemas.records import RawTick
 from topology.settings import Secret
@@ -342,21 +348,7 @@ class WebSocketCollector(Collector):
     async def _stream(self) -> None:
         if self._ws is None or self.stopping:
             return
-        reader = asyncio.create_task(self._read(self._ws), name=f"{self.name}-read")
-        stop = asyncio.create_task(self._stopping.wait(), name=f"{self.name}-stop")
-        try:
-            await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (reader, stop):
-                if not task.done():
-                    task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stop
-            if reader.done() and not reader.cancelled():
-                reader.result()
-            else:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+        await self._until_stopped(self._read(self._ws))
 
     async def _disconnect(self) -> None:
         ws, self._ws = self._ws, None
