@@ -29,13 +29,14 @@ from standins.feeds import (
 )
 
 from connectors.calendar import build
-from connectors.calendar.collector import CalendarCollector, CalendarTracker, StateFile
+from connectors.calendar.collector import CalendarCollector, CalendarTracker
 from connectors.calendar.parse import (
     DocumentError,
     calendar_event_id,
     parse_calendar,
 )
 from connectors.collector import CollectorConfigError
+from connectors.polling import StateFile
 from connectors.producer import RecordProducer
 from connectors.resilience import RateLimiter
 from schemas.codec import make_codec

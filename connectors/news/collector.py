@@ -32,7 +32,17 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from connectors.calendar.collector import (
+from connectors.collector import Collector, RecordSink
+from connectors.news.currencies import MAJORS, currencies_in
+from connectors.news.parse import (
+    DocumentError,
+    dedupe_keys,
+    news_event_id,
+    news_events,
+    parse_feed,
+)
+from connectors.news.sentiment import Lexicon, default_lexicon
+from connectors.polling import (
     USER_AGENT,
     Conditional,
     ConfigReader,
@@ -46,16 +56,6 @@ from connectors.calendar.collector import (
     unwrap,
     url_secrets,
 )
-from connectors.collector import Collector, RecordSink
-from connectors.news.currencies import MAJORS, currencies_in
-from connectors.news.parse import (
-    DocumentError,
-    dedupe_keys,
-    news_event_id,
-    news_events,
-    parse_feed,
-)
-from connectors.news.sentiment import Lexicon, default_lexicon
 from connectors.resilience import Backoff, CircuitBreaker, FatalCollectorError, RateLimiter
 
 log = logging.getLogger(__name__)

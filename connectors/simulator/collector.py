@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from connectors.calendar.collector import ConfigReader, unwrap
 from connectors.collector import Collector, CollectorConfigError, RecordSink
+from connectors.polling import ConfigReader, unwrap
 from connectors.resilience import Backoff
 from connectors.simulator.events import EventStream
 from connectors.simulator.ticks import (
