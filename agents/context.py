@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from agents import AgentSpec
-from agents.rejects import rejected
+from agents.rejects import DeadLetters
 from agents.tables import make_table
 from schemas.codec import MalformedRecord, make_codec
 from schemas.records import MarketEvent
@@ -76,11 +76,7 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> ContextSyn
     dead_letters = topics["ticks.rejected"]
     dl_physical = settings.topic("ticks.rejected")
 
-    async def dead_letter(event: Any, reason: str, detail: str) -> None:
-        msg = event.message
-        rec = rejected(event.value, event.key, msg.topic, msg.partition, msg.offset, reason,
-                       detail, "context")
-        await dead_letters.send(key=event.key, value=codec.encode(rec, dl_physical))
+    dead_letter = DeadLetters(dead_letters, dl_physical, codec, "context").send
 
     @app.agent(source, name="context")  # type: ignore[untyped-decorator]
     async def context(stream: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from agents import AgentSpec
-from agents.rejects import rejected
+from agents.rejects import DeadLetters
 from agents.tables import make_table
 from schemas.codec import MalformedRecord, make_codec
 from schemas.records import ControlMessage
@@ -80,11 +80,7 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> ControlVie
     dead_letters = topics["ticks.rejected"]
     dl_physical = settings.topic("ticks.rejected")
 
-    async def dead_letter(event: Any, reason: str, detail: str) -> None:
-        m = event.message
-        rec = rejected(event.value, event.key, m.topic, m.partition, m.offset, reason, detail,
-                       "control")
-        await dead_letters.send(key=event.key, value=codec.encode(rec, dl_physical))
+    dead_letter = DeadLetters(dead_letters, dl_physical, codec, "control").send
 
     @app.agent(topics["control"], name="control")  # type: ignore[untyped-decorator]
     async def control(stream: Any) -> None:

@@ -24,7 +24,7 @@ import orjson
 
 from agents import AgentSpec
 from agents.control import KILL_SWITCH_KEY, ControlView
-from agents.rejects import rejected
+from agents.rejects import DeadLetters
 from agents.tables import make_table
 from schemas.codec import MalformedRecord, make_codec
 from schemas.records import CollectorHealth
@@ -109,11 +109,7 @@ def register(
     dl_physical = settings.topic("ticks.rejected")
     control: ControlView | None = shared.get("control")
 
-    async def dead_letter(event: Any, reason: str, detail: str) -> None:
-        m = event.message
-        rec = rejected(event.value, event.key, m.topic, m.partition, m.offset, reason, detail,
-                       "health")
-        await dead_letters.send(key=event.key, value=codec.encode(rec, dl_physical))
+    dead_letter = DeadLetters(dead_letters, dl_physical, codec, "health").send
 
     @app.agent(topics["collectors.health"], name="health")  # type: ignore[untyped-decorator]
     async def health(stream: Any) -> None:
