@@ -43,6 +43,13 @@ class ContextSync:
 
     Table values are compared by identity: a currency is decoded only when its value object
     changed since the last sync (the memory store hands back the object it holds).
+
+    Only a newer snapshot (higher ``revision``) replaces a currency. The table is global with
+    every changelog partition as a standby, so the worker that writes a currency also reads
+    its own earlier writes back from the changelog, a little later, and the store applies
+    them: for a moment the table holds an older book than the one just written. Taking that
+    echo would join bars against fewer events than were already in (found by the
+    online-equals-offline test); ignoring anything not newer keeps the book monotone.
     """
 
     def __init__(self, table: Mapping[bytes, bytes]) -> None:
@@ -56,7 +63,12 @@ class ContextSync:
             if self._seen.get(key) is raw:
                 continue
             self._seen[key] = raw
-            book.restore_currency(key.decode(), orjson.loads(raw))
+            data = orjson.loads(raw)
+            currency = key.decode()
+            revision = data.get("revision")
+            if revision is not None and int(revision) <= book.revision(currency):
+                continue  # our own earlier write, read back from the changelog
+            book.restore_currency(currency, data)
             changed += 1
         self.updates += changed
         return changed

@@ -5,8 +5,14 @@ the ``control_state`` global table, which every worker replicates from its chang
 rebuilds at start-up. So the kill switch reaches every worker, and a restarted worker comes
 back with the switch as it was left — never silently re-armed.
 
-Table values (JSON): ``kill_switch`` → ``{"on": bool, "reason", "issued_by", "time_ms"}``;
-``model`` → ``{"version", "path", "time_ms"}``.
+Table values (JSON): ``kill_switch`` → ``{"on": bool, "reason", "issued_by", "time_ms",
+"offset"}``; ``model`` → ``{"version", "path", "time_ms", "offset"}``. ``offset`` is the
+control message's offset in the one-partition ``control`` topic: it orders the values. The
+worker that writes the table also reads its own writes back from the changelog a little
+later (every changelog partition is a standby of a global table), so for a moment the table
+can hold an older value than the one just written — a lifted switch could read as on again,
+or, worse, a switch just set could read as lifted. :class:`ControlView` therefore never
+goes back to a value with a lower offset than one it has seen.
 """
 
 from __future__ import annotations
@@ -37,22 +43,28 @@ MODEL_KEY = b"model"
 COMMANDS = ("kill_switch_on", "kill_switch_off", "model_announce")
 
 
-def apply(msg: ControlMessage) -> tuple[bytes, dict[str, Any]] | None:
-    """The table entry a control message sets, or None for one that changes nothing."""
+def apply(msg: ControlMessage, offset: int) -> tuple[bytes, dict[str, Any]] | None:
+    """The table entry a control message (at ``offset`` in ``control``) sets, or None for
+    one that changes nothing."""
     if msg.command in ("kill_switch_on", "kill_switch_off"):
         return KILL_SWITCH_KEY, {
             "on": msg.command == "kill_switch_on", "reason": msg.reason,
-            "issued_by": msg.issued_by, "time_ms": msg.time_ms,
+            "issued_by": msg.issued_by, "time_ms": msg.time_ms, "offset": offset,
         }
     if msg.command == "model_announce" and msg.model_version:
         return MODEL_KEY, {
             "version": msg.model_version, "path": msg.model_path, "time_ms": msg.time_ms,
+            "offset": offset,
         }
     return None
 
 
 class ControlView:
-    """Read side of ``control_state`` for other agents; decodes only when a value changes."""
+    """Read side of ``control_state`` for other agents.
+
+    Decodes only when a value changes, and never moves back to a value with a lower
+    ``offset`` than the newest it has seen (see the module docstring).
+    """
 
     def __init__(self, table: Mapping[bytes, bytes]) -> None:
         self.table = table
@@ -63,13 +75,20 @@ class ControlView:
         raw = self.table.get(key)
         if raw is not self._raw.get(key):
             self._raw[key] = raw
-            self._val[key] = orjson.loads(raw) if raw is not None else None
+            val = orjson.loads(raw) if raw is not None else None
+            held = self._val.get(key)
+            if val is None or held is None or _offset(val) >= _offset(held):
+                self._val[key] = val
         return self._val.get(key)
 
     @property
     def kill_switch(self) -> bool:
         ks = self.get(KILL_SWITCH_KEY)
         return bool(ks and ks.get("on"))
+
+
+def _offset(value: dict[str, Any]) -> int:
+    return int(value.get("offset", -1))
 
 
 def register(app: Any, settings: Settings, topics: dict[str, Any]) -> ControlView:
@@ -91,7 +110,7 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> ControlVie
                 log.error("undecodable control message dead-lettered: %s", exc.detail)
                 await dead_letter(event, exc.reason, exc.detail)
                 continue
-            entry = apply(msg)
+            entry = apply(msg, event.message.offset)
             if entry is None:
                 log.error("control message %r dead-lettered: unknown command", msg.command)
                 await dead_letter(event, "unknown_command", f"command {msg.command!r}")

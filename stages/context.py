@@ -77,7 +77,9 @@ class _CurrencyBook:
     ``news``: (published_ms, event_id) of each NEWS version.
     """
 
-    __slots__ = ("cal", "cal_times", "max_published", "news", "news_times", "versions")
+    __slots__ = (
+        "cal", "cal_times", "max_published", "news", "news_times", "revision", "versions",
+    )
 
     def __init__(self) -> None:
         self.versions: dict[str, list[_Version]] = {}
@@ -86,6 +88,8 @@ class _CurrencyBook:
         self.news: list[tuple[int, str]] = []
         self.news_times: list[int] = []
         self.max_published: int | None = None
+        # Events added so far: orders two snapshots of the same currency (newer = higher).
+        self.revision = 0
 
     # -- index maintenance -----------------------------------------------------------------
 
@@ -225,6 +229,7 @@ class _CurrencyBook:
     def snapshot(self) -> dict[str, Any]:
         return {
             "max_published": self.max_published,
+            "revision": self.revision,
             "events": {
                 event_id: [list(v) for v in versions]
                 for event_id, versions in self.versions.items()
@@ -246,6 +251,7 @@ class _CurrencyBook:
         mp = data.get("max_published")
         if mp is not None and (book.max_published is None or int(mp) > book.max_published):
             book.max_published = int(mp)
+        book.revision = int(data.get("revision", 0))
         return book
 
 
@@ -312,6 +318,7 @@ class ContextBook:
             ev.event_id,
             (published, kind, int(ev.event_time_ms), ev.impact, sentiment),
         )
+        book.revision += 1
         lag = self.prune_lag_ms
         if lag is None:
             return
@@ -383,6 +390,11 @@ class ContextBook:
         data = (book or _CurrencyBook()).snapshot()
         data["version"] = _SNAPSHOT_VERSION
         return data
+
+    def revision(self, currency: str) -> int:
+        """How many events this currency's book has taken in (its snapshots carry it too)."""
+        book = self._books.get(currency)
+        return book.revision if book is not None else 0
 
     def restore_currency(self, currency: str, data: dict[str, Any]) -> None:
         """Replace the state of one currency with :meth:`snapshot_currency` output."""
