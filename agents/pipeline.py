@@ -295,6 +295,20 @@ def register(
         stats["checkpoints"] += 1
         stats["checkpoint_s"] += time.perf_counter() - t0
 
+    async def checkpoint_before_stop() -> None:
+        """SIGTERM: write the last checkpoint and ack it, so the consumer commits everything
+        processed and the next owner replays nothing. (Timers have stopped by then, and
+        without it Faust would wait forever for acks that only a checkpoint gives.)"""
+        stream = ckpt.get("stream")
+        if stream is None:
+            return
+        async with lock:
+            if unacked:
+                await checkpoint(stream)
+        log.info("pipeline stopped: %s", {k: round(v, 3) for k, v in stats.items()})
+
+    app.before_stop.append(checkpoint_before_stop)
+
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def log_stats() -> None:
         if stats["batches"]:

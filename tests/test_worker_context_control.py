@@ -102,7 +102,9 @@ def test_context_and_kill_switch_survive_a_restart(
              "every event and the kill switch in the global tables")
         send(ticks[:q])
         wait(lambda: count("features") >= 4, 60, "features before the restart")
-        worker.stop()  # a clean restart: global tables must come back from their changelogs
+        # A clean restart: the worker checkpoints and exits by itself on SIGTERM, and the
+        # global tables come back from their changelogs.
+        assert worker.stop() == 0, "SIGTERM must stop the worker cleanly, not by SIGKILL"
         worker = WorkerProcess(env, tmp_path / "worker2.log")
         worker.start()
         send(ticks[q:2 * q])
@@ -123,6 +125,8 @@ def test_context_and_kill_switch_survive_a_restart(
 
     online = [codec.decode(m.value, FeatureVector) for m in got if m.topic == names["features"]]
     assert len(online) >= 12
+    bar_times = [fv.bar_time for fv in online]
+    assert len(set(bar_times)) == len(bar_times), "after a clean stop nothing is replayed"
     for fv in online:  # context joined as of the bar, identical to offline, before and after
         assert row(fv) == off_features[(fv.symbol, str(fv.bar_time))], fv.bar_time
     assert any(fv.news_count_1h > 0 for fv in online)

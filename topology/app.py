@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -23,10 +24,25 @@ log = logging.getLogger(__name__)
 
 
 class TickstreamApp(faust.App):  # type: ignore[misc]
-    """A Faust app that creates and verifies its topics before anything subscribes."""
+    """A Faust app that creates and verifies its topics before anything subscribes, and
+    lets agents finish their work before the consumer stops."""
 
     settings: Settings
     fetch_wait_ms: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Coroutines run first thing when the worker stops (SIGTERM), while the consumer,
+        #: producer and tables still work: the pipeline writes its last checkpoint here.
+        self.before_stop: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_stop(self) -> None:
+        for hook in self.before_stop:
+            try:
+                await hook()
+            except Exception:  # a failed hook must not keep the worker from stopping
+                log.exception("before-stop hook %r failed", hook)
+        await super().on_stop()
 
     def _new_transport(self) -> Any:
         """Faust's aiokafka transport with the fetch wait from settings (see transport.py)."""
@@ -80,6 +96,10 @@ def create_app(settings: Settings, *, web_enabled: bool = True) -> TickstreamApp
         # A restarted worker with the same instance id takes its partitions back at once
         # instead of waiting for its crashed predecessor's session to expire.
         consumer_group_instance_id=settings.group_instance_id,
+        # At stop, commit what is acked and go: the pipeline acks only at its checkpoints
+        # (the last one in ``before_stop``), so waiting for every fetched event to be acked
+        # would wait for events that no checkpoint will cover; they are replayed instead.
+        stream_wait_empty=False,
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_max_batch_size=settings.producer_max_batch_bytes,
         web_enabled=web_enabled,

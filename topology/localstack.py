@@ -65,14 +65,18 @@ class WorkerProcess:
             self.process.wait(10)
         self.process = None
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM: graceful stop; escalate to SIGKILL after ``timeout_s``."""
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM: graceful stop; escalate to SIGKILL after ``timeout_s``.
+
+        Returns the exit status (negative: killed by that signal), or None if the worker
+        was not running.
+        """
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
-            return
+            return None if proc is None else proc.returncode
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout_s)
+            return proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            return proc.wait(10)
