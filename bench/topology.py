@@ -9,9 +9,12 @@
 * ``latency_ms``: ticks offered at a steady rate (default 2,000/s) by the collectors'
   producer path, read back by a consumer with a 5 ms fetch wait: tick → its CleanTick, the
   bar-closing tick → its TradingCommand, and ``broker_floor`` (the same producer → the same
-  consumer on a plain topic, no worker). Event time runs faster than the wall clock so bars
-  close every few seconds; latency is wall time from send to receipt, matched by ``seq``
-  (clean ticks) and by the trigger tick's receive stamp (commands).
+  consumer on a plain topic, no worker). The latency worker is a fresh app and the floor
+  uses one topic for all its runs, so both start empty and fill at the same pace (Tansu's
+  latency grows with partition size). The producer is warmed up before each clock starts.
+  Event time runs faster than the wall clock so bars close every few seconds; latency is
+  wall time from send to receipt, matched by ``seq`` (clean ticks) and by the trigger
+  tick's receive stamp (commands).
 * ``offline_process_ticks_per_s``: :func:`topology.process.run_process` on a CSV.
 """
 
@@ -248,8 +251,9 @@ def offer(settings: Settings, topic: str, items: list[tuple[bytes, bytes]],
     return sent
 
 
-def broker_floor(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
-    topic = settings.topic(f"floor.{time.monotonic_ns()}")
+def broker_floor(settings: Settings, topic: str, rate: float,
+                 seconds: float) -> dict[str, float]:
+    """A plain producer → consumer on ``topic`` (4 partitions, created if missing)."""
     from topology.admin import PlannedTopic, create_planned
 
     create_planned(settings, [PlannedTopic(topic, 4, {})])
@@ -257,23 +261,28 @@ def broker_floor(settings: Settings, rate: float, seconds: float) -> dict[str, f
     reader.start()
     reader.ready.wait(10)
     n = int(rate * seconds)
-    items = [(f"K{i % 28}".encode(), i.to_bytes(8, "big") + b"x" * 80) for i in range(n)]
+    run = time.monotonic_ns().to_bytes(8, "big")  # tells this run's records from earlier ones
+    items = [(f"K{i % 28}".encode(), i.to_bytes(8, "big") + run + b"x" * 72) for i in range(n)]
     sent = offer(settings, topic, items, rate)
     deadline = time.monotonic() + 10
     while len(reader.got) < n and time.monotonic() < deadline:
         time.sleep(0.05)
     reader.stop()
-    lat = [(t - sent[int.from_bytes(v[:8], "big")]) / 1e6 for t, _, v in reader.got]
+    lat = [(t - sent[int.from_bytes(v[:8], "big")]) / 1e6
+           for t, _, v in reader.got if v[8:16] == run]
     return percentiles(lat)
 
 
-def topology_latency(settings: Settings, ticks: list[Tick], rate: float) -> dict[str, Any]:
+def topology_latency(settings: Settings, ticks: list[Tick], rate: float,
+                     seq_base: int = 0) -> dict[str, Any]:
+    """Offer ``ticks`` (numbered from ``seq_base``, unique over runs on the same topics)."""
     raw = settings.topic("ticks.raw")
     clean_t, cmd_t = settings.topic("ticks.clean"), settings.topic("trading.commands")
     reader = Reader(settings, [clean_t, cmd_t])
     reader.start()
     reader.ready.wait(10)
-    items = [(t.symbol.encode(), raw_bytes(t, raw, seq=i)) for i, t in enumerate(ticks)]
+    items = [(t.symbol.encode(), raw_bytes(t, raw, seq=seq_base + i))
+             for i, t in enumerate(ticks)]
     sent = offer(settings, raw, items, rate)
     expected_clean = expected_outputs(settings, ticks)  # upper bound incl. rejects
     deadline = time.monotonic() + 15
@@ -290,8 +299,8 @@ def topology_latency(settings: Settings, ticks: list[Tick], rate: float) -> dict
     for arrived, tp, value in reader.got:
         if tp == clean_t:
             c = CODEC.decode(value, CleanTick)
-            if c.seq is not None and c.seq < len(sent):
-                clean_lat.append((arrived - sent[c.seq]) / 1e6)
+            if c.seq is not None and 0 <= c.seq - seq_base < len(sent):
+                clean_lat.append((arrived - sent[c.seq - seq_base]) / 1e6)
         else:
             cmd = CODEC.decode(value, TradingCommand)
             j = by_recv.get(cmd.trigger_recv_time_us)
@@ -326,27 +335,39 @@ def run(bootstrap: str, *, throughput_ticks: int = 60_000, passthrough_msgs: int
         result["faust_passthrough_msgs_per_s"] = round(
             faust_passthrough(settings, passthrough_msgs, tmp))
         tps, worker = topology_throughput(settings, env, ticks, tmp)
+        worker.stop()
+        result["topology_ticks_per_s"] = round(tps)
+        result["ratio_vs_faust_passthrough"] = round(
+            tps / result["faust_passthrough_msgs_per_s"], 2)
+        result["ratio_vs_aiokafka_passthrough"] = round(
+            tps / result["aiokafka_passthrough_msgs_per_s"], 3)
+        # Latency on a fresh app, and the floor on one topic used for all its runs: Tansu's
+        # produce→fetch latency grows with the partition's size (measured: p50 6 → 9 → 24 →
+        # 39 ms over four runs of 20k records on the same topic, no worker at all), so both
+        # paths start empty and fill at the same pace, run after run. Event time runs ~80x
+        # the wall clock so bars close often.
+        lat_env = bench_env(bootstrap, str(tmp / "latency-worker"), **RISK,
+                            TICKSTREAM_MODEL_DIR=env["TICKSTREAM_MODEL_DIR"])
+        lat_settings = Settings.from_env(lat_env, env_file=None)
+        ensure_topics(lat_settings)
+        floor_topic = lat_settings.topic("floor")
+        n = int(rate * latency_s)
+        lat_ticks = simulate(5, symbols=("GBPUSD", "AUDUSD"), seconds=int(n * runs / 24) + 60,
+                             ticks_per_s=4)
+        floors, cleans, cmds = [], [], []
+        all_cmd: list[float] = []
+        lat_worker = WorkerProcess(lat_env, tmp / "latency-worker.log").start()
         try:
-            result["topology_ticks_per_s"] = round(tps)
-            result["ratio_vs_faust_passthrough"] = round(
-                tps / result["faust_passthrough_msgs_per_s"], 2)
-            result["ratio_vs_aiokafka_passthrough"] = round(
-                tps / result["aiokafka_passthrough_msgs_per_s"], 3)
-            # Latency: other symbols, event time ~80x the wall clock so bars close often.
-            n = int(rate * latency_s)
-            lat_ticks = simulate(5, symbols=("GBPUSD", "AUDUSD"), seconds=int(n * runs / 24) + 60,
-                                 ticks_per_s=4)
-            floors, cleans, cmds = [], [], []
-            all_cmd: list[float] = []
             for r in range(runs):
-                floors.append(broker_floor(settings, rate, latency_s))
-                lat = topology_latency(settings, lat_ticks[r * n:(r + 1) * n], rate)
+                floors.append(broker_floor(lat_settings, floor_topic, rate, latency_s))
+                lat = topology_latency(lat_settings, lat_ticks[r * n:(r + 1) * n], rate,
+                                       seq_base=r * n)
                 cleans.append(percentiles(lat["tick_to_clean"]))
                 all_cmd += lat["tick_to_command"]
                 if lat["tick_to_command"]:
                     cmds.append(percentiles(lat["tick_to_command"]))
         finally:
-            worker.stop()
+            lat_worker.stop()
         floor = median_of(floors)
         clean = median_of(cleans)
         result["latency_ms"] = {

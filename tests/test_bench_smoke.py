@@ -1,0 +1,42 @@
+"""``make bench`` keeps working: a quick run prints the JSON object the README documents.
+
+No figure is compared with a threshold (timings belong to the benchmark, not to tests);
+this checks that every documented key is there, that each measurement measured something,
+and that the ratios are the ratios of the figures printed next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from topology.broker import LocalBroker
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_bench_prints_every_documented_figure(broker: LocalBroker) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--skip-collectors",
+         "--bootstrap", broker.bootstrap],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("topology_ticks_per_s", "faust_passthrough_msgs_per_s",
+                "aiokafka_passthrough_msgs_per_s", "offline_process_ticks_per_s"):
+        assert result[key] > 0, key
+    assert result["ratio_vs_faust_passthrough"] == pytest.approx(
+        result["topology_ticks_per_s"] / result["faust_passthrough_msgs_per_s"], abs=0.01)
+    assert result["ratio_vs_aiokafka_passthrough"] == pytest.approx(
+        result["topology_ticks_per_s"] / result["aiokafka_passthrough_msgs_per_s"], abs=0.001)
+    latency = result["latency_ms"]
+    for path in ("tick_to_clean", "broker_floor", "tick_to_command"):
+        assert set(latency[path]) >= {"p50", "p99", "max"}, path
+    assert latency["tick_to_clean"]["n"] > 0 and latency["broker_floor"]["n"] > 0
+    # The floor counts only its own run's records: exactly what was offered.
+    offered = latency["runs"]["broker_floor"][0]["n"]
+    assert offered == int(latency["offered_ticks_per_s"] * 3)
