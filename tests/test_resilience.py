@@ -140,12 +140,15 @@ async def test_run_gives_up_with_a_named_error_and_stops_at_once_on_fatal() -> N
 
 async def test_stop_ends_a_blocked_receive_at_once() -> None:
     class Quiet(Flaky):
+        streaming = asyncio.Event()
+
         async def _stream(self) -> None:
-            await self._until_stopped(asyncio.sleep(3600))
+            self.streaming.set()
+            await self._until_stopped(asyncio.Event().wait())  # a receive that never returns
 
     q = Quiet(0)
     task = asyncio.create_task(q.run())
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(q.streaming.wait(), 5)
     await q.stop()
     await asyncio.wait_for(task, 5)
     assert q.connects == 1 and q.health.errors == 0
