@@ -144,6 +144,35 @@ class RateLimiter:
             time.sleep(wait)
 
 
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """Backoff (``base_s * 2**n``, jittered, capped) and circuit-breaker settings."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    max_attempts: int = 10
+    breaker_threshold: int = 5
+    breaker_reset_s: float = 30.0
+
+    def backoff(self) -> Backoff:
+        return Backoff(base_s=self.base_s, cap_s=self.cap_s, max_attempts=self.max_attempts)
+
+    def breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(self.breaker_threshold, self.breaker_reset_s)
+
+
+class HeartbeatTimeout(ConnectionError):
+    """A stream sent nothing (no data, no heartbeat) for longer than its timeout."""
+
+
+class RetryLater(ConnectionError):
+    """HTTP 429 or 5xx: retry with backoff, not before ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float | None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from an HTTP ``Retry-After`` header (delta-seconds or HTTP date).
 

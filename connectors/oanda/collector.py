@@ -45,7 +45,9 @@ from connectors.resilience import (
     Backoff,
     CircuitBreaker,
     FatalCollectorError,
+    HeartbeatTimeout,
     RateLimiter,
+    RetryLater,
     retry_after_s,
 )
 from schemas.records import RawTick
@@ -61,18 +63,6 @@ _FATAL_STATUS: dict[int, str] = {
     405: "the endpoint refused the method (HTTP 405; check stream_url)",
 }
 _MAX_DEAD_LETTER_BYTES = 64 * 1024
-
-
-class HeartbeatTimeout(ConnectionError):
-    """No PRICE or HEARTBEAT for longer than the configured heartbeat timeout."""
-
-
-class RetryLater(ConnectionError):
-    """HTTP 429 or 5xx: retry with backoff, not before ``retry_after_s``."""
-
-    def __init__(self, message: str, retry_after_s: float | None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 def error_message(body: bytes) -> str:
@@ -102,9 +92,8 @@ class OandaCollector(Collector):
         super().__init__(
             config.name,
             sink,
-            backoff=backoff or Backoff(base_s=policy.base_s, cap_s=policy.cap_s,
-                                       max_attempts=policy.max_attempts),
-            breaker=breaker or CircuitBreaker(policy.breaker_threshold, policy.breaker_reset_s),
+            backoff=backoff or policy.backoff(),
+            breaker=breaker or policy.breaker(),
             rate_limit=RateLimiter(config.connections_per_s, burst=2),
             secrets=[config.token.get()],
         )

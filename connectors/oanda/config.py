@@ -18,6 +18,8 @@ from typing import Any, Final, Literal, cast
 
 from connectors.collector import CollectorConfigError
 from connectors.oanda.parse import symbol_to_instrument
+from connectors.resilience import ReconnectPolicy
+from connectors.stream_config import ConfigFields, read_secret, reconnect_policy, where_of
 from topology.settings import Secret
 
 PRACTICE_STREAM_URL: Final = "https://stream-fxpractice.oanda.com"
@@ -33,19 +35,6 @@ _KEYS: Final = frozenset({
     "connect_timeout_s", "non_tradeable", "max_line_bytes", "max_retry_after_s",
     "connections_per_s", "reconnect",
 })
-_RECONNECT_KEYS: Final = frozenset({"base_s", "cap_s", "max_attempts", "breaker_threshold",
-                                    "breaker_reset_s"})
-
-
-@dataclass(frozen=True, slots=True)
-class ReconnectPolicy:
-    """Backoff (``base_s * 2**n``, jittered, capped) and circuit-breaker settings."""
-
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    max_attempts: int = 10
-    breaker_threshold: int = 5
-    breaker_reset_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,106 +64,6 @@ class OandaConfig:
         return f"{self.stream_url.rstrip('/')}/v3/accounts/{self.account_id}/pricing/stream"
 
 
-class _Reader:
-    """Typed access to one mapping with errors naming the file and the field."""
-
-    def __init__(self, data: Mapping[str, Any], where: str) -> None:
-        self.data = data
-        self.where = where
-
-    def fail(self, name: str, expected: str) -> CollectorConfigError:
-        return CollectorConfigError(f"{self.where}: '{name}' {expected}")
-
-    def str_(self, name: str, default: str | None = None) -> str:
-        value = self.data.get(name, default)
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(name, "must be a non-empty string")
-        return value.strip()
-
-    def opt_str(self, name: str) -> str | None:
-        if self.data.get(name) is None:
-            return None
-        return self.str_(name)
-
-    def float_(self, name: str, default: float, lo: float, hi: float) -> float:
-        value = self.data.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            raise self.fail(name, f"must be a number from {lo:g} to {hi:g}")
-        return float(value)
-
-    def int_(self, name: str, default: int, lo: int, hi: int) -> int:
-        value = self.data.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise self.fail(name, f"must be an integer from {lo} to {hi}")
-        return value
-
-    def bool_(self, name: str, default: bool) -> bool:
-        value = self.data.get(name, default)
-        if not isinstance(value, bool):
-            raise self.fail(name, "must be true or false")
-        return value
-
-
-def read_secret(
-    reader: _Reader, env: Mapping[str, str], *, env_key: str, file_key: str, default_env: str,
-    base_dir: Path | None, what: str,
-) -> tuple[Secret, str]:
-    """A credential from ``file_key`` (a file), ``$<env>`` or ``$<env>_FILE``.
-
-    Returns the secret and a description of where it came from (safe to log).
-    """
-    if "token" in reader.data or "api_key" in reader.data or "password" in reader.data:
-        raise reader.fail(
-            "token", f"must not be written in the config file: set {env_key} (an environment "
-            f"variable name) or {file_key} (a secret file)",
-        )
-    path_value = reader.opt_str(file_key)
-    var = reader.str_(env_key, default_env)
-    if path_value is None and not env.get(var, "").strip() and env.get(f"{var}_FILE"):
-        path_value = env[f"{var}_FILE"].strip()
-    if path_value is not None:
-        path = Path(path_value).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise reader.fail(file_key, f"names an unreadable file {str(path)!r}: "
-                                        f"{exc.strerror}") from None
-        if not value:
-            raise reader.fail(file_key, f"names an empty file {str(path)!r}")
-        return Secret(value), f"file {path}"
-    value = env.get(var, "").strip()
-    if not value:
-        raise CollectorConfigError(
-            f"{reader.where}: the {what} is not set: export {var} or point {file_key} "
-            f"(or {var}_FILE) at a secret file"
-        )
-    return Secret(value), f"${var}"
-
-
-def reconnect_policy(reader: _Reader) -> ReconnectPolicy:
-    raw = reader.data.get("reconnect") or {}
-    if not isinstance(raw, Mapping):
-        raise reader.fail("reconnect", "must be a mapping")
-    unknown = set(raw) - _RECONNECT_KEYS
-    if unknown:
-        raise reader.fail("reconnect", f"has unknown keys: {', '.join(sorted(map(str, unknown)))}")
-    r = _Reader(raw, f"{reader.where}: reconnect")
-    d = ReconnectPolicy()
-    return ReconnectPolicy(
-        base_s=r.float_("base_s", d.base_s, 0.001, 3600),
-        cap_s=r.float_("cap_s", d.cap_s, 0.001, 86_400),
-        max_attempts=r.int_("max_attempts", d.max_attempts, 0, 1_000_000),
-        breaker_threshold=r.int_("breaker_threshold", d.breaker_threshold, 1, 1_000_000),
-        breaker_reset_s=r.float_("breaker_reset_s", d.breaker_reset_s, 0.0, 86_400),
-    )
-
-
-def where_of(config_path: str | None, default: str) -> str:
-    return str(config_path) if config_path else default
-
-
 def load_config(
     data: Mapping[str, Any],
     *,
@@ -186,7 +75,7 @@ def load_config(
     if not isinstance(data, Mapping):
         raise CollectorConfigError(f"{where}: the configuration must be a mapping")
     env = os.environ if env is None else env
-    r = _Reader(data, where)
+    r = ConfigFields(data, where)
     unknown = set(data) - _KEYS - {"token", "api_key", "password", "kind"}
     if unknown:
         raise CollectorConfigError(

@@ -40,21 +40,17 @@ import aiohttp
 import orjson
 
 from connectors.collector import Collector, CollectorConfigError, RecordSink, SessionEnded
-from connectors.oanda.collector import HeartbeatTimeout, RetryLater
-from connectors.oanda.config import (
-    ReconnectPolicy,
-    _Reader,
-    read_secret,
-    reconnect_policy,
-    where_of,
-)
 from connectors.resilience import (
     Backoff,
     CircuitBreaker,
     FatalCollectorError,
+    HeartbeatTimeout,
     RateLimiter,
+    ReconnectPolicy,
+    RetryLater,
     retry_after_s,
 )
+from connectors.stream_config import ConfigFields, read_secret, reconnect_policy, where_of
 from connectors.websocket.mapping import FieldPath, MappingSpec, QuoteMapper, spec_from_config
 from schemas.records import RawTick
 from topology.settings import Secret
@@ -169,7 +165,7 @@ def load_config(
     if not isinstance(data, Mapping):
         raise CollectorConfigError(f"{where}: the configuration must be a mapping")
     env = os.environ if env is None else env
-    r = _Reader(data, where)
+    r = ConfigFields(data, where)
     unknown = set(data) - _KEYS - {"token", "api_key", "password"}
     if unknown:
         raise CollectorConfigError(
@@ -190,7 +186,7 @@ def load_config(
     unknown = set(sub_raw) - _SUBSCRIBE_KEYS
     if unknown:
         raise r.fail("subscribe", f"has unknown keys: {', '.join(sorted(map(str, unknown)))}")
-    sr = _Reader(sub_raw, f"{where}: subscribe")
+    sr = ConfigFields(sub_raw, f"{where}: subscribe")
     symbols = sub_raw.get("symbols") or []
     if not isinstance(symbols, list) or not all(isinstance(s, str) and s for s in symbols):
         raise sr.fail("symbols", "must be a list of vendor symbols")
@@ -269,9 +265,8 @@ class WebSocketCollector(Collector):
         super().__init__(
             config.name,
             sink,
-            backoff=backoff or Backoff(base_s=policy.base_s, cap_s=policy.cap_s,
-                                       max_attempts=policy.max_attempts),
-            breaker=breaker or CircuitBreaker(policy.breaker_threshold, policy.breaker_reset_s),
+            backoff=backoff or policy.backoff(),
+            breaker=breaker or policy.breaker(),
             rate_limit=RateLimiter(config.connections_per_s, burst=2),
             # the URL-encoded form too: that is how a key in a query string shows in errors
             secrets=([config.token.get(), quote(config.token.get(), safe="")]
