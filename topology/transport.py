@@ -4,7 +4,7 @@ Faust 0.15's aiokafka driver builds the worker consumer with ``fetch_max_wait_ms
 hard-coded (``faust/transport/drivers/aiokafka.py``, ``_create_worker_consumer``), and the
 local broker holds every fetch for part of that wait even when data is waiting: that is
 where a default Faust worker's second of latency comes from (``docs/platform-notes.md``).
-This subclass keeps everything else of the driver and only sets the wait, before the
+The consumer-thread subclass changes nothing else: it sets the wait before the
 consumer starts (aiokafka reads ``_fetch_max_wait_ms`` when it builds its fetcher).
 
 Faust's drain loop (``Consumer._drain_messages``) hands every message to the conductor
@@ -17,6 +17,9 @@ depend on ``wait_first``: ``App._on_partitions_revoked`` suspends the flow and t
 fetcher, which cancels the drain task wherever it is blocked (``Fetcher.on_stop``), and a
 worker shutdown stops the fetcher the same way. Everything else — read offsets, gap
 tracking for acks, commit-every, the periodic yield — is Faust's loop unchanged.
+
+:meth:`_Consumer.perform_seek` replaces Faust's seek after recovery, which could lose
+records or leave a restarted worker at the end of a topic (its docstring has the detail).
 """
 
 from __future__ import annotations
