@@ -101,11 +101,18 @@ def test_online_equals_offline_across_a_sigkill(
         codec = make_codec(None)
 
         def complete(ms: list[Message]) -> bool:
+            # Wait for every output compared below: a bar is produced before its feature
+            # vector and command, so "all bars seen" alone can stop the read too early.
             bars = {m.value for m in ms if m.topic == names["bars.m1"]}
+            features = {m.value for m in ms if m.topic == names["features"]}
+            cmds = {codec.decode(m.value, TradingCommand).command_id for m in ms
+                    if m.topic == names["trading.commands"]}
             dead = {(r.source_partition, r.source_offset, r.reason) for r in (
                 codec.decode(m.value, RejectedRecord) for m in ms
                 if m.topic == names["ticks.rejected"])}
-            return len(bars) >= len(off_bars) and len(dead) >= sum(off_rejects.values())
+            return (len(bars) >= len(off_bars) and len(features) >= len(off_features)
+                    and len(cmds) >= len(off_cmds)
+                    and len(dead) >= sum(off_rejects.values()))
 
         reader.read_until(complete, timeout_s=120, into=got)
     finally:
