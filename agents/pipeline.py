@@ -131,6 +131,7 @@ def register(
     checkpoint_s = settings.checkpoint_interval_ms / 1000.0
     lock = asyncio.Lock()  # one batch, checkpoint or idle flush at a time
     dirty: dict[str, Any] = {}  # symbol -> its last event since the last checkpoint
+    last_event: dict[str, Any] = {}  # symbol -> its last event processed (idle bar closes)
     unacked: list[Any] = []  # events processed but not yet covered by a checkpoint
     in_flight: list[Any] = []  # delivery futures of outputs sent since the last checkpoint
     ckpt: dict[str, Any] = {"at": time.monotonic(), "stream": None}
@@ -155,6 +156,7 @@ def register(
         pipeline.states.clear()
         fenced.clear()
         dirty.clear()
+        last_event.clear()
         unacked.clear()
 
     publisher = BatchPublisher(app, {
@@ -250,6 +252,7 @@ def register(
         stats["batches"] += 1
         stats["events"] += len(events)
         dirty.update(last_event_of_symbol)
+        last_event.update(last_event_of_symbol)
         unacked.extend(events)
         if time.monotonic() - ckpt["at"] >= checkpoint_s:
             await checkpoint(stream)
@@ -303,7 +306,7 @@ def register(
         if stream is None:
             return
         async with lock:
-            if unacked:
+            if unacked or dirty:
                 await checkpoint(stream)
         log.info("pipeline stopped: %s", {k: round(v, 3) for k, v in stats.items()})
 
@@ -318,10 +321,10 @@ def register(
     async def checkpoint_when_quiet() -> None:
         """Input went quiet after a batch: checkpoint it now rather than at the next one."""
         stream = ckpt.get("stream")
-        if stream is None or not unacked:
+        if stream is None or not (unacked or dirty):
             return
         async with lock:
-            if unacked and time.monotonic() - ckpt["at"] >= checkpoint_s:
+            if (unacked or dirty) and time.monotonic() - ckpt["at"] >= checkpoint_s:
                 await checkpoint(stream)
 
     @app.task  # type: ignore[untyped-decorator]
@@ -347,10 +350,17 @@ def register(
         async with lock:
             now_ms = clock["event_ms"] + int((time.monotonic() - clock["wall_s"]) * 1000)
             pipeline.idle_flush(now_ms, IDLE_FLUSH_MS, out)
-            if out.bars:
-                pending: list[Any] = []
-                publish(out)
-                await asyncio.gather(*pending)
+            if not out.bars:
+                return
+            # The closed bars (and their features and commands) go out now, and the bar
+            # builders' new state joins the next checkpoint: a restart must not reopen them.
+            for bar in out.bars:
+                event = last_event.get(bar.symbol)
+                if event is not None:
+                    dirty[bar.symbol] = event
+            publish(out)
+            out.clear()
+            in_flight.extend(await publisher.flush())
 
 
 def _segment_key(symbol: str, segment: int) -> bytes:
