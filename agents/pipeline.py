@@ -6,7 +6,7 @@ The agent only moves data: it decodes, hands ticks to :class:`stages.pipeline.Pi
 per-symbol state into the ``pipeline_state`` table.
 
 Checkpoint protocol (at-least-once output, exactly-once state). Per batch of events taken
-with ``noack_take``:
+with :func:`agents.take.take_ready` (what is ready now, no timer):
 
 1. run the batch through the pipeline;
 2. send every output (without waiting: the next batch is processed while they fly);
@@ -46,6 +46,7 @@ from agents.control import MODEL_KEY, ControlView
 from agents.publish import BatchPublisher
 from agents.rejects import rejected
 from agents.tables import make_table
+from agents.take import take_ready
 from schemas.codec import MalformedRecord, make_codec
 from schemas.records import RawTick, Record
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
@@ -74,7 +75,6 @@ SPEC = AgentSpec(
 QUALITY_EVERY_S = 1.0
 
 BATCH_MAX = 2000
-BATCH_WITHIN_S = 0.002
 IDLE_FLUSH_MS = 5_000
 
 
@@ -181,7 +181,7 @@ def register(
     async def run(stream: Any) -> None:
         out = Outputs()
         ckpt["stream"] = stream
-        async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+        async for events in take_ready(stream, BATCH_MAX):
             async with lock:
                 await process_batch(stream, events, out)
 

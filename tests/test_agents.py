@@ -57,7 +57,7 @@ def raw_tick(i: int, symbol: str = "EURUSD", now_ms: int | None = None) -> bytes
 
 
 async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait for an agent to finish its batch (``noack_take`` publishes at batch end)."""
+    """Wait for an agent to finish its batch (the pipeline publishes at batch end)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "condition not met before the deadline"

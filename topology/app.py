@@ -9,6 +9,7 @@ built by :func:`create_app` from a :class:`~topology.settings.Settings`. For
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,10 @@ class TickstreamApp(faust.App):  # type: ignore[misc]
             except Exception:  # a failed hook must not keep the worker from stopping
                 log.exception("before-stop hook %r failed", hook)
         await super().on_stop()
+
+    async def on_started(self) -> None:
+        await super().on_started()
+        freeze_startup_heap()
 
     def _new_transport(self) -> Any:
         """Faust's aiokafka transport with the fetch wait from settings (see transport.py)."""
@@ -125,6 +130,20 @@ def create_app(settings: Settings, *, web_enabled: bool = True) -> TickstreamApp
 
     register_all(app, settings, topics)
     return app
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive after start-up out of the collector's reach (``gc.freeze``).
+
+    Faust, aiokafka, numpy, xgboost and TA-Lib leave ~10^6 long-lived objects behind, and
+    every full collection walked all of them: 60-95 ms stalls of the event loop (measured
+    with ``gc.callbacks`` in a worker at 2,000 ticks/s), which set the worker's p99 latency.
+    Frozen objects are never collected; they were going to live as long as the process.
+    """
+    gc.collect()
+    gc.freeze()
+    log.info("start-up heap frozen: %d objects kept out of garbage collection",
+             gc.get_freeze_count())
 
 
 def __getattr__(name: str) -> Any:
