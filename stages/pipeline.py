@@ -48,6 +48,9 @@ class PipelineConfig:
         return cls(
             symbols=settings.symbols,
             validation_level=settings.validation_level,
+            dedupe_window_ms=settings.dedupe_window_ms,
+            staleness_ms=settings.broker_staleness_ms,
+            priorities=dict(settings.broker_priorities),
             risk=settings.risk,
         )
 
@@ -108,7 +111,11 @@ class SymbolState:
         else:
             st.dedupe.restore(data["dedupe"])
         st.validator.restore(data["validator"])
-        st.consolidator = Consolidator.restore(data["consolidator"])
+        # Staleness and priorities are configuration: the settings win over the snapshot.
+        st.consolidator = Consolidator.restore(
+            data["consolidator"], staleness_ms=config.staleness_ms,
+            priorities=config.priorities,
+        )
         st.bars = BarBuilder.restore(data["bars"])
         st.indicators = IndicatorState.restore(data["indicators"])
         return st

@@ -24,6 +24,7 @@ def test_defaults() -> None:
     assert s.symbols["USDJPY"].pip_size == 0.01
     assert s.symbols["EURUSD"].pip_size == 0.0001
     assert s.schema_registry_url is None
+    assert (s.dedupe_window_ms, s.broker_staleness_ms, s.broker_priorities) == (600_000, 5_000, {})
 
 
 def test_good_values() -> None:
@@ -37,6 +38,9 @@ def test_good_values() -> None:
             CLICKHOUSE_URL="clickhouse://ts:pw@ch.example:9440/market",
             RISK_LOT_SIZE="0.5",
             VALIDATION_LEVEL="Enterprise",
+            DEDUPE_WINDOW_MS="120000",
+            BROKER_STALENESS_MS="2500",
+            BROKER_PRIORITIES=" ICM=1, PEP = 0 ,FXCM=7",
         ),
         env_file=None,
     )
@@ -53,6 +57,8 @@ def test_good_values() -> None:
     assert ch.password == Secret("pw")
     assert s.risk.lot_size == 0.5
     assert s.validation_level == "enterprise"
+    assert (s.dedupe_window_ms, s.broker_staleness_ms) == (120_000, 2_500)
+    assert s.broker_priorities == {"ICM": 1, "PEP": 0, "FXCM": 7}
 
 
 @pytest.mark.parametrize(
@@ -74,6 +80,12 @@ def test_good_values() -> None:
         ("TABLE_STORE", "redis://"),
         ("TOPIC_PREFIX", "bad prefix"),
         ("VALIDATION_LEVEL", "paranoid"),
+        ("DEDUPE_WINDOW_MS", "-1"),
+        ("BROKER_STALENESS_MS", "5s"),
+        ("BROKER_PRIORITIES", "ICM"),
+        ("BROKER_PRIORITIES", "ICM=-1"),
+        ("BROKER_PRIORITIES", "ICM=1,ICM=2"),
+        ("BROKER_PRIORITIES", "=3"),
     ],
 )
 def test_bad_value_names_the_variable(var: str, value: str) -> None:

@@ -150,6 +150,13 @@ class Settings:
     checkpoint_interval_ms: int = 1_000
     group_instance_id: str | None = None  # static group membership (KIP-345), per worker
     symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
+    #: Dedupe horizon in event time: a repeat older than this is no longer recognised.
+    dedupe_window_ms: int = 600_000
+    #: A broker whose latest quote is older than this (event time) leaves the consolidated
+    #: best bid/offer until its next valid quote.
+    broker_staleness_ms: int = 5_000
+    #: Broker name -> priority (lower is preferred) for best-price ties, after quality.
+    broker_priorities: Mapping[str, int] = field(default_factory=dict)
     validation_level: ValidationLevel = "advanced"
     risk: RiskLimits = field(default_factory=RiskLimits)
 
@@ -318,6 +325,19 @@ class _Resolver:
                 d.checkpoint_interval_ms,
             ),
             symbols=self.symbols(),
+            dedupe_window_ms=self.get(
+                "DEDUPE_WINDOW_MS", _int_range(0, 86_400_000), "milliseconds 0..86400000",
+                d.dedupe_window_ms,
+            ),
+            broker_staleness_ms=self.get(
+                "BROKER_STALENESS_MS", _int_range(0, 86_400_000), "milliseconds 0..86400000",
+                d.broker_staleness_ms,
+            ),
+            broker_priorities=self.get(
+                "BROKER_PRIORITIES", _priorities,
+                "comma-separated BROKER=PRIORITY (an integer >= 0, lower is preferred), "
+                "e.g. ICM=1,PEP=2", {},
+            ),
             validation_level=level,
             risk=self.risk(),
         )
@@ -414,6 +434,19 @@ class _Resolver:
             atr_take_mult=self.get("RISK_ATR_TAKE_MULT", _float_range(0.0, 100.0),
                                    "a multiple 0..100", d.atr_take_mult),
         )
+
+
+def _priorities(value: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in value.split(","):
+        name, sep, prio = (p.strip() for p in item.partition("="))
+        if not sep or not name or name in out:
+            raise ValueError(item)
+        n = int(prio)
+        if n < 0:
+            raise ValueError(item)
+        out[name] = n
+    return out
 
 
 def _default_pip(symbol: str) -> float:
