@@ -75,7 +75,6 @@ SPEC = AgentSpec(
 QUALITY_EVERY_S = 1.0
 
 BATCH_MAX = 2000
-IDLE_FLUSH_MS = 5_000
 
 
 @contextlib.contextmanager
@@ -349,7 +348,7 @@ def register(
         # so replayed history (event times in the past) does not close bars early.
         async with lock:
             now_ms = clock["event_ms"] + int((time.monotonic() - clock["wall_s"]) * 1000)
-            pipeline.idle_flush(now_ms, IDLE_FLUSH_MS, out)
+            pipeline.idle_flush(now_ms, settings.bar_idle_flush_ms, out)
             if not out.bars:
                 return
             # The closed bars (and their features and commands) go out now, and the bar

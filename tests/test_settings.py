@@ -40,6 +40,7 @@ def test_good_values() -> None:
             VALIDATION_LEVEL="Enterprise",
             DEDUPE_WINDOW_MS="120000",
             BROKER_STALENESS_MS="2500",
+            BAR_IDLE_FLUSH_MS="0",
             BROKER_PRIORITIES=" ICM=1, PEP = 0 ,FXCM=7",
         ),
         env_file=None,
@@ -58,6 +59,7 @@ def test_good_values() -> None:
     assert s.risk.lot_size == 0.5
     assert s.validation_level == "enterprise"
     assert (s.dedupe_window_ms, s.broker_staleness_ms) == (120_000, 2_500)
+    assert s.bar_idle_flush_ms == 0
     assert s.broker_priorities == {"ICM": 1, "PEP": 0, "FXCM": 7}
 
 
@@ -82,6 +84,7 @@ def test_good_values() -> None:
         ("VALIDATION_LEVEL", "paranoid"),
         ("DEDUPE_WINDOW_MS", "-1"),
         ("BROKER_STALENESS_MS", "5s"),
+        ("BAR_IDLE_FLUSH_MS", "-5"),
         ("BROKER_PRIORITIES", "ICM"),
         ("BROKER_PRIORITIES", "ICM=-1"),
         ("BROKER_PRIORITIES", "ICM=1,ICM=2"),

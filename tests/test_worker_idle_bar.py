@@ -32,7 +32,8 @@ START_MS = 1_700_000_000_000  # 20 s into a minute
 def test_idle_bar_is_published_without_a_later_tick(
     settings_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**settings_env, "TICKSTREAM_GROUP_INSTANCE_ID": "worker-1"}
+    env = {**settings_env, "TICKSTREAM_GROUP_INSTANCE_ID": "worker-1",
+           "TICKSTREAM_BAR_IDLE_FLUSH_MS": "1000"}
     settings = Settings.from_env(env, env_file=None)
     # 98 s of ticks: one full minute, and a last minute whose final tick is ~2 s before its end.
     ticks = simulate(5, symbols=("EURUSD",), start_ms=START_MS, seconds=98, ticks_per_s=2)

@@ -155,6 +155,9 @@ class Settings:
     #: A broker whose latest quote is older than this (event time) leaves the consolidated
     #: best bid/offer until its next valid quote.
     broker_staleness_ms: int = 5_000
+    #: An open bar with no tick for this long past its minute's end (event-time estimate)
+    #: is closed by the worker's idle timer.
+    bar_idle_flush_ms: int = 5_000
     #: Broker name -> priority (lower is preferred) for best-price ties, after quality.
     broker_priorities: Mapping[str, int] = field(default_factory=dict)
     validation_level: ValidationLevel = "advanced"
@@ -332,6 +335,10 @@ class _Resolver:
             broker_staleness_ms=self.get(
                 "BROKER_STALENESS_MS", _int_range(0, 86_400_000), "milliseconds 0..86400000",
                 d.broker_staleness_ms,
+            ),
+            bar_idle_flush_ms=self.get(
+                "BAR_IDLE_FLUSH_MS", _int_range(0, 3_600_000), "milliseconds 0..3600000",
+                d.bar_idle_flush_ms,
             ),
             broker_priorities=self.get(
                 "BROKER_PRIORITIES", _priorities,
