@@ -57,6 +57,8 @@ class Mt5Config:
     terminal_path: str | None = None
     portable: bool = False
     timeout_ms: int = 60_000
+    # Accepted for existing configs and not used: best-price ties are broken by the
+    # worker's TICKSTREAM_BROKER_PRIORITIES (the collector cannot reach consolidation).
     priority: int = 100
     poll_interval_s: float = 0.1
     batch_size: int = 1000
