@@ -124,6 +124,7 @@ def register(
     stats: dict[str, float] = {
         "replayed_skipped": 0, "malformed": 0, "batches": 0, "events": 0,
         "process_s": 0.0, "publish_wait_s": 0.0, "checkpoints": 0, "checkpoint_s": 0.0,
+        "left_at_stop": 0,
     }
     app.tickstream_stats = stats
     app.tickstream_models = models
@@ -135,6 +136,7 @@ def register(
     unacked: list[Any] = []  # events processed but not yet covered by a checkpoint
     in_flight: list[Any] = []  # delivery futures of outputs sent since the last checkpoint
     ckpt: dict[str, Any] = {"at": time.monotonic(), "stream": None}
+    stopped = asyncio.Event()  # set once the last checkpoint (SIGTERM) is written
 
     def restore(symbol: str) -> None:
         raw = state_table.get(symbol.encode())
@@ -183,6 +185,12 @@ def register(
         ckpt["stream"] = stream
         async for events in take_ready(stream, BATCH_MAX):
             async with lock:
+                if stopped.is_set():
+                    # After the last checkpoint nothing is processed: these events are not
+                    # acked, so the next owner takes them (processing them here would send
+                    # outputs that no checkpoint covers, and they would come out twice).
+                    stats["left_at_stop"] += len(events)
+                    continue
                 await process_batch(stream, events, out)
 
     async def process_batch(stream: Any, events: list[Any], out: Outputs) -> None:
@@ -310,6 +318,7 @@ def register(
         async with lock:
             if unacked or dirty:
                 await checkpoint(stream)
+            stopped.set()
         log.info("pipeline stopped: %s", {k: round(v, 3) for k, v in stats.items()})
 
     app.before_stop.append(checkpoint_before_stop)
@@ -326,6 +335,8 @@ def register(
         if stream is None or not (unacked or dirty):
             return
         async with lock:
+            if stopped.is_set():
+                return
             if (unacked or dirty) and time.monotonic() - ckpt["at"] >= checkpoint_s:
                 await checkpoint(stream)
 
@@ -350,6 +361,8 @@ def register(
         # Event-time estimate: the newest tick's time plus wall time elapsed since we saw it,
         # so replayed history (event times in the past) does not close bars early.
         async with lock:
+            if stopped.is_set():
+                return
             now_ms = clock["event_ms"] + int((time.monotonic() - clock["wall_s"]) * 1000)
             pipeline.idle_flush(now_ms, settings.bar_idle_flush_ms, out)
             if not out.bars:

@@ -136,6 +136,22 @@ async def test_pipeline_agent_publishes_checkpoints_and_dead_letters(app: Any) -
     assert "ICM" in quality
 
 
+async def test_pipeline_agent_processes_nothing_after_its_last_checkpoint(app: Any) -> None:
+    """SIGTERM: once the last checkpoint is written, later events are left for the next
+    owner (unacked); processing them would send outputs no checkpoint covers."""
+    now = int(time.time() * 1000)
+    async with agent(app, "pipeline").test_context() as ag:
+        await ag.put(raw_tick(0, now_ms=now), key=b"EURUSD")
+        await until(lambda: len(app.producer.by_topic("u.ticks.clean")) == 1)
+        for hook in app.before_stop:  # what TickstreamApp.on_stop runs first
+            await hook()
+        await ag.put(raw_tick(1, now_ms=now), key=b"EURUSD")
+        await until(lambda: app.tickstream_stats["left_at_stop"] == 1)
+    assert len(app.producer.by_topic("u.ticks.clean")) == 1
+    snap = orjson.loads(app.tables["pipeline_state"][b"EURUSD"])
+    assert snap["offset"] == 0, "the last checkpoint covers the first event only"
+
+
 async def test_pipeline_agent_obeys_the_global_tables(app: Any) -> None:
     async with agent(app, "control").test_context() as ag:
         await ag.put(control_msg("kill_switch_on"), key=b"kill_switch")
