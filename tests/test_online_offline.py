@@ -43,7 +43,9 @@ def test_online_equals_offline_across_a_sigkill(
 ) -> None:
     env = {**settings_env, **RISK, "TICKSTREAM_PRODUCER_MAX_BATCH_BYTES": "1",
            # static membership: the restarted worker replaces the killed one at once
-           "TICKSTREAM_GROUP_INSTANCE_ID": "worker-1"}
+           "TICKSTREAM_GROUP_INSTANCE_ID": "worker-1",
+           # offline has no idle timer: a slow wait here must not close a bar early online
+           "TICKSTREAM_BAR_IDLE_FLUSH_MS": "3600000"}
     settings = Settings.from_env(env, env_file=None)
     models = train_small_model(tmp_path, settings)
     env["TICKSTREAM_MODEL_DIR"] = str(models)

@@ -37,7 +37,9 @@ def test_context_and_kill_switch_survive_a_restart(
     env = {**settings_env, **RISK, "TICKSTREAM_PRODUCER_MAX_BATCH_BYTES": "1",
            # static membership: the restarted worker replaces the killed one at once
            "TICKSTREAM_GROUP_INSTANCE_ID": "worker-1",
-           "TICKSTREAM_RISK_EVENT_BLACKOUT_MIN": "0"}
+           "TICKSTREAM_RISK_EVENT_BLACKOUT_MIN": "0",
+           # offline has no idle timer: a slow wait here must not close a bar early online
+           "TICKSTREAM_BAR_IDLE_FLUSH_MS": "3600000"}
     settings = Settings.from_env(env, env_file=None)
     env["TICKSTREAM_MODEL_DIR"] = str(train_small_model(tmp_path, settings))
     settings = Settings.from_env(env, env_file=None)
