@@ -155,11 +155,15 @@ def register(
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         # State of symbols we may lose is reloaded from the table when they come back.
         # Unacked events of revoked partitions are processed again by their next owner.
-        pipeline.states.clear()
-        fenced.clear()
-        dirty.clear()
-        last_event.clear()
-        unacked.clear()
+        # Under the lock: a batch or checkpoint in progress finishes first, so nothing
+        # marks a symbol dirty after the clear and later writes state for a partition that
+        # another worker owns by then.
+        async with lock:
+            pipeline.states.clear()
+            fenced.clear()
+            dirty.clear()
+            last_event.clear()
+            unacked.clear()
 
     publisher = BatchPublisher(app, {
         physical: settings.partitions for _topic, physical in out_topics.values()
