@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,11 @@ def test_worker_end_to_end(settings_env: dict[str, str], monkeypatch: pytest.Mon
     for k, v in settings_env.items():
         monkeypatch.setenv(k, v)
     result = run_smoke(ticks=60, embedded=False, timeout_s=60)
-    log = Path(result["worker_log"]).read_text()[-3000:]
+    full_log = Path(result["worker_log"]).read_text()
+    log = full_log[-3000:]
     assert result["clean_received"] == 60, log
+    # The long-lived start-up heap is kept out of garbage collection (latency tail).
+    frozen = re.search(r"start-up heap frozen: (\d+) objects", full_log)
+    assert frozen is not None and int(frozen.group(1)) > 100_000, log
     assert result["rejected_received"] == 1
     assert result["ok"]
