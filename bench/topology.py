@@ -17,6 +17,8 @@
   Event time runs faster than the wall clock so bars close every few seconds; latency is
   wall time from send to receipt, matched by ``seq`` (clean ticks) and by the trigger
   tick's receive stamp (commands).
+* ``topology_worker_cpu_us_per_tick``: the worker's CPU time (user + system) over the
+  throughput span per tick, steadier than wall-clock throughput on a shared machine.
 * ``offline_process_ticks_per_s``: :func:`topology.process.run_process` on a CSV.
 """
 
@@ -183,17 +185,28 @@ def expected_outputs(settings: Settings, ticks: list[Tick]) -> int:
     return n
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def topology_throughput(settings: Settings, env: dict[str, str], ticks: list[Tick],
-                        tmp: Path) -> tuple[float, WorkerProcess]:
+                        tmp: Path) -> tuple[float, WorkerProcess, float]:
+    """Ticks/s through a fresh worker over a preloaded topic, and the worker's CPU
+    microseconds per tick over the same span (steadier than wall time on a shared box)."""
     ensure_topics(settings)
     raw = settings.topic("ticks.raw")
     produce_all(producer(settings), raw,
                 ((t.symbol.encode(), raw_bytes(t, raw)) for t in ticks))
     expected = expected_outputs(settings, ticks)
     worker = WorkerProcess(env, tmp / "worker.log").start()
+    assert worker.process is not None
+    cpu0 = process_cpu_s(worker.process.pid)
     span = read_span(settings, [settings.topic("ticks.clean"), settings.topic("ticks.rejected")],
                      expected, timeout_s=max(120.0, len(ticks) / 300))
-    return len(ticks) / span.seconds, worker
+    cpu_us = (process_cpu_s(worker.process.pid) - cpu0) * 1e6 / len(ticks)
+    return len(ticks) / span.seconds, worker, cpu_us
 
 
 class Reader(threading.Thread):
@@ -336,9 +349,10 @@ def run(bootstrap: str, *, throughput_ticks: int = 60_000, passthrough_msgs: int
             aiokafka_passthrough(settings, aiokafka_msgs))
         result["faust_passthrough_msgs_per_s"] = round(
             faust_passthrough(settings, passthrough_msgs, tmp))
-        tps, worker = topology_throughput(settings, env, ticks, tmp)
+        tps, worker, cpu_us = topology_throughput(settings, env, ticks, tmp)
         worker.stop()
         result["topology_ticks_per_s"] = round(tps)
+        result["topology_worker_cpu_us_per_tick"] = round(cpu_us, 1)
         result["ratio_vs_faust_passthrough"] = round(
             tps / result["faust_passthrough_msgs_per_s"], 2)
         result["ratio_vs_aiokafka_passthrough"] = round(

@@ -27,7 +27,8 @@ def test_quick_bench_prints_every_documented_figure(broker: LocalBroker) -> None
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("topology_ticks_per_s", "faust_passthrough_msgs_per_s",
-                "aiokafka_passthrough_msgs_per_s", "offline_process_ticks_per_s"):
+                "aiokafka_passthrough_msgs_per_s", "offline_process_ticks_per_s",
+                "topology_worker_cpu_us_per_tick"):
         assert result[key] > 0, key
     assert result["ratio_vs_faust_passthrough"] == pytest.approx(
         result["topology_ticks_per_s"] / result["faust_passthrough_msgs_per_s"], abs=0.01)
@@ -40,3 +41,9 @@ def test_quick_bench_prints_every_documented_figure(broker: LocalBroker) -> None
     # The floor counts only its own run's records: exactly what was offered.
     offered = latency["runs"]["broker_floor"][0]["n"]
     assert offered == int(latency["offered_ticks_per_s"] * 3)
+    # Paired: each run's worker minus the same run's floor, median over the runs.
+    runs = latency["runs"]
+    for q in ("p50", "p99"):
+        diffs = sorted(c[q] - f[q] for c, f in zip(runs["tick_to_clean"], runs["broker_floor"],
+                                                   strict=True))
+        assert latency["added_over_floor"][q] == pytest.approx(diffs[len(diffs) // 2], abs=0.01)
