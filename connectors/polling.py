@@ -1,6 +1,7 @@
 """HTTP polling helpers shared by the calendar and news collectors.
 
-Conditional GETs with a size cap (:func:`fetch_document`), the typed reader of collector
+Conditional GETs with a size cap (:func:`fetch_document`), the session a polling collector
+opens per connection (:class:`HttpSessionMixin`), the typed reader of collector
 configuration files (:class:`ConfigReader` and the policy factories), the JSON state file a
 polling collector keeps between restarts (:class:`StateFile`) and the once-only memory of
 dead-lettered payloads (:class:`RejectMemo`). Venue logic stays in the venue packages.
@@ -33,6 +34,22 @@ from connectors.resilience import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class HttpSessionMixin:
+    """``_connect``/``_disconnect`` of a polling collector: one aiohttp session per
+    connection, with the collector's ``headers`` and our User-Agent."""
+
+    headers: dict[str, str]
+    _session: aiohttp.ClientSession | None
+
+    async def _connect(self) -> None:
+        self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT, **self.headers})
+
+    async def _disconnect(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
 USER_AGENT = "tickstream-collector/0.1"
 DAY_MS = 86_400_000

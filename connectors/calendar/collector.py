@@ -38,9 +38,9 @@ from connectors.calendar.parse import FORMATS, DocumentError, parse_calendar
 from connectors.collector import Collector, RecordSink
 from connectors.polling import (
     DAY_MS,
-    USER_AGENT,
     Conditional,
     ConfigReader,
+    HttpSessionMixin,
     HTTPStatusError,
     RejectMemo,
     StateFile,
@@ -130,7 +130,7 @@ class CalendarTracker:
         self.rejects = RejectMemo(rejects)
 
 
-class CalendarCollector(Collector):
+class CalendarCollector(HttpSessionMixin, Collector):
     """Polls one calendar export; see the module docstring."""
 
     kind: ClassVar[str] = "calendar"
@@ -186,14 +186,6 @@ class CalendarCollector(Collector):
         self.polls = 0
         #: Entries skipped because their currency is not in ``currencies``.
         self.filtered = 0
-
-    async def _connect(self) -> None:
-        self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT, **self.headers})
-
-    async def _disconnect(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     async def _stream(self) -> None:
         while not self.stopping:

@@ -43,9 +43,9 @@ from connectors.news.parse import (
 )
 from connectors.news.sentiment import Lexicon, default_lexicon
 from connectors.polling import (
-    USER_AGENT,
     Conditional,
     ConfigReader,
+    HttpSessionMixin,
     HTTPStatusError,
     RejectMemo,
     StateFile,
@@ -134,7 +134,7 @@ class NewsTracker:
         self.rejects = RejectMemo(rejects)
 
 
-class NewsCollector(Collector):
+class NewsCollector(HttpSessionMixin, Collector):
     """Polls several news feeds; see the module docstring."""
 
     kind: ClassVar[str] = "news"
@@ -188,14 +188,6 @@ class NewsCollector(Collector):
         #: Headlines not emitted: naming no tracked currency / older than ``max_age_s``.
         self.unrelated = 0
         self.stale = 0
-
-    async def _connect(self) -> None:
-        self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT, **self.headers})
-
-    async def _disconnect(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     async def _stream(self) -> None:
         while not self.stopping:
