@@ -250,6 +250,10 @@ class _Resolver:
             shown = None if sensitive else value
             raise SettingsError(PREFIX + name, expected, shown) from None
 
+    def millis(self, name: str, lo: int, hi: int, default: int) -> int:
+        """A duration in milliseconds within ``lo..hi``."""
+        return self.get(name, _int_range(lo, hi), f"milliseconds {lo}..{hi}", default)
+
     def secret(self, name: str) -> Secret | None:
         value = self.raw(name)
         if value is None:
@@ -309,13 +313,8 @@ class _Resolver:
                 "SESSION_TIMEOUT_S", _float_range(1.0, 600.0), "seconds 1..600",
                 d.session_timeout_s,
             ),
-            fetch_wait_ms=self.get(
-                "FETCH_WAIT_MS", _int_range(1, 5000), "milliseconds 1..5000", d.fetch_wait_ms
-            ),
-            producer_linger_ms=self.get(
-                "PRODUCER_LINGER_MS", _int_range(0, 1000), "milliseconds 0..1000",
-                d.producer_linger_ms,
-            ),
+            fetch_wait_ms=self.millis("FETCH_WAIT_MS", 1, 5000, d.fetch_wait_ms),
+            producer_linger_ms=self.millis("PRODUCER_LINGER_MS", 0, 1000, d.producer_linger_ms),
             producer_max_batch_bytes=self.get(
                 "PRODUCER_MAX_BATCH_BYTES", _int_range(1, 16_777_216), "bytes 1..16777216",
                 d.producer_max_batch_bytes,
@@ -323,23 +322,15 @@ class _Resolver:
             group_instance_id=self.get(
                 "GROUP_INSTANCE_ID", _topic_prefix, "letters, digits, '.', '_' or '-'", None,
             ) or None,
-            checkpoint_interval_ms=self.get(
-                "CHECKPOINT_INTERVAL_MS", _int_range(0, 60_000), "milliseconds 0..60000",
-                d.checkpoint_interval_ms,
+            checkpoint_interval_ms=self.millis(
+                "CHECKPOINT_INTERVAL_MS", 0, 60_000, d.checkpoint_interval_ms
             ),
             symbols=self.symbols(),
-            dedupe_window_ms=self.get(
-                "DEDUPE_WINDOW_MS", _int_range(0, 86_400_000), "milliseconds 0..86400000",
-                d.dedupe_window_ms,
+            dedupe_window_ms=self.millis("DEDUPE_WINDOW_MS", 0, 86_400_000, d.dedupe_window_ms),
+            broker_staleness_ms=self.millis(
+                "BROKER_STALENESS_MS", 0, 86_400_000, d.broker_staleness_ms
             ),
-            broker_staleness_ms=self.get(
-                "BROKER_STALENESS_MS", _int_range(0, 86_400_000), "milliseconds 0..86400000",
-                d.broker_staleness_ms,
-            ),
-            bar_idle_flush_ms=self.get(
-                "BAR_IDLE_FLUSH_MS", _int_range(0, 3_600_000), "milliseconds 0..3600000",
-                d.bar_idle_flush_ms,
-            ),
+            bar_idle_flush_ms=self.millis("BAR_IDLE_FLUSH_MS", 0, 3_600_000, d.bar_idle_flush_ms),
             broker_priorities=self.get(
                 "BROKER_PRIORITIES", _priorities,
                 "comma-separated BROKER=PRIORITY (an integer >= 0, lower is preferred), "
