@@ -62,3 +62,13 @@ def test_app_declares_every_topic_with_prefix() -> None:
         assert tables[name].partitions == 1 and tables[name].use_partitioner
     assert type(tables["pipeline_state"]).__name__ == "Table"
     assert tables["pipeline_state"].partitions == 3
+
+
+def test_worker_tuning_settings_reach_faust() -> None:
+    s = Settings.from_env({"TICKSTREAM_STREAM_BUFFER_MAXSIZE": "8192",
+                           "TICKSTREAM_PRODUCER_LINGER_MS": "7"}, env_file=None)
+    app = create_app(s, web_enabled=False)
+    assert app.conf.stream_buffer_maxsize == 8192
+    assert app.conf.producer_linger == pytest.approx(0.007)
+    assert create_app(Settings.from_env({}, env_file=None), web_enabled=False) \
+        .conf.stream_buffer_maxsize == 65_536

@@ -41,6 +41,7 @@ def test_good_values() -> None:
             DEDUPE_WINDOW_MS="120000",
             BROKER_STALENESS_MS="2500",
             BAR_IDLE_FLUSH_MS="0",
+            STREAM_BUFFER_MAXSIZE="8192",
             BROKER_PRIORITIES=" ICM=1, PEP = 0 ,FXCM=7",
         ),
         env_file=None,
@@ -60,6 +61,7 @@ def test_good_values() -> None:
     assert s.validation_level == "enterprise"
     assert (s.dedupe_window_ms, s.broker_staleness_ms) == (120_000, 2_500)
     assert s.bar_idle_flush_ms == 0
+    assert s.stream_buffer_maxsize == 8192
     assert s.broker_priorities == {"ICM": 1, "PEP": 0, "FXCM": 7}
 
 
@@ -85,6 +87,7 @@ def test_good_values() -> None:
         ("DEDUPE_WINDOW_MS", "-1"),
         ("BROKER_STALENESS_MS", "5s"),
         ("BAR_IDLE_FLUSH_MS", "-5"),
+        ("STREAM_BUFFER_MAXSIZE", "10"),
         ("BROKER_PRIORITIES", "ICM"),
         ("BROKER_PRIORITIES", "ICM=-1"),
         ("BROKER_PRIORITIES", "ICM=1,ICM=2"),

@@ -148,6 +148,8 @@ class Settings:
     producer_linger_ms: int = 5
     producer_max_batch_bytes: int = 16_384
     checkpoint_interval_ms: int = 1_000
+    #: Events a worker may hold fetched but not yet processed (Faust's stream buffer).
+    stream_buffer_maxsize: int = 65_536
     group_instance_id: str | None = None  # static group membership (KIP-345), per worker
     symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
     #: Dedupe horizon in event time: a repeat older than this is no longer recognised.
@@ -324,6 +326,10 @@ class _Resolver:
             ) or None,
             checkpoint_interval_ms=self.millis(
                 "CHECKPOINT_INTERVAL_MS", 0, 60_000, d.checkpoint_interval_ms
+            ),
+            stream_buffer_maxsize=self.get(
+                "STREAM_BUFFER_MAXSIZE", _int_range(64, 1_048_576), "events 64..1048576",
+                d.stream_buffer_maxsize,
             ),
             symbols=self.symbols(),
             dedupe_window_ms=self.millis("DEDUPE_WINDOW_MS", 0, 86_400_000, d.dedupe_window_ms),
