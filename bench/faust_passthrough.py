@@ -1,8 +1,8 @@
 """Baseline: a bare Faust agent that forwards every record (``faust -A bench.faust_passthrough``).
 
 Configured from ``BENCH_*`` variables by :mod:`bench.topology`; same broker, partitions,
-session timeouts and producer linger as the tickstream worker, one ``await topic.send`` per
-message, no table — the cost of Faust itself.
+session timeouts, producer linger and stream buffer size as the tickstream worker, one
+``await topic.send`` per message, no table — the cost of Faust itself.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ app = faust.App(
     broker_rebalance_timeout=10,
     broker_heartbeat_interval=3,
     producer_linger=float(os.environ.get("BENCH_LINGER_MS", "5")) / 1000.0,
+    stream_buffer_maxsize=int(os.environ.get("BENCH_STREAM_BUFFER", "4096")),
     web_enabled=False,
     autodiscover=False,
 )

@@ -112,7 +112,8 @@ def faust_passthrough(settings: Settings, n: int, tmp: Path) -> float:
     create_planned(settings, [PlannedTopic(dst, 4, {})])
     env = {**os.environ, "BENCH_APP_ID": f"{settings.app_id}-fp", "BENCH_SRC": src,
            "BENCH_DST": dst, "BENCH_BOOTSTRAP": settings.kafka_bootstrap_servers[0],
-           "BENCH_PARTITIONS": "4", "BENCH_LINGER_MS": str(settings.producer_linger_ms)}
+           "BENCH_PARTITIONS": "4", "BENCH_LINGER_MS": str(settings.producer_linger_ms),
+           "BENCH_STREAM_BUFFER": str(settings.stream_buffer_maxsize)}
     log = (tmp / "faust-passthrough.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "faust", "-A", "bench.faust_passthrough", "--datadir",
