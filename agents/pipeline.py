@@ -124,7 +124,7 @@ def register(
     stats: dict[str, float] = {
         "replayed_skipped": 0, "malformed": 0, "batches": 0, "events": 0,
         "process_s": 0.0, "publish_wait_s": 0.0, "checkpoints": 0, "checkpoint_s": 0.0,
-        "left_at_stop": 0,
+        "left_at_stop": 0, "revoked_skipped": 0,
     }
     app.tickstream_stats = stats
     app.tickstream_models = models
@@ -137,6 +137,7 @@ def register(
     in_flight: list[Any] = []  # delivery futures of outputs sent since the last checkpoint
     ckpt: dict[str, Any] = {"at": time.monotonic(), "stream": None}
     stopped = asyncio.Event()  # set once the last checkpoint (SIGTERM) is written
+    revoked_tps: set[tuple[str, int]] = set()  # taken from us, not (yet) assigned back
 
     def restore(symbol: str) -> None:
         raw = state_table.get(symbol.encode())
@@ -164,6 +165,17 @@ def register(
             dirty.clear()
             last_event.clear()
             unacked.clear()
+            # Events of these partitions may still sit in the take buffer (Faust clears
+            # only its channel queues): they are skipped until a partition comes back to us.
+            revoked_tps.update((tp.topic, tp.partition) for tp in revoked)
+
+    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
+    async def on_assigned(app_: Any, assigned: Any, **kwargs: Any) -> None:
+        # A partition that comes back is fetched again from its committed offset; an event
+        # buffered before the revocation that is processed first is fenced by the restored
+        # state's offset, and its redelivered copy by the fence the first one set.
+        async with lock:
+            revoked_tps.difference_update((tp.topic, tp.partition) for tp in assigned)
 
     publisher = BatchPublisher(app, {
         physical: settings.partitions for _topic, physical in out_topics.values()
@@ -206,8 +218,16 @@ def register(
             _load_announced(models, announced)
         context_sync.sync(pipeline.context)
         last_event_of_symbol: dict[str, Any] = {}
+        foreign: list[Any] = []  # events of partitions revoked since they were buffered
         for event in events:
             msg = event.message
+            if revoked_tps and (msg.topic, msg.partition) in revoked_tps:
+                # Buffered before a rebalance gave the partition to another worker: its new
+                # owner processes it (it is not acked here). Processing it here would write
+                # state into a changelog partition that worker owns now.
+                stats["revoked_skipped"] += 1
+                foreign.append(event)
+                continue
             try:
                 # Straight to the stage tick: the reader schema guarantees every field
                 # (defaults filled in), so no RawTick object is built per event.
@@ -267,7 +287,11 @@ def register(
         stats["events"] += len(events)
         dirty.update(last_event_of_symbol)
         last_event.update(last_event_of_symbol)
-        unacked.extend(events)
+        if foreign:  # never acked here: their partitions belong to another worker now
+            skip = {id(e) for e in foreign}
+            unacked.extend(e for e in events if id(e) not in skip)
+        else:
+            unacked.extend(events)
         if time.monotonic() - ckpt["at"] >= checkpoint_s:
             await checkpoint(stream)
 
