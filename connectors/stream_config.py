@@ -8,7 +8,7 @@ reads the ``reconnect`` section into a :class:`~connectors.resilience.ReconnectP
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -52,6 +52,16 @@ class ConfigFields:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise self.fail(name, f"must be an integer from {lo} to {hi}")
         return value
+
+    def section(self, name: str, allowed: Collection[str]) -> ConfigFields:
+        """The optional sub-mapping ``name`` (empty when absent), with only ``allowed`` keys."""
+        raw = self.data.get(name) or {}
+        if not isinstance(raw, Mapping):
+            raise self.fail(name, "must be a mapping")
+        unknown = set(raw) - set(allowed)
+        if unknown:
+            raise self.fail(name, f"has unknown keys: {', '.join(sorted(map(str, unknown)))}")
+        return ConfigFields(raw, f"{self.where}: {name}")
 
     def bool_(self, name: str, default: bool) -> bool:
         value = self.data.get(name, default)
@@ -99,13 +109,7 @@ def read_secret(
 
 
 def reconnect_policy(reader: ConfigFields) -> ReconnectPolicy:
-    raw = reader.data.get("reconnect") or {}
-    if not isinstance(raw, Mapping):
-        raise reader.fail("reconnect", "must be a mapping")
-    unknown = set(raw) - _RECONNECT_KEYS
-    if unknown:
-        raise reader.fail("reconnect", f"has unknown keys: {', '.join(sorted(map(str, unknown)))}")
-    r = ConfigFields(raw, f"{reader.where}: reconnect")
+    r = reader.section("reconnect", _RECONNECT_KEYS)
     d = ReconnectPolicy()
     return ReconnectPolicy(
         base_s=r.float_("base_s", d.base_s, 0.001, 3600),

@@ -180,13 +180,8 @@ def load_config(
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise r.fail("headers", "must map header names to strings")
-    sub_raw = data.get("subscribe") or {}
-    if not isinstance(sub_raw, Mapping):
-        raise r.fail("subscribe", "must be a mapping")
-    unknown = set(sub_raw) - _SUBSCRIBE_KEYS
-    if unknown:
-        raise r.fail("subscribe", f"has unknown keys: {', '.join(sorted(map(str, unknown)))}")
-    sr = ConfigFields(sub_raw, f"{where}: subscribe")
+    sr = r.section("subscribe", _SUBSCRIBE_KEYS)
+    sub_raw = sr.data
     symbols = sub_raw.get("symbols") or []
     if not isinstance(symbols, list) or not all(isinstance(s, str) and s for s in symbols):
         raise sr.fail("symbols", "must be a list of vendor symbols")
