@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from connectors.producer import RecordProducer
 from connectors.simulator import simulate
-from schemas.records import FeatureVector
+from schemas.records import FeatureVector, RawTick
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.train import train_model
+from stages.types import Tick
 from topology.process import _fmt
 from topology.settings import Settings
 
@@ -30,6 +33,15 @@ def train_small_model(tmp: Path, settings: Settings) -> Path:
     train_model([r.to_dict() for r in rows], [r.close for r in rows], 3, models, "v1",
                 (rows[0].bar_time, rows[-1].bar_time))
     return models
+
+
+def send_ticks(producer: RecordProducer, ticks: Iterable[Tick]) -> None:
+    """Produce ``ticks`` to ``ticks.raw`` as a simulator collector would, and flush."""
+    for t in ticks:
+        producer.send("ticks.raw", t.symbol, RawTick(
+            broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask, time_msc=t.time_msc,
+            recv_time_us=t.recv_time_us, source="SIMULATOR"))
+    assert producer.flush() == 0
 
 
 def row(rec: Any, skip: tuple[str, ...] = ()) -> tuple[Any, ...]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_helpers import RISK, row, train_small_model
+from pipeline_helpers import RISK, row, send_ticks, train_small_model
 
 from connectors.files import write_canonical
 from connectors.producer import RecordProducer
@@ -78,13 +78,6 @@ def test_online_equals_offline_across_a_sigkill(
     producer = RecordProducer(settings)
     half = len(ticks) // 2
 
-    def send(part: list[Any]) -> None:
-        for t in part:
-            producer.send("ticks.raw", t.symbol, RawTick(
-                broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask, time_msc=t.time_msc,
-                recv_time_us=t.recv_time_us, source="SIMULATOR"))
-        assert producer.flush() == 0
-
     names = {n: settings.topic(n) for n in ("bars.m1", "features", "trading.commands",
                                             "ticks.rejected", "ticks.clean")}
     got: list[Message] = []
@@ -93,13 +86,13 @@ def test_online_equals_offline_across_a_sigkill(
     reader = TopicReader(settings, sorted(names.values()))
     try:
         worker.start()
-        send(ticks[:half])
+        send_ticks(producer, ticks[:half])
         reader.read_until(lambda ms: sum(m.topic == names["bars.m1"] for m in ms) >= 5,
                           timeout_s=60, into=got)
         worker.kill()
         worker = WorkerProcess(env, log)
         worker.start()
-        send(ticks[half:])
+        send_ticks(producer, ticks[half:])
         codec = make_codec(None)
 
         def complete(ms: list[Message]) -> bool:

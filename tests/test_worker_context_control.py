@@ -13,14 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import RISK, csv_rows, row, train_small_model
+from pipeline_helpers import RISK, csv_rows, row, send_ticks, train_small_model
 
 from connectors.files import write_canonical
 from connectors.producer import RecordProducer
 from connectors.simulator import simulate, simulate_events
 from schemas.codec import make_codec
-from schemas.records import ControlMessage, FeatureVector, RawTick, TradingCommand
-from stages.types import Tick
+from schemas.records import ControlMessage, FeatureVector, TradingCommand
 from topology.admin import ensure_topics
 from topology.kafka_io import Message, TopicReader
 from topology.localstack import WorkerProcess
@@ -74,13 +73,6 @@ def test_context_and_kill_switch_survive_a_restart(
             command=command, reason="test", issued_by="pytest", time_ms=int(time.time() * 1000)))
         assert producer.flush() == 0
 
-    def send(part: list[Tick]) -> None:
-        for t in part:
-            producer.send("ticks.raw", t.symbol, RawTick(
-                broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask, time_msc=t.time_msc,
-                recv_time_us=t.recv_time_us, source="SIMULATOR"))
-        assert producer.flush() == 0
-
     control("kill_switch_on")
     names = {
         "context": CONTEXT.changelog(settings), "control": CONTROL_STATE.changelog(settings),
@@ -102,14 +94,14 @@ def test_context_and_kill_switch_survive_a_restart(
         worker.start()
         wait(lambda: count("context") >= len(events) and count("control") >= 1, 60,
              "every event and the kill switch in the global tables")
-        send(ticks[:q])
+        send_ticks(producer, ticks[:q])
         wait(lambda: count("features") >= 4, 60, "features before the restart")
         # A clean restart: the worker checkpoints and exits by itself on SIGTERM, and the
         # global tables come back from their changelogs.
         assert worker.stop() == 0, "SIGTERM must stop the worker cleanly, not by SIGKILL"
         worker = WorkerProcess(env, tmp_path / "worker2.log")
         worker.start()
-        send(ticks[q:2 * q])
+        send_ticks(producer, ticks[q:2 * q])
         wait(lambda: count("features") >= 12, 90, "features after the restart")
         assert count("commands") == 0, "kill switch on: no command, also after the restart"
         last_bar_while_killed = max(
@@ -118,7 +110,7 @@ def test_context_and_kill_switch_survive_a_restart(
         )
         control("kill_switch_off")
         wait(lambda: count("control") >= 2, 30, "the lift in the global table")
-        send(ticks[2 * q:])
+        send_ticks(producer, ticks[2 * q:])
         wait(lambda: count("commands") >= 1, 90, "a command after the lift")
     finally:
         worker.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import csv_rows, row
+from pipeline_helpers import csv_rows, row, send_ticks
 
 from connectors.files import write_canonical
 from connectors.producer import RecordProducer
@@ -48,11 +48,7 @@ def test_idle_bar_is_published_without_a_later_tick(
 
     ensure_topics(settings)
     producer = RecordProducer(settings)
-    for t in ticks:
-        producer.send("ticks.raw", t.symbol, RawTick(
-            broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask, time_msc=t.time_msc,
-            recv_time_us=t.recv_time_us, source="SIMULATOR"))
-    assert producer.flush() == 0
+    send_ticks(producer, ticks)
 
     codec = make_codec(None)
     bars_topic = settings.topic("bars.m1")

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_helpers import csv_rows, row
+from pipeline_helpers import csv_rows, row, send_ticks
 
 from connectors.files import write_canonical
 from connectors.producer import RecordProducer
 from connectors.simulator import simulate
 from schemas.codec import make_codec
-from schemas.records import Bar, RawTick
-from stages.types import Tick
+from schemas.records import Bar
 from topology.admin import ensure_topics
 from topology.broker import free_port
 from topology.kafka_io import Message, TopicReader
@@ -51,13 +50,6 @@ def test_bars_survive_two_rebalances(settings_env: dict[str, str], tmp_path: Pat
     ensure_topics(settings)
     producer = RecordProducer(settings)
 
-    def send(part: list[Tick]) -> None:
-        for t in part:
-            producer.send("ticks.raw", t.symbol, RawTick(
-                broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask, time_msc=t.time_msc,
-                recv_time_us=t.recv_time_us, source="SIMULATOR"))
-        assert producer.flush() == 0
-
     codec = make_codec(None)
     bars_topic = settings.topic("bars.m1")
     reader = TopicReader(settings, [bars_topic])
@@ -80,14 +72,14 @@ def test_bars_survive_two_rebalances(settings_env: dict[str, str], tmp_path: Pat
     a, b = worker("worker-a"), worker("worker-b")
     try:
         a.start()
-        send(ticks[:third])
+        send_ticks(producer, ticks[:third])
         reader.read_until(lambda _ms: len(bars()) >= 6, timeout_s=60, into=got)
         b.start()  # A gives up some partitions to B
-        send(ticks[third:2 * third])
+        send_ticks(producer, ticks[third:2 * third])
         reader.read_until(lambda _ms: len(bars()) >= len(off_bars) // 2, timeout_s=90,
                           into=got)
         assert a.stop() == 0, "SIGTERM must stop worker A cleanly"  # B takes everything
-        send(ticks[2 * third:])
+        send_ticks(producer, ticks[2 * third:])
         reader.read_until(lambda _ms: len(bars()) >= len(off_bars), timeout_s=120, into=got)
     finally:
         a.stop()
