@@ -218,16 +218,16 @@ def register(
             _load_announced(models, announced)
         context_sync.sync(pipeline.context)
         last_event_of_symbol: dict[str, Any] = {}
-        foreign: list[Any] = []  # events of partitions revoked since they were buffered
+        if revoked_tps:
+            # Buffered before a rebalance gave their partition to another worker: the new
+            # owner processes them, so they are neither processed nor acked here (their
+            # state would go into a changelog partition that worker owns now).
+            mine = [e for e in events
+                    if (e.message.topic, e.message.partition) not in revoked_tps]
+            stats["revoked_skipped"] += len(events) - len(mine)
+            events = mine
         for event in events:
             msg = event.message
-            if revoked_tps and (msg.topic, msg.partition) in revoked_tps:
-                # Buffered before a rebalance gave the partition to another worker: its new
-                # owner processes it (it is not acked here). Processing it here would write
-                # state into a changelog partition that worker owns now.
-                stats["revoked_skipped"] += 1
-                foreign.append(event)
-                continue
             try:
                 # Straight to the stage tick: the reader schema guarantees every field
                 # (defaults filled in), so no RawTick object is built per event.
@@ -287,11 +287,7 @@ def register(
         stats["events"] += len(events)
         dirty.update(last_event_of_symbol)
         last_event.update(last_event_of_symbol)
-        if foreign:  # never acked here: their partitions belong to another worker now
-            skip = {id(e) for e in foreign}
-            unacked.extend(e for e in events if id(e) not in skip)
-        else:
-            unacked.extend(events)
+        unacked.extend(events)
         if time.monotonic() - ckpt["at"] >= checkpoint_s:
             await checkpoint(stream)
 
