@@ -46,7 +46,7 @@ from agents.control import MODEL_KEY, ControlView
 from agents.publish import BatchPublisher
 from agents.rejects import rejected
 from agents.tables import make_table
-from agents.take import take_ready
+from agents.take import ack_all, take_ready
 from schemas.codec import MalformedRecord, make_codec
 from schemas.records import RawTick, Record
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
@@ -325,8 +325,7 @@ def register(
                     quality_written[sym] = now
                     quality_table[sym.encode()] = orjson.dumps(st.consolidator.quality())
         dirty.clear()
-        for event in unacked:
-            await stream.ack(event)
+        ack_all(stream, unacked)
         unacked.clear()
         ckpt["at"] = now
         stats["checkpoints"] += 1
