@@ -71,6 +71,9 @@ class MalformedRecord(Exception):
 class Framing(Protocol):
     """How the writer schema is identified in front of the Avro body."""
 
+    #: Length of the header in front of every body (it identifies the writer schema).
+    header_size: int
+
     def header(self, name: str, topic: str) -> bytes:
         """Bytes to put before a body written with the current schema ``name``."""
         ...
@@ -87,6 +90,7 @@ class SingleObjectFraming:
     """Avro single-object encoding; writer schemas come from this package (current + history)."""
 
     __slots__ = ("_headers",)
+    header_size = _SO_HEADER
 
     def __init__(self) -> None:
         self._headers: dict[str, bytes] = {}
@@ -118,6 +122,7 @@ class ConfluentFraming:
     """
 
     __slots__ = ("_ids", "_registry", "_writers")
+    header_size = _CF_HEADER.size
 
     def __init__(self, registry: SchemaRegistryClient) -> None:
         self._registry = registry
@@ -186,7 +191,8 @@ class Codec:
     current schema (resolution).
     """
 
-    __slots__ = ("_compiled_readers", "_dict_writers", "_framing", "_readers", "_record_writers")
+    __slots__ = ("_compiled_readers", "_dict_writers", "_framing", "_headers_read", "_readers",
+                 "_record_writers")
 
     def __init__(self, framing: Framing | None = None) -> None:
         self._framing: Framing = framing if framing is not None else SingleObjectFraming()
@@ -197,6 +203,9 @@ class Codec:
         self._dict_writers: dict[str, Writer | None] = {}
         # id(schema to read with) -> compiled body reader (kept alive by ``_readers``)
         self._compiled_readers: dict[int, Reader | None] = {}
+        # (header bytes, reader name) -> compiled reader, for headers already resolved to one
+        # (a header names its writer schema for good: an id or a fingerprint)
+        self._headers_read: dict[tuple[bytes, str], Reader] = {}
 
     @property
     def framing(self) -> Framing:
@@ -256,7 +265,12 @@ class Codec:
         Older (or newer) writer versions are resolved to the current reader schema, so fields
         added since take their defaults and removed ones are dropped.
         """
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        size = self._framing.header_size
+        if type(data) is bytes:
+            read = self._headers_read.get((data[:size], schema_name))
+            if read is not None:
+                return self._read_compiled(read, data, size)
+        elif not isinstance(data, (bytes, bytearray, memoryview)):
             raise MalformedRecord(f"expected bytes, got {type(data).__name__}")
         writer, offset = self._framing.writer(data, topic)
         writer, reader = self._resolve(writer, schema_name)
@@ -266,6 +280,8 @@ class Codec:
             except KeyError:
                 read = self._compiled_readers[id(writer)] = compile_reader(writer)
             if read is not None:
+                if offset == size:
+                    self._headers_read[(bytes(data[:size]), schema_name)] = read
                 return self._read_compiled(read, data, offset)
         buf = io.BytesIO(data)
         buf.seek(offset)
