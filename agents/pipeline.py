@@ -35,7 +35,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -181,15 +181,27 @@ def register(
         physical: settings.partitions for _topic, physical in out_topics.values()
     })
 
+    encoders: dict[str, Callable[[Record], bytes]] = {}  # output name -> its encoder
+    symbol_keys: dict[str, bytes] = {}
+
     def publish(out: Outputs) -> None:
+        add = publisher.add
         for name, records in (
             ("ticks.clean", out.clean), ("bars.m1", out.bars), ("features", out.features),
             ("trading.commands", out.commands),
         ):
+            if not records:
+                continue
             _topic, physical = out_topics[name]
+            encode = encoders.get(name)
+            if encode is None:
+                encode = encoders[name] = codec.encoder(records[0].SCHEMA, physical)
             for rec in records:
-                key = rec.symbol.encode()  # type: ignore[attr-defined]
-                publisher.add(physical, key, codec.encode(rec, physical))
+                symbol = rec.symbol  # type: ignore[attr-defined]
+                key = symbol_keys.get(symbol)
+                if key is None:
+                    key = symbol_keys[symbol] = symbol.encode()
+                add(physical, key, encode(rec))
 
     def dead_letter(record: Record, key: bytes | None) -> None:
         _topic, physical = out_topics["ticks.rejected"]
@@ -263,7 +275,7 @@ def register(
                     rejected(*src, rej.reason, rej.detail, "validate"), src[1]
                 )
             st = pipeline.states.get(sym)
-            if st is not None and st.validator.pending_count:
+            if st is not None and st.validator.holding:
                 held[id(tick)] = origin
             if len(held) > 10_000:  # only ticks still held need their bytes
                 held.clear()

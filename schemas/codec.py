@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
 import fastavro
@@ -228,6 +229,24 @@ class Codec:
         if write is None:
             return self.encode_dict(name, record.to_dict(), topic)
         return self._framing.header(name, topic) + write(record)
+
+    def encoder(self, schema_name: str, topic: str = "") -> Callable[[Record], bytes]:
+        """:meth:`encode` for records of one schema bound for one topic, lookups done once
+        (the header is fixed per schema and topic: with a registry it is registered here)."""
+        try:
+            write = self._record_writers[schema_name]
+        except KeyError:
+            write = self._record_writers[schema_name] = compile_writer(
+                avro.schema(schema_name), attributes=True)
+        if write is None:
+            return lambda record: self.encode(record, topic)
+        header = self._framing.header(schema_name, topic)
+        body = write
+
+        def encode(record: Record) -> bytes:
+            return header + body(record)
+
+        return encode
 
     def encode_dict(self, schema_name: str, data: dict[str, Any], topic: str = "") -> bytes:
         """Like :meth:`encode` for a plain dict laid out as schema ``schema_name``."""

@@ -197,6 +197,12 @@ class Validator:
     # ------------------------------------------------------------------ public API
 
     @property
+    def holding(self) -> bool:
+        """Whether any tick is held (O(1); brokers are in the pending map only while they
+        hold ticks)."""
+        return bool(self._pending_brokers)
+
+    @property
     def pending_count(self) -> int:
         """Ticks held awaiting confirmation (emitted later by ``process`` or ``flush``)."""
         return sum(len(st.pending) for st in self._pending_brokers.values())

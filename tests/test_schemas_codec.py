@@ -651,3 +651,13 @@ def test_public_classes_exported() -> None:
     for name in ("Codec", "MalformedRecord", "make_codec", "RawTick", "SchemaRegistryClient"):
         assert hasattr(schemas, name)
     assert {CleanTick, ControlMessage, FeatureVector, RejectedRecord} <= set(RECORD_TYPES.values())
+
+
+def test_encoder_bound_to_schema_and_topic_equals_encode(registry: FakeSchemaRegistry) -> None:
+    """``Codec.encoder`` (the worker's publishing path) gives ``encode``'s bytes, for every
+    record type (MarketEvent through the fastavro fallback) and both framings."""
+    for codec in (CODEC, make_codec(registry.url)):
+        for record in SAMPLES:
+            encode = codec.encoder(record.SCHEMA, "enc-topic")
+            assert encode(record) == codec.encode(record, "enc-topic")
+            assert codec.decode(encode(record), type(record), "enc-topic") == record

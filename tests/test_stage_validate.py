@@ -227,7 +227,7 @@ def test_spike_that_reverts_is_rejected_and_leaves_no_trace() -> None:
     v = validator()
     assert all(r is None for _, r in run(v, base))
     assert v.process(spike, 0) == []
-    assert v.pending_count == 1
+    assert v.pending_count == 1 and v.holding
     res = v.process(after[0], 0)
     assert [t for t, _ in res] == [spike, after[0]]
     r = res[0][1]
@@ -235,7 +235,7 @@ def test_spike_that_reverts_is_rejected_and_leaves_no_trace() -> None:
     assert "39.9 pips" in r.detail and "limit 10.0 pips" in r.detail  # from 1.10001
     assert res[1][1] is None
     assert all(r is None for _, r in run(v, after[1:]))
-    assert v.pending_count == 0 and v.flush() == []
+    assert v.pending_count == 0 and not v.holding and v.flush() == []
     # the spike changed neither the level nor the volatility
     ref = validator()
     run(ref, base + after)
@@ -267,7 +267,7 @@ def test_spike_followed_by_opposite_spike_each_judged_against_accepted_level() -
     assert v.process(up, 0) == []
     res = v.process(down, 0)  # does not confirm the up-spike, and is itself a jump
     assert len(res) == 1 and res[0][0] is up and res[0][1] is not None
-    assert v.pending_count == 1
+    assert v.pending_count == 1 and v.holding
     res = v.process(back, 0)
     assert [t for t, _ in res] == [down, back]
     assert res[0][1] is not None and res[0][1].reason == PRICE_JUMP and res[1][1] is None
@@ -284,7 +284,7 @@ def test_static_rejects_do_not_resolve_a_held_tick() -> None:
     older = q(1.1040, t + 50)  # older than the held tick
     assert reason(v, crossed) == CROSSED_QUOTE
     assert reason(v, older) == OUT_OF_ORDER
-    assert v.pending_count == 1
+    assert v.pending_count == 1 and v.holding
     confirm = q(1.10405, t + 300)
     assert v.process(confirm, 0) == [(jump, None), (confirm, None)]
 
@@ -298,10 +298,10 @@ def test_another_broker_confirms_a_held_jump_immediately() -> None:
     assert v.process(jump_a, 0) == []
     b_old = q(1.1, t + 20, broker="B")  # B still at the old level: no evidence either way
     assert v.process(b_old, 0) == [(b_old, None)]
-    assert v.pending_count == 1
+    assert v.pending_count == 1 and v.holding
     b_new = q(1.10395, t + 30, broker="B")  # B moved too: confirms A, and A confirms B
     assert v.process(b_new, 0) == [(jump_a, None), (b_new, None)]
-    assert v.pending_count == 0 and v.rejected_by_reason == {}
+    assert v.pending_count == 0 and not v.holding and v.rejected_by_reason == {}
 
 
 def test_lagging_broker_catching_up_is_accepted_when_another_broker_is_there() -> None:
@@ -327,7 +327,7 @@ def test_enterprise_needs_two_confirming_ticks_and_rejects_a_two_tick_spike() ->
     j, c1, c2 = q(1.1040, t + 100), q(1.1041, t + 200), q(1.10405, t + 300)
     assert v.process(j, 0) == []
     assert v.process(c1, 0) == []
-    assert v.pending_count == 2
+    assert v.pending_count == 2 and v.holding
     assert v.process(c2, 0) == [(j, None), (c1, None), (c2, None)]
 
     w = validator("enterprise")
@@ -350,7 +350,7 @@ def test_flush_releases_held_ticks_as_accepted() -> None:
     assert v.pending_count == 3
     out = v.flush()
     assert out == [(ja, None), (ca, None), (jb, None)]
-    assert v.pending_count == 0 and v.flush() == []
+    assert v.pending_count == 0 and not v.holding and v.flush() == []
 
 
 def test_volatility_widens_the_limit() -> None:
@@ -422,7 +422,7 @@ def test_mid_stream_cut_has_a_pending_tick() -> None:
     """Guard for the snapshot test above: some cut points really hold a tick."""
     v = validator()
     run(v, _mixed_stream()[:121])
-    assert v.pending_count == 1
+    assert v.pending_count == 1 and v.holding
 
 
 # ---------------------------------------------------------------- invariant
