@@ -25,6 +25,7 @@ from agents.tables import make_table
 from schemas.codec import MalformedRecord, make_codec
 from schemas.records import MarketEvent
 from stages.context import ContextBook
+from topology.raw_schema import RawBytes
 from topology.settings import Settings
 from topology.tables import CONTEXT
 
@@ -82,8 +83,7 @@ def register(app: Any, settings: Settings, topics: dict[str, Any]) -> ContextSyn
     own = ContextSync(table)  # the agent's book follows the table too
     sync = ContextSync(table)  # handed to the pipeline agent for its own book
     source = app.topic(
-        settings.topic("events.calendar"), settings.topic("events.news"),
-        key_type=bytes, value_type=bytes,
+        settings.topic("events.calendar"), settings.topic("events.news"), schema=RawBytes(),
     )
     dead_letters = topics["ticks.rejected"]
     dl_physical = settings.topic("ticks.rejected")

@@ -18,6 +18,7 @@ from typing import Any
 import faust
 
 from topology.admin import ensure_topics
+from topology.raw_schema import RawBytes
 from topology.settings import Settings
 from topology.topics import ALL_TOPICS
 
@@ -122,8 +123,7 @@ def create_app(settings: Settings, *, web_enabled: bool = True) -> TickstreamApp
     topics = {
         spec.name: app.topic(
             settings.topic(spec.name),
-            key_type=bytes,
-            value_type=bytes,
+            schema=RawBytes(),  # our agents decode the bytes themselves (raw_schema.py)
             partitions=spec.partitions(settings),
             retention=None if spec.retention_ms < 0 else spec.retention_ms / 1000.0,
             compacting=spec.cleanup == "compact",
