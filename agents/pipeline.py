@@ -165,7 +165,7 @@ def register(
             dirty.clear()
             last_event.clear()
             unacked.clear()
-            # Events of these partitions may still sit in the take buffer (Faust clears
+            # Events of these partitions may sit in a batch already taken (Faust clears
             # only its channel queues): they are skipped until a partition comes back to us.
             revoked_tps.update((tp.topic, tp.partition) for tp in revoked)
 
