@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import gc
 import importlib
 import subprocess
 import sys
 
 import pytest
 
-from topology.app import TickstreamApp, create_app
+from topology.app import TickstreamApp, create_app, freeze_startup_heap
 from topology.settings import Settings
 
 
@@ -62,6 +63,17 @@ def test_app_declares_every_topic_with_prefix() -> None:
         assert tables[name].partitions == 1 and tables[name].use_partitioner
     assert type(tables["pipeline_state"]).__name__ == "Table"
     assert tables["pipeline_state"].partitions == 3
+
+
+def test_gc_gen0_threshold_is_applied_after_the_freeze() -> None:
+    before = gc.get_threshold()
+    try:
+        freeze_startup_heap(12_345)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_worker_tuning_settings_reach_faust() -> None:

@@ -42,6 +42,7 @@ def test_good_values() -> None:
             BROKER_STALENESS_MS="2500",
             BAR_IDLE_FLUSH_MS="0",
             STREAM_BUFFER_MAXSIZE="8192",
+            GC_GEN0_THRESHOLD="20000",
             BROKER_PRIORITIES=" ICM=1, PEP = 0 ,FXCM=7",
         ),
         env_file=None,
@@ -62,6 +63,7 @@ def test_good_values() -> None:
     assert (s.dedupe_window_ms, s.broker_staleness_ms) == (120_000, 2_500)
     assert s.bar_idle_flush_ms == 0
     assert s.stream_buffer_maxsize == 8192
+    assert s.gc_gen0_threshold == 20_000
     assert s.broker_priorities == {"ICM": 1, "PEP": 0, "FXCM": 7}
 
 
@@ -88,6 +90,8 @@ def test_good_values() -> None:
         ("BROKER_STALENESS_MS", "5s"),
         ("BAR_IDLE_FLUSH_MS", "-5"),
         ("STREAM_BUFFER_MAXSIZE", "10"),
+        ("GC_GEN0_THRESHOLD", "0"),
+        ("GC_GEN0_THRESHOLD", "lots"),
         ("BROKER_PRIORITIES", "ICM"),
         ("BROKER_PRIORITIES", "ICM=-1"),
         ("BROKER_PRIORITIES", "ICM=1,ICM=2"),

@@ -22,5 +22,7 @@ def test_worker_end_to_end(settings_env: dict[str, str], monkeypatch: pytest.Mon
     # The long-lived start-up heap is kept out of garbage collection (latency tail).
     frozen = re.search(r"start-up heap frozen: (\d+) objects", full_log)
     assert frozen is not None and int(frozen.group(1)) > 100_000, log
+    # ...and the young generation is collected every TICKSTREAM_GC_GEN0_THRESHOLD allocations.
+    assert "gc thresholds (5000, " in full_log, log
     assert result["rejected_received"] == 1
     assert result["ok"]

@@ -150,6 +150,8 @@ class Settings:
     checkpoint_interval_ms: int = 1_000
     #: Events a worker may hold fetched but not yet processed (Faust's stream buffer).
     stream_buffer_maxsize: int = 65_536
+    #: Allocations between young garbage collections in a worker (CPython's default: 700).
+    gc_gen0_threshold: int = 5_000
     group_instance_id: str | None = None  # static group membership (KIP-345), per worker
     symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
     #: Dedupe horizon in event time: a repeat older than this is no longer recognised.
@@ -330,6 +332,10 @@ class _Resolver:
             stream_buffer_maxsize=self.get(
                 "STREAM_BUFFER_MAXSIZE", _int_range(64, 1_048_576), "events 64..1048576",
                 d.stream_buffer_maxsize,
+            ),
+            gc_gen0_threshold=self.get(
+                "GC_GEN0_THRESHOLD", _int_range(100, 1_000_000), "allocations 100..1000000",
+                d.gc_gen0_threshold,
             ),
             symbols=self.symbols(),
             dedupe_window_ms=self.millis("DEDUPE_WINDOW_MS", 0, 86_400_000, d.dedupe_window_ms),
