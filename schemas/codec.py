@@ -221,23 +221,24 @@ class Codec:
         ``TypeError``: producing such a record is a programming error, not bad input.
         """
         name = record.SCHEMA
-        try:
-            write = self._record_writers[name]
-        except KeyError:
-            write = self._record_writers[name] = compile_writer(
-                avro.schema(name), attributes=True)
+        write = self._writer(self._record_writers, name, attributes=True)
         if write is None:
             return self.encode_dict(name, record.to_dict(), topic)
         return self._framing.header(name, topic) + write(record)
 
+    @staticmethod
+    def _writer(cache: dict[str, Writer | None], name: str, *, attributes: bool) -> Writer | None:
+        """The compiled body writer of schema ``name`` (None: fastavro writes it)."""
+        try:
+            return cache[name]
+        except KeyError:
+            write = cache[name] = compile_writer(avro.schema(name), attributes=attributes)
+            return write
+
     def encoder(self, schema_name: str, topic: str = "") -> Callable[[Record], bytes]:
         """:meth:`encode` for records of one schema bound for one topic, lookups done once
         (the header is fixed per schema and topic: with a registry it is registered here)."""
-        try:
-            write = self._record_writers[schema_name]
-        except KeyError:
-            write = self._record_writers[schema_name] = compile_writer(
-                avro.schema(schema_name), attributes=True)
+        write = self._writer(self._record_writers, schema_name, attributes=True)
         if write is None:
             return lambda record: self.encode(record, topic)
         header = self._framing.header(schema_name, topic)
@@ -250,11 +251,7 @@ class Codec:
 
     def encode_dict(self, schema_name: str, data: dict[str, Any], topic: str = "") -> bytes:
         """Like :meth:`encode` for a plain dict laid out as schema ``schema_name``."""
-        try:
-            write = self._dict_writers[schema_name]
-        except KeyError:
-            write = self._dict_writers[schema_name] = compile_writer(
-                avro.schema(schema_name), attributes=False)
+        write = self._writer(self._dict_writers, schema_name, attributes=False)
         if write is not None:
             return self._framing.header(schema_name, topic) + write(data)
         buf = io.BytesIO()

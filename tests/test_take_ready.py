@@ -62,14 +62,20 @@ def test_batches_hold_at_most_max_events_in_order_and_lose_none(app: Any) -> Non
     assert not any(acked_on_yield), "the caller acks, not take_ready"
 
 
-def test_a_lone_event_is_yielded_without_more_arriving(app: Any) -> None:
+def _recording_agent(app: Any, max_: int) -> tuple[Any, list[list[str]]]:
+    """An agent on topic ``t`` that records the values of each batch ``take_ready`` yields."""
     batches: list[list[str]] = []
-    topic = app.topic("t", value_type=str)
 
-    @app.agent(topic)  # type: ignore[untyped-decorator]
+    @app.agent(app.topic("t", value_type=str))  # type: ignore[untyped-decorator]
     async def consume(stream: Any) -> None:
-        async for events in take_ready(stream, 1000):
+        async for events in take_ready(stream, max_):
             batches.append([e.value for e in events])
+
+    return consume, batches
+
+
+def test_a_lone_event_is_yielded_without_more_arriving(app: Any) -> None:
+    consume, batches = _recording_agent(app, 1000)
 
     async def run() -> None:
         async with consume.test_context() as agent:
@@ -94,20 +100,14 @@ def test_max_must_be_positive() -> None:
 def test_events_of_a_stale_consumer_generation_are_skipped(app: Any) -> None:
     """Delivered before a rebalance we have since gone through: whoever owns the partition
     now takes them (as Faust's stream iterator skips them)."""
-    batches: list[list[str]] = []
-    topic = app.topic("t", value_type=str)
-
-    @app.agent(topic)  # type: ignore[untyped-decorator]
-    async def consume(stream: Any) -> None:
-        async for events in take_ready(stream, 100):
-            batches.append([e.value for e in events])
+    consume, batches = _recording_agent(app, 100)
 
     async def run() -> None:
         async with consume.test_context() as agent:
             generation = app.consumer_generation_id
-            app.consumer_generation_id = generation + 7  # the message carries the old one...
-            await agent.put("stale", wait=False)
-            app.consumer_generation_id = generation  # ...no: it carries one we left
+            app.consumer_generation_id = generation + 7
+            await agent.put("stale", wait=False)  # its message carries generation + 7...
+            app.consumer_generation_id = generation  # ...which the consumer is no longer in
             await agent.put("fresh")
             await _until(lambda: sum(len(b) for b in batches) >= 1)
 
