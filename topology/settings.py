@@ -254,9 +254,14 @@ class _Resolver:
             shown = None if sensitive else value
             raise SettingsError(PREFIX + name, expected, shown) from None
 
+    def integer(self, name: str, lo: int, hi: int, default: int,
+                unit: str = "an integer") -> int:
+        """An integer within ``lo..hi``; the error names it as ``"{unit} {lo}..{hi}"``."""
+        return self.get(name, _int_range(lo, hi), f"{unit} {lo}..{hi}", default)
+
     def millis(self, name: str, lo: int, hi: int, default: int) -> int:
         """A duration in milliseconds within ``lo..hi``."""
-        return self.get(name, _int_range(lo, hi), f"milliseconds {lo}..{hi}", default)
+        return self.integer(name, lo, hi, default, "milliseconds")
 
     def secret(self, name: str) -> Secret | None:
         value = self.raw(name)
@@ -276,10 +281,8 @@ class _Resolver:
             "KAFKA_BOOTSTRAP_SERVERS", _bootstrap, "comma-separated host:port list",
             d.kafka_bootstrap_servers,
         )
-        partitions = self.get("PARTITIONS", _int_range(1, 10_000), "an integer 1..10000", 12)
-        replication = self.get(
-            "REPLICATION_FACTOR", _int_range(1, 32), "an integer 1..32", 1
-        )
+        partitions = self.integer("PARTITIONS", 1, 10_000, 12)
+        replication = self.integer("REPLICATION_FACTOR", 1, 32, 1)
         prefix = self.get("TOPIC_PREFIX", _topic_prefix, "letters, digits, '.', '_' or '-'", "")
         registry = self.secret("SCHEMA_REGISTRY_URL")
         if registry is not None and not registry.get().startswith(("http://", "https://")):
@@ -308,7 +311,7 @@ class _Resolver:
                 "TABLE_STORE", _choice("rocksdb://", "memory://"),
                 "rocksdb:// or memory://", d.table_store,
             ),
-            web_port=self.get("WEB_PORT", _int_range(1, 65535), "a TCP port 1..65535", 6066),
+            web_port=self.integer("WEB_PORT", 1, 65535, 6066, "a TCP port"),
             log_level=self.get(
                 "LOG_LEVEL", _choice("debug", "info", "warning", "error", "critical"),
                 "one of debug, info, warning, error, critical", d.log_level,
@@ -319,9 +322,8 @@ class _Resolver:
             ),
             fetch_wait_ms=self.millis("FETCH_WAIT_MS", 1, 5000, d.fetch_wait_ms),
             producer_linger_ms=self.millis("PRODUCER_LINGER_MS", 0, 1000, d.producer_linger_ms),
-            producer_max_batch_bytes=self.get(
-                "PRODUCER_MAX_BATCH_BYTES", _int_range(1, 16_777_216), "bytes 1..16777216",
-                d.producer_max_batch_bytes,
+            producer_max_batch_bytes=self.integer(
+                "PRODUCER_MAX_BATCH_BYTES", 1, 16_777_216, d.producer_max_batch_bytes, "bytes",
             ),
             group_instance_id=self.get(
                 "GROUP_INSTANCE_ID", _topic_prefix, "letters, digits, '.', '_' or '-'", None,
@@ -329,13 +331,11 @@ class _Resolver:
             checkpoint_interval_ms=self.millis(
                 "CHECKPOINT_INTERVAL_MS", 0, 60_000, d.checkpoint_interval_ms
             ),
-            stream_buffer_maxsize=self.get(
-                "STREAM_BUFFER_MAXSIZE", _int_range(64, 1_048_576), "events 64..1048576",
-                d.stream_buffer_maxsize,
+            stream_buffer_maxsize=self.integer(
+                "STREAM_BUFFER_MAXSIZE", 64, 1_048_576, d.stream_buffer_maxsize, "events",
             ),
-            gc_gen0_threshold=self.get(
-                "GC_GEN0_THRESHOLD", _int_range(100, 1_000_000), "allocations 100..1000000",
-                d.gc_gen0_threshold,
+            gc_gen0_threshold=self.integer(
+                "GC_GEN0_THRESHOLD", 100, 1_000_000, d.gc_gen0_threshold, "allocations",
             ),
             symbols=self.symbols(),
             dedupe_window_ms=self.millis("DEDUPE_WINDOW_MS", 0, 86_400_000, d.dedupe_window_ms),
@@ -417,16 +417,13 @@ class _Resolver:
         return RiskLimits(
             lot_size=self.get("RISK_LOT_SIZE", _float_range(0.01, 100.0), "lots 0.01..100",
                               d.lot_size),
-            max_position_per_symbol=self.get(
-                "RISK_MAX_POSITION_PER_SYMBOL", _int_range(0, 1000), "an integer 0..1000",
-                d.max_position_per_symbol,
+            max_position_per_symbol=self.integer(
+                "RISK_MAX_POSITION_PER_SYMBOL", 0, 1000, d.max_position_per_symbol,
             ),
-            max_total_positions=self.get(
-                "RISK_MAX_TOTAL_POSITIONS", _int_range(0, 10_000), "an integer 0..10000",
-                d.max_total_positions,
+            max_total_positions=self.integer(
+                "RISK_MAX_TOTAL_POSITIONS", 0, 10_000, d.max_total_positions,
             ),
-            cooldown_s=self.get("RISK_COOLDOWN_S", _int_range(0, 86_400), "seconds 0..86400",
-                                d.cooldown_s),
+            cooldown_s=self.integer("RISK_COOLDOWN_S", 0, 86_400, d.cooldown_s, "seconds"),
             entry_threshold=self.get("RISK_ENTRY_THRESHOLD", prob, "a probability 0..1",
                                      d.entry_threshold),
             exit_threshold=self.get("RISK_EXIT_THRESHOLD", prob, "a probability 0..1",
@@ -435,9 +432,8 @@ class _Resolver:
                 "RISK_MAX_SPREAD_PIPS", _float_range(0.0, 10_000.0), "pips >= 0",
                 d.max_spread_pips,
             ),
-            event_blackout_min=self.get(
-                "RISK_EVENT_BLACKOUT_MIN", _int_range(0, 1440), "minutes 0..1440",
-                d.event_blackout_min,
+            event_blackout_min=self.integer(
+                "RISK_EVENT_BLACKOUT_MIN", 0, 1440, d.event_blackout_min, "minutes",
             ),
             atr_stop_mult=self.get("RISK_ATR_STOP_MULT", _float_range(0.0, 100.0),
                                    "a multiple 0..100", d.atr_stop_mult),
