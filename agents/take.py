@@ -51,9 +51,8 @@ async def take_ready(stream: Any, max_: int, max_rounds: int = 64) -> AsyncItera
     queue = stream.channel.queue
     flow = app.flow_control
     track = app.consumer.track_message
-
     acks_enabled_for = app.topics.acks_enabled_for
-    stream.enable_acks = False
+    stream.enable_acks = False  # the caller acks (nothing iterates the stream itself)
     processors = stream._processors
     sleep = asyncio.sleep
     while not stream.should_stop:
