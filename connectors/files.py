@@ -21,8 +21,10 @@ import io
 import lzma
 import struct
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import IO
 
@@ -51,48 +53,120 @@ def _open_text(path: Path) -> IO[str]:
     return open(path, encoding="utf-8", newline="")
 
 
-def read_canonical(path: Path | str) -> Iterator[Tick | BadRow]:
-    """Yield a :class:`Tick` or :class:`BadRow` for every data row of a canonical CSV."""
-    path = Path(path)
-    with _open_text(path) as fh:
-        reader = csv.reader(fh)
+@dataclass(frozen=True, slots=True)
+class CanonicalColumns:
+    """Where each field sits in a canonical CSV's rows (-1: optional column absent)."""
+
+    width: int
+    broker: int
+    symbol: int
+    time_msc: int
+    bid: int
+    ask: int
+    last: int
+    volume: int
+    seq: int
+    recv_time_us: int
+
+    @classmethod
+    def from_header(cls, header: str, path: Path | str) -> CanonicalColumns:
         try:
-            header = next(reader)
-        except StopIteration:
-            return
-        cols = [h.strip() for h in header]
+            cols = [h.strip() for h in csv_fields(header)]
+        except csv.Error as exc:
+            raise TickFileError(f"{path}: unreadable header: {exc}") from None
         missing = [c for c in CANONICAL_HEADER if c not in cols]
         if missing:
             raise TickFileError(f"{path}: header lacks {', '.join(missing)} (have {cols})")
-        ib, isym, it, ibid, iask = (cols.index(c) for c in CANONICAL_HEADER)
-        il = cols.index("last") if "last" in cols else -1
-        iv = cols.index("volume") if "volume" in cols else -1
-        iq = cols.index("seq") if "seq" in cols else -1
-        ir = cols.index("recv_time_us") if "recv_time_us" in cols else -1
-        width = len(cols)
-        line = 1
-        for row in reader:
-            line += 1
-            if len(row) != width:
-                yield BadRow(line, ",".join(row), f"expected {width} fields, got {len(row)}")
-                continue
+
+        def at(name: str) -> int:
+            return cols.index(name) if name in cols else -1
+
+        return cls(len(cols), *(cols.index(c) for c in CANONICAL_HEADER),
+                   *(at(c) for c in OPTIONAL_COLUMNS))
+
+
+def csv_fields(text: str) -> list[str]:
+    """The fields of one record's text exactly as the ``csv`` module reads them."""
+    if '"' not in text:
+        return text.split(",") if text else []
+    return next(csv.reader([text]), [])
+
+
+def canonical_records(path: Path | str) -> Iterator[tuple[int, str]]:
+    """Every record of a canonical CSV as (record number, text); record 1 is the header.
+
+    The text is the record (without its line terminator unless it holds a quote), so
+    :func:`parse_records` reads it exactly as ``csv.reader`` reads the file. A record with a
+    quote character goes through the ``csv`` module, so a quoted field may hold commas or
+    span lines; the rest (every row ``write_canonical`` writes for ordinary broker and
+    symbol names) is split on commas, about three times faster.
+    """
+    with _open_text(Path(path)) as fh:
+        lines = iter(fh)
+        taken: list[str] = []
+
+        def more() -> Iterator[str]:  # lines a quoted record continues over
+            for ln in lines:
+                taken.append(ln)
+                yield ln
+
+        for n, line in enumerate(lines, 1):
+            if '"' in line:
+                taken.clear()
+                with suppress(csv.Error):  # parse_records reports it as a malformed row
+                    next(csv.reader(chain((line,), more())))
+                # kept whole: csv reads a quote left open at the end of the file up to
+                # and including the line break
+                yield n, line + "".join(taken)
+            else:
+                yield n, line.rstrip("\r\n")
+
+
+def parse_records(
+    cols: CanonicalColumns, records: Iterable[tuple[int, str]]
+) -> Iterator[tuple[int, Tick | BadRow]]:
+    """(record number, :class:`Tick` or :class:`BadRow`) for every record of ``records``."""
+    ib, isym, it, ibid, iask = cols.broker, cols.symbol, cols.time_msc, cols.bid, cols.ask
+    il, iv, iq, ir, width = cols.last, cols.volume, cols.seq, cols.recv_time_us, cols.width
+    for line, text in records:
+        if '"' in text:
             try:
-                bid = float(row[ibid])
-                ask = float(row[iask])
-                tick = Tick(
-                    row[ib], row[isym], int(row[it]), bid, ask,
-                    int(row[ir]) if ir >= 0 and row[ir] else 0,
-                    int(row[iq]) if iq >= 0 and row[iq] else None,
-                    float(row[il]) if il >= 0 and row[il] else None,
-                    float(row[iv]) if iv >= 0 and row[iv] else None,
-                )
-            except ValueError as exc:
-                yield BadRow(line, ",".join(row), str(exc))
+                row = csv_fields(text)
+            except csv.Error as exc:
+                yield line, BadRow(line, text, f"unreadable CSV: {exc}")
                 continue
-            if not tick.broker or not tick.symbol:
-                yield BadRow(line, ",".join(row), "empty broker or symbol")
-                continue
-            yield tick
+        else:
+            row = text.split(",") if text else []
+        if len(row) != width:
+            yield line, BadRow(line, ",".join(row), f"expected {width} fields, got {len(row)}")
+            continue
+        try:
+            bid = float(row[ibid])
+            ask = float(row[iask])
+            tick = Tick(
+                row[ib], row[isym], int(row[it]), bid, ask,
+                int(row[ir]) if ir >= 0 and row[ir] else 0,
+                int(row[iq]) if iq >= 0 and row[iq] else None,
+                float(row[il]) if il >= 0 and row[il] else None,
+                float(row[iv]) if iv >= 0 and row[iv] else None,
+            )
+        except ValueError as exc:
+            yield line, BadRow(line, ",".join(row), str(exc))
+            continue
+        if not tick.broker or not tick.symbol:
+            yield line, BadRow(line, ",".join(row), "empty broker or symbol")
+            continue
+        yield line, tick
+
+
+def read_canonical(path: Path | str) -> Iterator[Tick | BadRow]:
+    """Yield a :class:`Tick` or :class:`BadRow` for every data row of a canonical CSV."""
+    records = canonical_records(path)
+    first = next(records, None)
+    if first is None:
+        return
+    for _line, item in parse_records(CanonicalColumns.from_header(first[1], path), records):
+        yield item
 
 
 def write_canonical(rows: Iterable[Tick], out: IO[str]) -> int:

@@ -55,6 +55,15 @@ class PipelineConfig:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PendingDecision:
+    """A scored bar's decision, left to the caller (:attr:`Pipeline.defer_decisions`)."""
+
+    symbol: str
+    bar: Bar
+    features: dict[str, Any]
+
+
 @dataclass(slots=True)
 class Outputs:
     """What one or more input ticks produced; the caller drains and publishes it."""
@@ -64,6 +73,7 @@ class Outputs:
     bars: list[Bar] = field(default_factory=list)
     features: list[FeatureVector] = field(default_factory=list)
     commands: list[TradingCommand] = field(default_factory=list)
+    decisions: list[PendingDecision] = field(default_factory=list)
     duplicates: int = 0
 
     def clear(self) -> None:
@@ -72,6 +82,7 @@ class Outputs:
         self.bars.clear()
         self.features.clear()
         self.commands.clear()
+        self.decisions.clear()
         self.duplicates = 0
 
 
@@ -129,7 +140,13 @@ def _opt(x: float | int | None) -> float | None:
 
 
 class Pipeline:
-    """The stage chain over every symbol a worker owns."""
+    """The stage chain over every symbol a worker owns.
+
+    With ``defer_decisions`` a scored bar is not decided here: it is appended to
+    :attr:`Outputs.decisions` and the caller hands it to :meth:`decide`, in the order the
+    bars were made. ``tickstream process --jobs N`` runs the per-symbol stages in N
+    processes and decides every bar in one (the risk limits span symbols).
+    """
 
     def __init__(
         self,
@@ -137,8 +154,10 @@ class Pipeline:
         models: ModelStore | None = None,
         context: ContextBook | None = None,
         clock_us: Callable[[], int] | None = None,
+        defer_decisions: bool = False,
     ) -> None:
         self.config = config
+        self.defer_decisions = defer_decisions
         self.models = models
         self.context = context if context is not None else ContextBook()
         self.risk = RiskManager(
@@ -240,6 +259,13 @@ class Pipeline:
             trigger_recv_time_us=bar.trigger_recv_time_us,
         )
         out.features.append(fv)
+        if self.defer_decisions:
+            out.decisions.append(PendingDecision(st.symbol, bar, feats))
+        else:
+            self.decide(st.symbol, bar, feats, out)
+
+    def decide(self, symbol: str, bar: Bar, feats: dict[str, Any], out: Outputs) -> None:
+        """Score a bar's features and apply the risk rules (at most one command)."""
         model = self.models.current if self.models is not None else None
         if model is None:
             if self.models is not None and not self._warned_no_model:
@@ -248,10 +274,10 @@ class Pipeline:
             return
         p_up = model.predict_one(feats)
         blackout = self.context.high_impact_within(
-            st.symbol, as_of, self.config.risk.event_blackout_min
+            symbol, bar.bar_time + MINUTE_MS, self.config.risk.event_blackout_min
         )
         cmd = self.risk.decide(
-            symbol=st.symbol, bar_time=bar.bar_time, p_up=p_up, price=bar.close,
+            symbol=symbol, bar_time=bar.bar_time, p_up=p_up, price=bar.close,
             atr=_opt(feats.get("atr_14")), spread=bar.ask_close - bar.bid_close,
             event_blackout=blackout, kill_switch=self.kill_switch,
             model_version=model.version, trigger_recv_time_us=bar.trigger_recv_time_us,
@@ -261,17 +287,22 @@ class Pipeline:
             out.commands.append(cmd)
 
     def flush(self, out: Outputs, close_bars: bool = True) -> None:
-        """End of input: resolve held ticks and (optionally) close the open bars."""
-        for st in list(self.states.values()):
-            for t, rej in st.validator.flush():
-                if rej is not None:
-                    out.rejects.append((t, rej))
-                else:
-                    self._accept(st, t, out)
-            if close_bars:
-                bar = st.bars.flush()
-                if bar is not None:
-                    self.on_bar(st, bar, out)
+        """End of input: resolve held ticks and (optionally) close the open bars, symbol by
+        symbol in the order each was first seen."""
+        for symbol in list(self.states):
+            self.flush_symbol(symbol, out, close_bars)
+
+    def flush_symbol(self, symbol: str, out: Outputs, close_bars: bool = True) -> None:
+        st = self.states[symbol]
+        for t, rej in st.validator.flush():
+            if rej is not None:
+                out.rejects.append((t, rej))
+            else:
+                self._accept(st, t, out)
+        if close_bars:
+            bar = st.bars.flush()
+            if bar is not None:
+                self.on_bar(st, bar, out)
 
     def idle_flush(self, now_event_ms: int, idle_ms: int, out: Outputs) -> None:
         """Close bars of symbols that have gone quiet (called from a timer)."""

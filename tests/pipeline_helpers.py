@@ -13,7 +13,6 @@ from schemas.records import FeatureVector, RawTick
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.train import train_model
 from stages.types import Tick
-from topology.process import _fmt
 from topology.settings import Settings
 
 RISK = {"TICKSTREAM_RISK_ENTRY_THRESHOLD": "0.51", "TICKSTREAM_RISK_EXIT_THRESHOLD": "0.5",
@@ -45,7 +44,10 @@ def send_ticks(producer: RecordProducer, ticks: Iterable[Tick]) -> None:
 
 
 def row(rec: Any, skip: tuple[str, ...] = ()) -> tuple[Any, ...]:
-    return tuple(str(_fmt(getattr(rec, f))) for f in type(rec).FIELDS if f not in skip)
+    """A record's fields as ``tickstream process --out`` writes them (``csv.writer``: None
+    as an empty field, a float in its shortest round-trip form)."""
+    return tuple("" if (v := getattr(rec, f)) is None else str(v)
+                 for f in type(rec).FIELDS if f not in skip)
 
 
 def csv_rows(path: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

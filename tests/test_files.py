@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.files import (
+    CANONICAL_HEADER,
     BadRow,
     TickFileError,
     dukascopy_hour_start_ms,
@@ -70,3 +74,73 @@ def test_bi5_decodes_like_the_vendor_csv(shared_data: Path) -> None:
     assert raw and [(t.time_msc, t.bid, t.ask) for t in raw] == [
         (t.time_msc, t.bid, t.ask) for t in decoded
     ]
+
+
+def _reference_canonical(path: Path) -> list[Tick | BadRow]:
+    """The canonical reader as first written: every record through ``csv.reader``."""
+    out: list[Tick | BadRow] = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        cols = [h.strip() for h in next(reader)]
+        width = len(cols)
+        ib, isym, it, ibid, iask = (cols.index(c) for c in CANONICAL_HEADER)
+        iq = cols.index("seq") if "seq" in cols else -1
+        for line, row in enumerate(reader, 2):
+            if len(row) != width:
+                out.append(BadRow(line, ",".join(row), f"expected {width} fields, got {len(row)}"))
+                continue
+            try:
+                bid = float(row[ibid])
+                ask = float(row[iask])
+                tick = Tick(row[ib], row[isym], int(row[it]), bid, ask,
+                            0, int(row[iq]) if iq >= 0 and row[iq] else None)
+            except ValueError as exc:
+                out.append(BadRow(line, ",".join(row), str(exc)))
+                continue
+            if not tick.broker or not tick.symbol:
+                out.append(BadRow(line, ",".join(row), "empty broker or symbol"))
+                continue
+            out.append(tick)
+    return out
+
+
+# Fields a file may hold: ordinary values, and the characters that decide how CSV splits.
+_FIELD = st.one_of(
+    st.sampled_from(["HD", "EURUSD", "1700000000123", "1.08501", "", " 7", "x"]),
+    st.text(alphabet='ab1.,"\r\n ', max_size=6),
+)
+_ROW = st.lists(_FIELD, min_size=0, max_size=7)
+_SEP = st.sampled_from(["\n", "\r\n", "\r"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(_ROW, _SEP), max_size=8), quoted=st.booleans())
+def test_fast_reader_reads_what_the_csv_module_reads(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[list[str], str]], quoted: bool
+) -> None:
+    """Rows split on commas and rows with quotes (commas or line breaks inside a field, an
+    unbalanced quote, blank lines, any line ending) give the same ticks, bad rows, details
+    and row numbers as ``csv.reader`` over the file."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL if quoted else csv.QUOTE_MINIMAL)
+    w.writerow(["broker", "symbol", "time_msc", "bid", "ask", "seq"])
+    for fields, sep in rows:
+        # Half the rows as csv.writer writes them, half raw (possibly malformed) text.
+        if len(fields) % 2:
+            w.writerow(fields)
+        else:
+            buf.write(",".join(fields) + sep)
+    path = tmp_path_factory.mktemp("csv") / "t.csv"
+    path.write_bytes(buf.getvalue().encode())
+    assert list(read_canonical(path)) == _reference_canonical(path)
+
+
+def test_quoted_fields_keep_their_commas_and_line_breaks(tmp_path: Path) -> None:
+    path = tmp_path / "q.csv"
+    path.write_text('broker,symbol,time_msc,bid,ask\n"Big, Bank",EURUSD,5,1.1,1.2\n'
+                    '"two\nlines",EURUSD,6,1.1,1.2\nHD,EURUSD,7,1.1,1.2\nHD,EURUSD,"8,9",1,2\n',
+                    newline="")
+    got = list(read_canonical(path))
+    assert got[:3] == [Tick("Big, Bank", "EURUSD", 5, 1.1, 1.2),
+                       Tick("two\nlines", "EURUSD", 6, 1.1, 1.2), Tick("HD", "EURUSD", 7, 1.1, 1.2)]
+    assert isinstance(got[3], BadRow) and got[3].line == 5 and "8,9" in got[3].detail

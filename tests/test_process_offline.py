@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from connectors.files import read_vendor, write_canonical
+from stages.pipeline import Outputs, Pipeline
 from stages.types import Tick
+from topology.process import run_process
+from topology.settings import Settings
 
 pytestmark = pytest.mark.data
 
@@ -98,3 +104,101 @@ def test_train_then_process_makes_commands(shared_data: Path, tmp_path: Path) ->
     assert sum(r["commands"].values()) > 0
     ids = [(runs[i][1] / "commands.csv").read_text().splitlines() for i in range(2)]
     assert [line.split(",")[0] for line in ids[0]] == [line.split(",")[0] for line in ids[1]]
+
+
+@pytest.fixture(scope="module")
+def file_and_model(shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+                   ) -> tuple[Path, Path]:
+    """The two-symbol real-data file, and a model trained on it (so both symbols trade)."""
+    tmp = tmp_path_factory.mktemp("jobs")
+    src = _canonical(shared_data, tmp)
+    models = tmp / "models"
+    subprocess.run([sys.executable, "-m", "topology.cli", "train", str(src), "--model",
+                    str(models), "--version", "v1"], check=True, capture_output=True)
+    return src, models
+
+
+def _settings(max_total: int) -> Settings:
+    return Settings.from_env({"TICKSTREAM_RISK_ENTRY_THRESHOLD": "0.55",
+                              "TICKSTREAM_RISK_COOLDOWN_S": "0",
+                              "TICKSTREAM_RISK_MAX_TOTAL_POSITIONS": str(max_total)},
+                             env_file=None)
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_any_number_of_jobs_gives_the_same_results(file_and_model: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    """Symbols dealt out to 2 or 3 processes: the same counts, the same bytes in every
+    output file and the same commands as one process, with a total-positions limit of one
+    that makes each decision depend on the other symbol's (so the decision order matters)."""
+    src, models = file_and_model
+    runs = {}
+    for jobs in (1, 2, 3):
+        r = run_process([src], _settings(1), models, tmp_path / f"j{jobs}", jobs=jobs)
+        assert r.pop("jobs") == jobs
+        del r["seconds"], r["ticks_per_s"]
+        runs[jobs] = (r, _outputs(tmp_path / f"j{jobs}"))
+    one, files = runs[1]
+    assert set(files) == {"clean.csv", "rejected.csv", "bars.csv", "features.csv",
+                          "commands.csv"}
+    assert one["ticks_in"] == one["clean"] + one["duplicates"] + sum(one["rejected"].values())
+    commands = list(csv.DictReader(io.StringIO(files["commands.csv"].decode())))
+    assert {c["symbol"] for c in commands} == {"EURUSD", "USDJPY"}
+    for jobs in (2, 3):
+        assert runs[jobs][0] == one
+        for name, data in files.items():
+            assert runs[jobs][1][name] == data, f"{name} differs with {jobs} jobs"
+    # The limit binds: with room for two positions the commands are different.
+    two = run_process([src], _settings(2), models, tmp_path / "two", jobs=2)
+    assert (tmp_path / "two" / "commands.csv").read_bytes() != files["commands.csv"]
+    assert sum(two["commands"].values()) > sum(one["commands"].values())
+
+
+def test_jobs_on_the_command_line(file_and_model: tuple[Path, Path], tmp_path: Path) -> None:
+    src, _models = file_and_model
+    res = subprocess.run([sys.executable, "-m", "topology.cli", "process", str(src), "--json",
+                          "--jobs", "2"], capture_output=True, text=True, check=True)
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r["jobs"] == 2 and r["ticks_in"] > 100_000
+    bad = subprocess.run([sys.executable, "-m", "topology.cli", "process", str(src),
+                          "--jobs", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--jobs takes a whole number from 1 to 256" in bad.stderr
+
+
+def test_a_failing_shard_is_a_clear_error_and_no_process_is_left(
+    file_and_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, _models = file_and_model
+    original = Pipeline.on_tick
+
+    def failing(self: Pipeline, tick: Tick, out: Outputs) -> None:
+        if tick.symbol == "USDJPY":
+            raise ZeroDivisionError("boom in the USDJPY shard")
+        original(self, tick, out)
+
+    monkeypatch.setattr(Pipeline, "on_tick", failing)
+    with pytest.raises(RuntimeError, match=r"process shard \d failed") as err:
+        run_process([src], _settings(1), None, tmp_path / "out", jobs=2)
+    assert "ZeroDivisionError: boom in the USDJPY shard" in str(err.value)
+    assert multiprocessing.active_children() == []
+    assert not list((tmp_path / "out").glob(".parts-*"))  # the shards' parts are removed
+
+
+def test_a_killed_shard_is_a_clear_error(
+    file_and_model: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, _models = file_and_model
+    original = Pipeline.on_tick
+
+    def dying(self: Pipeline, tick: Tick, out: Outputs) -> None:
+        if tick.symbol == "USDJPY":
+            os._exit(3)  # as if killed: no result, no traceback
+        original(self, tick, out)
+
+    monkeypatch.setattr(Pipeline, "on_tick", dying)
+    with pytest.raises(RuntimeError, match=r"process shard \d died \(exit code 3\)"):
+        run_process([src], _settings(1), None, None, jobs=2)
+    assert multiprocessing.active_children() == []

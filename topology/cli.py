@@ -94,7 +94,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from topology.app import freeze_startup_heap
-    from topology.process import run_process
+    from topology.process import run_process, usable_cpus
 
     settings = _settings()
     # The worker's garbage-collector tuning (topology/app.py): the imported libraries'
@@ -104,13 +104,23 @@ def cmd_process(args: argparse.Namespace) -> int:
     result = run_process(
         [Path(f) for f in args.files], settings,
         Path(args.model) if args.model else None, Path(args.out) if args.out else None,
-        events=[Path(e) for e in args.events],
+        events=[Path(e) for e in args.events], jobs=args.jobs or usable_cpus(),
     )
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0
+
+
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"--jobs takes a whole number from 1 to 256, got {text!r}")
+    return n
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -187,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write clean/rejected/bars/features/commands .csv here")
     p.add_argument("--events", metavar="FILE", action="append", default=[],
                    help="calendar/news MarketEvents as JSON lines (repeatable)")
+    p.add_argument("--jobs", type=_jobs, default=0, metavar="N",
+                   help="processes for the per-symbol stages; symbols are dealt out among "
+                        "them and the results are the same for any N (default: one per "
+                        "usable CPU)")
     p.add_argument("--json", action="store_true", help="print one compact JSON line")
     p.set_defaults(func=cmd_process)
 

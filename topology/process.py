@@ -1,70 +1,47 @@
-"""``tickstream process``: the stage chain in-process over tick files, no Kafka.
+"""``tickstream process``: the stage chain over tick files, no Kafka.
 
 The very same :class:`~stages.pipeline.Pipeline` the worker drives. Every input row is
 accounted for: ``ticks_in == clean + duplicates + sum(rejected)`` (malformed rows count as
-``malformed`` rejects).
+``malformed`` rejects). With ``jobs`` > 1 the per-symbol stages run in forked processes
+(:mod:`topology.process_shard`) and give the same results.
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
+import multiprocessing
+import os
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from multiprocessing.connection import Connection
+from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
-from connectors.files import BadRow, read_canonical
-from schemas.records import MarketEvent, Record
+from connectors.files import CanonicalColumns, canonical_records, csv_fields, read_canonical
+from schemas.records import MarketEvent, TradingCommand
 from stages.context import ContextBook
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.score import ModelStore
-from stages.types import MALFORMED, Tick
+from stages.types import Tick
+from topology.process_shard import (
+    SHARD_OUTPUTS,
+    Chunk,
+    KeyedParts,
+    RowSink,
+    Shard,
+    ShardResult,
+    child_main,
+    merge_parts,
+    record_row,
+)
 from topology.settings import Settings
-
-FLUSH_EVERY = 4096
-
-
-class _CsvSink:
-    def __init__(self, out_dir: Path | None) -> None:
-        self.files: dict[str, IO[str]] = {}
-        self.writers: dict[str, Any] = {}
-        self.out_dir = out_dir
-
-    def write(self, name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        if self.out_dir is None:
-            return
-        w = self.writers.get(name)
-        if w is None:
-            fh = self.files[name] = open(self.out_dir / f"{name}.csv", "w", newline="")  # noqa: SIM115
-            w = self.writers[name] = csv.writer(fh, lineterminator="\n")
-            w.writerow(header)
-        w.writerows(rows)
-
-    def close(self) -> None:
-        for fh in self.files.values():
-            fh.close()
-
-
-def _fmt(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v)  # shortest round-trip form: bit-exact comparisons stay possible
-    return v
-
-
-def record_rows(records: Sequence[Record]) -> tuple[Sequence[str], list[list[Any]]]:
-    if not records:
-        return (), []
-    fields = type(records[0]).FIELDS
-    return fields, [[_fmt(getattr(r, f)) for f in fields] for r in records]
-
-
-REJECT_HEADER = ("source", "line", "broker", "symbol", "time_msc", "bid", "ask", "reason",
-                 "detail", "original")
 
 
 def read_events(path: Path) -> list[MarketEvent]:
@@ -90,15 +67,31 @@ def write_events(events: Iterable[MarketEvent], path: Path) -> int:
     return n
 
 
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def run_process(
     files: Sequence[Path], settings: Settings, model_dir: Path | None, out_dir: Path | None,
-    events: Sequence[Path] = (),
+    events: Sequence[Path] = (), jobs: int = 1,
 ) -> dict[str, Any]:
     """Run the stages over ``files``; calendar/news ``events`` are joined as of each bar.
 
     Every event is loaded first: the book answers as of each bar's time with only what was
     published by then, so the result equals the worker's, where events stream in live.
+
+    ``jobs`` > 1 runs the per-symbol stages in that many forked processes (symbols dealt out
+    in the order they first appear) and scores and decides every bar here, in the order one
+    process would have: the counts, every ``--out`` file and every command are the same as
+    with ``jobs=1`` (tested), so only the time differs.
     """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        jobs = 1  # the shards share the loaded settings and events by forking
     started = time.perf_counter()
     models = ModelStore(model_dir) if model_dir is not None else None
     if models is not None:
@@ -109,69 +102,155 @@ def run_process(
         for ev in read_events(path):
             book.add(ev)
             n_events += 1
-    pipeline = Pipeline(PipelineConfig.from_settings(settings), models=models, context=book)
+    config = PipelineConfig.from_settings(settings)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    sink = _CsvSink(out_dir)
+    files = list(files)
+    if jobs == 1:
+        shard = Shard(config, book, files, RowSink(out_dir) if out_dir is not None else None)
+        for i, path in enumerate(files):
+            records = canonical_records(path)
+            first = next(records, None)
+            if first is not None:
+                shard.feed(i, CanonicalColumns.from_header(first[1], path), records)
+        results = [shard.finish()]
+    else:
+        results = _run_forked(files, config, book, out_dir, jobs)
+
+    # Score and decide every bar in one place, in the one-process order (risk spans symbols).
+    decider = Pipeline(config, models=models, context=book)
     out = Outputs()
-    counts: Counter[str] = Counter()
+    for _key, d in heapq.merge(*(r.decisions for r in results), key=itemgetter(0)):
+        decider.decide(d.symbol, d.bar, d.features, out)
+    actions = Counter(c.action for c in out.commands)
+    if out_dir is not None and out.commands:
+        with (out_dir / "commands.csv").open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(TradingCommand.FIELDS)
+            w.writerows(record_row(c) for c in out.commands)
     rejected: Counter[str] = Counter()
-    actions: Counter[str] = Counter()
-    ticks_in = 0
-
-    def drain() -> None:
-        counts["clean"] += len(out.clean)
-        counts["duplicates"] += out.duplicates
-        counts["bars"] += len(out.bars)
-        counts["features"] += len(out.features)
-        for c in out.commands:
-            actions[c.action] += 1
-        for _t, rej in out.rejects:
-            rejected[rej.reason] += 1
-        if out_dir is not None:
-            for name, recs in (("clean", out.clean), ("bars", out.bars),
-                               ("features", out.features), ("commands", out.commands)):
-                if recs:
-                    header, rows = record_rows(recs)
-                    sink.write(name, header, rows)
-            if out.rejects:
-                sink.write("rejected", REJECT_HEADER, [
-                    ["pipeline", "", t.broker, t.symbol, t.time_msc, repr(t.bid), repr(t.ask),
-                     rej.reason, rej.detail, ""] for t, rej in out.rejects
-                ])
-        out.clear()
-
-    try:
-        for path in files:
-            for i, item in enumerate(read_canonical(path)):
-                ticks_in += 1
-                if isinstance(item, BadRow):
-                    rejected[MALFORMED] += 1
-                    sink.write("rejected", REJECT_HEADER, [[str(path), item.line, "", "", "", "",
-                                                            "", MALFORMED, item.detail,
-                                                            item.text]])
-                    continue
-                pipeline.on_tick(item, out)
-                if i % FLUSH_EVERY == 0:
-                    drain()
-        pipeline.flush(out)
-        drain()
-    finally:
-        sink.close()
+    for r in results:
+        rejected.update(r.rejected)
     elapsed = time.perf_counter() - started
+    ticks_in = sum(r.ticks_in for r in results)
     return {
         "ticks_in": ticks_in,
         "events_in": n_events,
-        "clean": counts["clean"],
-        "duplicates": counts["duplicates"],
+        "clean": sum(r.clean for r in results),
+        "duplicates": sum(r.duplicates for r in results),
         "rejected": dict(sorted(rejected.items())),
-        "bars": counts["bars"],
-        "features": counts["features"],
+        "bars": sum(r.bars for r in results),
+        "features": sum(r.features for r in results),
         "commands": {a: actions.get(a, 0) for a in ("BUY", "SELL", "CLOSE")},
         "model_version": (models.current.version if models and models.current else None),
+        "jobs": jobs,
         "seconds": round(elapsed, 3),
         "ticks_per_s": round(ticks_in / elapsed) if elapsed > 0 else None,
     }
+
+
+def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook,
+                out_dir: Path | None, jobs: int) -> list[ShardResult]:
+    """Deal the rows out to ``jobs`` forked shards by symbol; collect their results."""
+    ctx = multiprocessing.get_context("fork")
+    parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir)) if out_dir else None
+    pipes = [ctx.Pipe(duplex=False) for _ in range(jobs)]  # (child reads, parent writes)
+    backs = [ctx.Pipe(duplex=False) for _ in range(jobs)]  # (parent reads, child writes)
+    procs = []
+    try:
+        for k in range(jobs):
+            sink = KeyedParts(parts, k) if parts is not None else None
+            shard = Shard(config, book, files, sink)
+            mine = (pipes[k][0], backs[k][1])
+            foreign = [c for pair in pipes + backs for c in pair if c not in mine]
+            p = ctx.Process(target=child_main, args=(shard, *mine, foreign),
+                            name=f"tickstream-process-{k}", daemon=True)
+            p.start()
+            procs.append(p)
+        for r, _w in pipes:
+            r.close()
+        for _r, w in backs:
+            w.close()
+        _route(files, [w for _r, w in pipes], jobs)
+        results = []
+        for k, (r, _w) in enumerate(backs):
+            try:
+                status, payload = r.recv()
+            except EOFError:
+                raise RuntimeError(f"process shard {k} died (exit code "
+                                   f"{procs[k].exitcode})") from None
+            if status != "ok":
+                raise RuntimeError(f"process shard {k} failed:\n{payload}")
+            results.append(payload)
+        if out_dir is not None and parts is not None:
+            for name in SHARD_OUTPUTS:
+                merge_parts(parts, name, jobs, out_dir / f"{name}.csv")
+        return results
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for pair in pipes + backs:
+            for c in pair:
+                c.close()
+        if parts is not None:
+            shutil.rmtree(parts, ignore_errors=True)
+
+
+CHUNK = 2048
+
+
+def _route(files: Sequence[Path], shards: Sequence[Connection], jobs: int) -> None:
+    """Send every row to the shard owning its symbol (dealt out in order of first sight).
+
+    A row whose symbol cannot be read goes with whatever its symbol field holds (often the
+    empty string): it is a malformed row, reported in file order like the others.
+    """
+    owner: dict[str, int] = {}
+    dead: set[int] = set()
+
+    def send(k: int, chunk: Chunk | None) -> None:
+        if k not in dead:
+            try:
+                shards[k].send(chunk)
+            except OSError:  # that shard is gone; the caller finds its result pipe empty
+                dead.add(k)
+
+    try:
+        for i, path in enumerate(files):
+            records = canonical_records(path)
+            first = next(records, None)
+            if first is None:
+                continue
+            cols = CanonicalColumns.from_header(first[1], path)
+            isym = cols.symbol
+            lines: list[list[int]] = [[] for _ in range(jobs)]
+            texts: list[list[str]] = [[] for _ in range(jobs)]
+            for n, text in records:
+                if '"' in text:
+                    try:
+                        fields = csv_fields(text)
+                    except csv.Error:
+                        fields = []
+                else:
+                    fields = text.split(",", isym + 1)
+                sym = fields[isym] if len(fields) > isym else ""
+                k = owner.get(sym)
+                if k is None:
+                    k = owner[sym] = len(owner) % jobs
+                lines[k].append(n)
+                texts[k].append(text)
+                if len(lines[k]) >= CHUNK:
+                    send(k, (i, cols, lines[k], texts[k]))
+                    lines[k], texts[k] = [], []
+            for k in range(jobs):
+                if lines[k]:
+                    send(k, (i, cols, lines[k], texts[k]))
+    finally:
+        for k in range(jobs):
+            send(k, None)
 
 
 def train_from_files(

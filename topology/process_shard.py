@@ -1,0 +1,286 @@
+"""One shard of ``tickstream process``: the per-symbol stages over the rows routed to it.
+
+A shard owns whole symbols, so its dedupe, validation, consolidation, bars and features are
+exactly what one process over every row would compute for them. What spans symbols, the
+model score and the risk limits, is left to the caller: the shard's pipeline defers each
+scored bar (:attr:`~stages.pipeline.Pipeline.defer_decisions`) with the *key* of the input
+row that produced it, and :func:`topology.process.run_process` decides every bar of every
+shard in key order, which is the order one process would have decided them in.
+
+Keys: ``file_index << 40 | record_number`` for what a row produced; what the end-of-input
+flush produced gets ``FLUSH_KEY | key of the symbol's first row`` (one process flushes
+symbols in the order it first saw them). With ``--out``, a keyed shard writes each row
+prefixed with its key so the caller can merge the shards' files into the one-process order.
+"""
+
+from __future__ import annotations
+
+import csv
+import traceback
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from operator import attrgetter
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from connectors.files import BadRow, CanonicalColumns, parse_records
+from schemas.records import Bar, CleanTick, FeatureVector, Record
+from stages.context import ContextBook
+from stages.pipeline import Outputs, PendingDecision, Pipeline, PipelineConfig
+from stages.types import MALFORMED
+
+FILE_SHIFT = 40
+FLUSH_KEY = 1 << 62
+DRAIN_EVERY = 4096
+
+REJECT_HEADER = ("source", "line", "broker", "symbol", "time_msc", "bid", "ask", "reason",
+                 "detail", "original")
+
+
+#: The CSV files a shard writes, with their headers.
+SHARD_OUTPUTS: dict[str, Sequence[str]] = {
+    "clean": CleanTick.FIELDS, "rejected": REJECT_HEADER, "bars": Bar.FIELDS,
+    "features": FeatureVector.FIELDS,
+}
+
+
+_GETTERS: dict[type[Record], Callable[[Record], tuple[Any, ...]]] = {}
+
+
+def record_row(r: Record) -> tuple[Any, ...]:
+    """A record's values in schema order, for ``csv.writer``: it writes ``None`` as an empty
+    field and a float as ``repr`` (shortest round-trip form, so comparisons stay bit-exact)."""
+    get = _GETTERS.get(type(r))
+    if get is None:
+        get = _GETTERS[type(r)] = attrgetter(*r.FIELDS)
+    return get(r)
+
+
+@dataclass(slots=True)
+class ShardResult:
+    ticks_in: int = 0
+    clean: int = 0
+    duplicates: int = 0
+    bars: int = 0
+    features: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    decisions: list[tuple[int, PendingDecision]] = field(default_factory=list)
+
+
+class RowSink:
+    """A shard's CSV output files, written as final files with their header."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.files: dict[str, IO[str]] = {}
+        self.writers: dict[str, Any] = {}
+
+    def write(self, name: str, key: int, rows: Iterable[Sequence[Any]]) -> None:
+        w = self.writers.get(name)
+        if w is None:
+            fh = self.files[name] = open(  # noqa: SIM115
+                self.directory / f"{name}.csv", "w", newline="", encoding="utf-8")
+            w = self.writers[name] = csv.writer(fh, lineterminator="\n")
+            w.writerow(SHARD_OUTPUTS[name])
+        w.writerows(rows)
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+
+
+class KeyedParts(RowSink):
+    """A shard's CSV rows as parts to be merged by key (:func:`merge_parts`).
+
+    Per output: ``NAME.K.csv`` holds the formatted rows (no header), ``NAME.K.keys`` each
+    row's key and ``NAME.K.ends`` the byte offset where it ends (native int64 arrays).
+    """
+
+    def __init__(self, directory: Path, shard: int) -> None:
+        super().__init__(directory)
+        self.shard = shard
+        self.lines: list[str] = []
+        self.keys: dict[str, array[int]] = {}
+        self.ends: dict[str, array[int]] = {}
+        self.pos: dict[str, int] = {}
+        self.binary: dict[str, IO[bytes]] = {}
+
+    def write(self, name: str, key: int, rows: Iterable[Sequence[Any]]) -> None:
+        w = self.writers.get(name)
+        if w is None:
+            self.binary[name] = open(part_path(self.directory, name, self.shard, "csv"), "wb")  # noqa: SIM115
+            # csv.writer calls write() once per row: collect the formatted lines
+            w = self.writers[name] = csv.writer(_Lines(self.lines), lineterminator="\n")
+            self.keys[name], self.ends[name], self.pos[name] = array("q"), array("q"), 0
+        w.writerows(rows)
+        keys, ends, pos = self.keys[name], self.ends[name], self.pos[name]
+        data = [line.encode() for line in self.lines]
+        self.lines.clear()
+        for d in data:
+            pos += len(d)
+            ends.append(pos)
+        keys.extend([key] * len(data))
+        self.pos[name] = pos
+        self.binary[name].write(b"".join(data))
+
+    def close(self) -> None:
+        for name, fh in self.binary.items():
+            fh.close()
+            with open(part_path(self.directory, name, self.shard, "keys"), "wb") as kf:
+                self.keys[name].tofile(kf)
+            with open(part_path(self.directory, name, self.shard, "ends"), "wb") as ef:
+                self.ends[name].tofile(ef)
+
+
+class _Lines:
+    __slots__ = ("write",)
+
+    def __init__(self, lines: list[str]) -> None:
+        self.write = lines.append
+
+
+def part_path(directory: Path, name: str, shard: int, kind: str) -> Path:
+    return directory / f"{name}.{shard}.{kind}"
+
+
+def merge_parts(directory: Path, name: str, shards: int, dest: Path) -> None:
+    """Merge the shards' parts of one output into ``dest`` (header first), in key order.
+
+    Each shard's rows are already in key order, so a stable sort of all keys gives runs of
+    consecutive rows from one shard; each run is copied as one slice of that shard's file.
+    Nothing is written when no shard produced a row of this output.
+    """
+    present = [k for k in range(shards) if part_path(directory, name, k, "keys").exists()]
+    if not present:
+        return
+    keys = [np.fromfile(part_path(directory, name, k, "keys"), dtype=np.int64) for k in present]
+    ends = [np.fromfile(part_path(directory, name, k, "ends"), dtype=np.int64) for k in present]
+    shard = np.concatenate([np.full(len(a), i, dtype=np.int64) for i, a in enumerate(keys)])
+    local = np.concatenate([np.arange(len(a), dtype=np.int64) for a in keys])
+    order = np.argsort(np.concatenate(keys), kind="stable")
+    shard, local = shard[order], local[order]
+    cut = np.flatnonzero(np.diff(shard)) + 1
+    firsts = np.concatenate(([0], cut))
+    lasts = np.concatenate((cut, [len(shard)])) - 1
+    datas = [part_path(directory, name, k, "csv").read_bytes() for k in present]
+    with dest.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n").writerow(SHARD_OUTPUTS[name])
+    with dest.open("ab") as out:
+        for s, i, j in zip(shard[firsts].tolist(), local[firsts].tolist(),
+                           local[lasts].tolist(), strict=True):
+            e = ends[s]
+            out.write(datas[s][int(e[i - 1]) if i else 0:int(e[j])])
+
+
+class Shard:
+    """The per-symbol stages over the rows of the symbols it owns (any order of calls to
+    :meth:`feed`, as long as each symbol's rows come in file order)."""
+
+    def __init__(self, config: PipelineConfig, context: ContextBook, files: Sequence[Path],
+                 sink: RowSink | None) -> None:
+        self.pipeline = Pipeline(config, context=context, defer_decisions=True)
+        self.files = files
+        self.sink = sink
+        self.out = Outputs()
+        self.result = ShardResult()
+        self.first_seen: dict[str, int] = {}
+
+    def feed(self, file_index: int, cols: CanonicalColumns,
+             records: Iterable[tuple[int, str]]) -> None:
+        base = file_index << FILE_SHIFT
+        res, out, on_tick, first_seen = self.result, self.out, self.pipeline.on_tick, \
+            self.first_seen
+        decisions = res.decisions
+        sink = self.sink
+        n = 0
+        for line, item in parse_records(cols, records):
+            n += 1
+            if isinstance(item, BadRow):
+                res.rejected[MALFORMED] += 1
+                if sink is not None:
+                    sink.write("rejected", base | line, [[
+                        str(self.files[file_index]), item.line, "", "", "", "", "", MALFORMED,
+                        item.detail, item.text]])
+                continue
+            if item.symbol not in first_seen:
+                first_seen[item.symbol] = base | line
+            on_tick(item, out)
+            if sink is not None:
+                self._drain(base | line)
+            elif out.decisions:
+                decisions.extend((base | line, d) for d in out.decisions)
+                out.decisions.clear()
+            if n % DRAIN_EVERY == 0:
+                self._drain(base | line)
+        res.ticks_in += n
+        self._drain(base)
+
+    def finish(self) -> ShardResult:
+        for symbol in list(self.pipeline.states):
+            self.pipeline.flush_symbol(symbol, self.out)
+            self._drain(FLUSH_KEY | self.first_seen[symbol])
+        if self.sink is not None:
+            self.sink.close()
+        return self.result
+
+    def _drain(self, key: int) -> None:
+        out, res, sink = self.out, self.result, self.sink
+        res.clean += len(out.clean)
+        res.duplicates += out.duplicates
+        res.bars += len(out.bars)
+        res.features += len(out.features)
+        for _t, rej in out.rejects:
+            res.rejected[rej.reason] += 1
+        if out.decisions:
+            res.decisions.extend((key, d) for d in out.decisions)
+        if sink is not None:
+            for name, recs in (("clean", out.clean), ("bars", out.bars),
+                               ("features", out.features)):
+                if recs:
+                    sink.write(name, key, [record_row(r) for r in recs])
+            if out.rejects:
+                sink.write("rejected", key, [
+                    ["pipeline", "", t.broker, t.symbol, t.time_msc, repr(t.bid), repr(t.ask),
+                     rej.reason, rej.detail, ""] for t, rej in out.rejects
+                ])
+        out.clear()
+
+
+#: A chunk of rows for a shard: (file index, columns, record numbers, record texts).
+Chunk = tuple[int, CanonicalColumns, list[int], list[str]]
+
+
+def child_main(shard: Shard, rows: Connection, results: Connection,
+               foreign: Sequence[Connection]) -> None:
+    """A forked shard: process chunks from ``rows`` until ``None``, then send the result.
+
+    An error is reported after the input is drained (the parent may be blocked writing to
+    this shard), as ``("error", traceback)``.
+    """
+    for conn in foreign:  # other shards' pipe ends: a dead shard must give the parent EPIPE
+        conn.close()
+    error: str | None = None
+    while True:
+        chunk: Chunk | None = rows.recv()
+        if chunk is None:
+            break
+        if error is not None:
+            continue
+        try:
+            file_index, cols, lines, texts = chunk
+            shard.feed(file_index, cols, zip(lines, texts, strict=True))
+        except BaseException:  # reported to the parent, which raises it
+            error = traceback.format_exc()
+    if error is None:
+        try:
+            results.send(("ok", shard.finish()))
+        except BaseException:
+            results.send(("error", traceback.format_exc()))
+    else:
+        results.send(("error", error))
+    results.close()
