@@ -4,3 +4,7 @@ The live agents, the offline ``tickstream process`` path, replay, training, benc
 tests all drive these very classes. Every stateful stage exposes ``snapshot() -> dict``
 (JSON-serialisable) and ``restore(dict)`` so its state can live in a Faust table.
 """
+
+from stages import native as _native
+
+_native.install()

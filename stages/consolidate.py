@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 from stages.types import Tick
 
@@ -100,7 +100,7 @@ class _Broker:
         self.duplicates = 0
         self.rejects = 0
 
-    _STATE = (
+    _STATE: ClassVar[tuple[str, ...]] = (
         "bid",
         "ask",
         "time_msc",

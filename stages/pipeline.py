@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.records import Bar, CleanTick, FeatureVector, TradingCommand
 from stages.bars import BarBuilder
@@ -55,9 +55,10 @@ class PipelineConfig:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class PendingDecision:
-    """A scored bar's decision, left to the caller (:attr:`Pipeline.defer_decisions`)."""
+class PendingDecision(NamedTuple):
+    """A scored bar's decision, left to the caller (:attr:`Pipeline.defer_decisions`).
+
+    A tuple: it crosses process boundaries (pickled) also when this module is compiled."""
 
     symbol: str
     bar: Bar

@@ -9,14 +9,15 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
-from connectors.files import read_vendor, write_canonical
-from stages.pipeline import Outputs, Pipeline
+from connectors.files import CanonicalColumns, read_vendor, write_canonical
 from stages.types import Tick
 from topology.process import run_process
+from topology.process_shard import Shard
 from topology.settings import Settings
 
 pytestmark = pytest.mark.data
@@ -172,14 +173,16 @@ def test_a_failing_shard_is_a_clear_error_and_no_process_is_left(
     file_and_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, _models = file_and_model
-    original = Pipeline.on_tick
+    original = Shard.feed
 
-    def failing(self: Pipeline, tick: Tick, out: Outputs) -> None:
-        if tick.symbol == "USDJPY":
+    def failing(self: Shard, i: int, cols: CanonicalColumns,
+                records: Iterable[tuple[int, str]]) -> None:
+        records = list(records)
+        if any(",USDJPY," in text for _n, text in records):
             raise ZeroDivisionError("boom in the USDJPY shard")
-        original(self, tick, out)
+        original(self, i, cols, records)
 
-    monkeypatch.setattr(Pipeline, "on_tick", failing)
+    monkeypatch.setattr(Shard, "feed", failing)
     with pytest.raises(RuntimeError, match=r"process shard \d failed") as err:
         run_process([src], _settings(1), None, tmp_path / "out", jobs=2)
     assert "ZeroDivisionError: boom in the USDJPY shard" in str(err.value)
@@ -191,14 +194,16 @@ def test_a_killed_shard_is_a_clear_error(
     file_and_model: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, _models = file_and_model
-    original = Pipeline.on_tick
+    original = Shard.feed
 
-    def dying(self: Pipeline, tick: Tick, out: Outputs) -> None:
-        if tick.symbol == "USDJPY":
+    def dying(self: Shard, i: int, cols: CanonicalColumns,
+              records: Iterable[tuple[int, str]]) -> None:
+        records = list(records)
+        if any(",USDJPY," in text for _n, text in records):
             os._exit(3)  # as if killed: no result, no traceback
-        original(self, tick, out)
+        original(self, i, cols, records)
 
-    monkeypatch.setattr(Pipeline, "on_tick", dying)
+    monkeypatch.setattr(Shard, "feed", dying)
     with pytest.raises(RuntimeError, match=r"process shard \d died \(exit code 3\)"):
         run_process([src], _settings(1), None, None, jobs=2)
     assert multiprocessing.active_children() == []

@@ -49,6 +49,10 @@ class TickstreamApp(faust.App):  # type: ignore[misc]
     async def on_started(self) -> None:
         await super().on_started()
         freeze_startup_heap(self.settings.gc_gen0_threshold)
+        from stages import native
+
+        native.install()
+        log.info("stage modules: %s", ", ".join(f"{n} {s}" for n, s in native.STATUS.items()))
 
     def _new_transport(self) -> Any:
         """Faust's aiokafka transport with the fetch wait from settings (see transport.py)."""

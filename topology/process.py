@@ -26,6 +26,7 @@ import orjson
 
 from connectors.files import CanonicalColumns, canonical_records, csv_fields, read_canonical
 from schemas.records import MarketEvent, TradingCommand
+from stages import native
 from stages.context import ContextBook
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.score import ModelStore
@@ -144,6 +145,7 @@ def run_process(
         "commands": {a: actions.get(a, 0) for a in ("BUY", "SELL", "CLOSE")},
         "model_version": (models.current.version if models and models.current else None),
         "jobs": jobs,
+        "stages_compiled": native.compiled(),
         "seconds": round(elapsed, 3),
         "ticks_per_s": round(ticks_in / elapsed) if elapsed > 0 else None,
     }
