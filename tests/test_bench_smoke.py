@@ -28,8 +28,10 @@ def test_quick_bench_prints_every_documented_figure(broker: LocalBroker) -> None
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("topology_ticks_per_s", "faust_passthrough_msgs_per_s",
                 "aiokafka_passthrough_msgs_per_s", "offline_process_ticks_per_s",
-                "topology_worker_cpu_us_per_tick"):
+                "offline_process_one_job_ticks_per_s", "topology_worker_cpu_us_per_tick"):
         assert result[key] > 0, key
+    assert result["offline_process_jobs"] >= 1
+    assert isinstance(result["stages_compiled"], bool)
     assert result["ratio_vs_faust_passthrough"] == pytest.approx(
         result["topology_ticks_per_s"] / result["faust_passthrough_msgs_per_s"], abs=0.01)
     assert result["ratio_vs_aiokafka_passthrough"] == pytest.approx(

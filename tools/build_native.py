@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,22 +22,27 @@ def main() -> int:
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
     os.environ["TICKSTREAM_STAGES_SOURCE"] = "1"  # never let a stale build load here
-    warnings.filterwarnings("ignore", message=".*tool.setuptools.*")  # beta-config notice
     from mypyc.build import mypycify
-    from setuptools import setup  # type: ignore[import-untyped]
+    from setuptools import Distribution  # type: ignore[import-untyped]
 
     from stages import native
 
     sources = [f"stages/{name}.py" for name in native.COMPILED]
     digests = {name: native.source_digest(ROOT / f"stages/{name}.py") for name in native.COMPILED}
     (ROOT / "stages" / native.MANIFEST).unlink(missing_ok=True)
+    for name in native.COMPILED:  # new files, not rewritten ones: a running worker maps them
+        for built in (ROOT / "stages").glob(f"{name}.*.so"):
+            built.unlink()
+        for built in (ROOT / "stages").glob(f"{name}__mypyc.*.so"):
+            built.unlink()
     with tempfile.TemporaryDirectory(prefix="tickstream-native-") as tmp:
-        setup(
-            name="tickstream-native",
-            ext_modules=mypycify(sources, separate=True, opt_level="3", target_dir=tmp),
-            script_args=["--quiet", "build_ext", "--inplace", "--build-temp", tmp,
-                         "--build-lib", tmp],
-        )
+        # A bare Distribution: setup() would also read the project's pyproject.toml.
+        dist = Distribution({"name": "tickstream-native", "ext_modules": mypycify(
+            sources, separate=True, opt_level="3", target_dir=tmp)})
+        dist.verbose = False
+        build = dist.get_command_obj("build_ext")
+        build.inplace, build.build_temp, build.build_lib = True, tmp, tmp  # type: ignore[attr-defined]
+        dist.run_command("build_ext")
     status = native.plan(ROOT / "stages", native.COMPILED, force_source=False)
     missing = [n for n, s in status.items() if s == "not built"]
     if missing:
