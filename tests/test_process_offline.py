@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.files import CanonicalColumns, read_vendor, write_canonical
+from connectors.files import CanonicalColumns, TickFileError, read_vendor, write_canonical
 from stages.types import Tick
 from topology.process import run_process
 from topology.process_shard import Shard
@@ -207,3 +207,15 @@ def test_a_killed_shard_is_a_clear_error(
     with pytest.raises(RuntimeError, match=r"process shard \d died \(exit code 3\)"):
         run_process([src], _settings(1), None, None, jobs=2)
     assert multiprocessing.active_children() == []
+
+
+def test_a_file_without_the_header_is_a_clear_error_with_any_jobs(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    with good.open("w", newline="") as fh:
+        write_canonical([Tick("HD", "EURUSD", 1_700_000_000_000, 1.1, 1.1001)], fh)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("broker,symbol,time,bid,ask\nHD,EURUSD,1,1.1,1.2\n")
+    for jobs in (1, 2):
+        with pytest.raises(TickFileError, match="header lacks time_msc"):
+            run_process([good, bad], _settings(1), None, tmp_path / f"out{jobs}", jobs=jobs)
+        assert multiprocessing.active_children() == []

@@ -108,13 +108,18 @@ def run_process(
         out_dir.mkdir(parents=True, exist_ok=True)
     files = list(files)
     if jobs == 1:
-        shard = Shard(config, book, files, RowSink(out_dir) if out_dir is not None else None)
-        for i, path in enumerate(files):
-            records = canonical_records(path)
-            first = next(records, None)
-            if first is not None:
-                shard.feed(i, CanonicalColumns.from_header(first[1], path), records)
-        results = [shard.finish()]
+        sink = RowSink(out_dir) if out_dir is not None else None
+        shard = Shard(config, book, files, sink)
+        try:
+            for i, path in enumerate(files):
+                records = canonical_records(path)
+                first = next(records, None)
+                if first is not None:
+                    shard.feed(i, CanonicalColumns.from_header(first[1], path), records)
+            results = [shard.finish()]
+        finally:
+            if sink is not None:
+                sink.close()
     else:
         results = _run_forked(files, config, book, out_dir, jobs)
 
@@ -179,6 +184,7 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
             try:
                 status, payload = r.recv()
             except EOFError:
+                procs[k].join(timeout=5)  # reaped, so its exit code is known
                 raise RuntimeError(f"process shard {k} died (exit code "
                                    f"{procs[k].exitcode})") from None
             if status != "ok":
@@ -189,14 +195,14 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
                 merge_parts(parts, name, jobs, out_dir / f"{name}.csv")
         return results
     finally:
+        for pair in pipes + backs:  # first: a shard blocked on a pipe gets EPIPE and exits
+            for c in pair:
+                c.close()
         for p in procs:
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
                 p.join()
-        for pair in pipes + backs:
-            for c in pair:
-                c.close()
         if parts is not None:
             shutil.rmtree(parts, ignore_errors=True)
 
