@@ -9,7 +9,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -169,20 +169,29 @@ def test_jobs_on_the_command_line(file_and_model: tuple[Path, Path], tmp_path: P
     assert bad.returncode == 2 and "--jobs takes a whole number from 1 to 256" in bad.stderr
 
 
+def _on_usdjpy_rows(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:
+    """Make the shard that is given USDJPY rows call ``action`` (in that forked child)."""
+    original = Shard.feed
+
+    def feed(self: Shard, i: int, cols: CanonicalColumns,
+             records: Iterable[tuple[int, str]]) -> None:
+        records = list(records)
+        if any(",USDJPY," in text for _n, text in records):
+            action()
+        original(self, i, cols, records)
+
+    monkeypatch.setattr(Shard, "feed", feed)
+
+
+def _boom() -> None:
+    raise ZeroDivisionError("boom in the USDJPY shard")
+
+
 def test_a_failing_shard_is_a_clear_error_and_no_process_is_left(
     file_and_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, _models = file_and_model
-    original = Shard.feed
-
-    def failing(self: Shard, i: int, cols: CanonicalColumns,
-                records: Iterable[tuple[int, str]]) -> None:
-        records = list(records)
-        if any(",USDJPY," in text for _n, text in records):
-            raise ZeroDivisionError("boom in the USDJPY shard")
-        original(self, i, cols, records)
-
-    monkeypatch.setattr(Shard, "feed", failing)
+    _on_usdjpy_rows(monkeypatch, _boom)
     with pytest.raises(RuntimeError, match=r"process shard \d failed") as err:
         run_process([src], _settings(1), None, tmp_path / "out", jobs=2)
     assert "ZeroDivisionError: boom in the USDJPY shard" in str(err.value)
@@ -194,16 +203,7 @@ def test_a_killed_shard_is_a_clear_error(
     file_and_model: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, _models = file_and_model
-    original = Shard.feed
-
-    def dying(self: Shard, i: int, cols: CanonicalColumns,
-              records: Iterable[tuple[int, str]]) -> None:
-        records = list(records)
-        if any(",USDJPY," in text for _n, text in records):
-            os._exit(3)  # as if killed: no result, no traceback
-        original(self, i, cols, records)
-
-    monkeypatch.setattr(Shard, "feed", dying)
+    _on_usdjpy_rows(monkeypatch, lambda: os._exit(3))  # as if killed: no result, no traceback
     with pytest.raises(RuntimeError, match=r"process shard \d died \(exit code 3\)"):
         run_process([src], _settings(1), None, None, jobs=2)
     assert multiprocessing.active_children() == []
