@@ -16,10 +16,12 @@ prefixed with its key so the caller can merge the shards' files into the one-pro
 from __future__ import annotations
 
 import csv
+import mmap
 import traceback
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from operator import attrgetter
@@ -167,10 +169,15 @@ def merge_parts(directory: Path, name: str, shards: int, dest: Path) -> None:
     cut = np.flatnonzero(np.diff(shard)) + 1
     firsts = np.concatenate(([0], cut))
     lasts = np.concatenate((cut, [len(shard)])) - 1
-    datas = [part_path(directory, name, k, "csv").read_bytes() for k in present]
     with dest.open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh, lineterminator="\n").writerow(SHARD_OUTPUTS[name])
-    with dest.open("ab") as out:
+    with ExitStack() as stack:
+        datas = []  # mapped, not read: a part can be larger than memory
+        for k in present:
+            part = stack.enter_context(part_path(directory, name, k, "csv").open("rb"))
+            datas.append(stack.enter_context(
+                mmap.mmap(part.fileno(), 0, access=mmap.ACCESS_READ)))
+        out = stack.enter_context(dest.open("ab"))
         for s, i, j in zip(shard[firsts].tolist(), local[firsts].tolist(),
                            local[lasts].tolist(), strict=True):
             e = ends[s]
