@@ -159,14 +159,23 @@ def parse_records(
         yield line, tick
 
 
-def read_canonical(path: Path | str) -> Iterator[Tick | BadRow]:
-    """Yield a :class:`Tick` or :class:`BadRow` for every data row of a canonical CSV."""
+def canonical_table(
+    path: Path | str,
+) -> tuple[CanonicalColumns, Iterator[tuple[int, str]]] | None:
+    """A canonical CSV's columns (from its header) and its data records; None when empty."""
     records = canonical_records(path)
     first = next(records, None)
     if first is None:
-        return
-    for _line, item in parse_records(CanonicalColumns.from_header(first[1], path), records):
-        yield item
+        return None
+    return CanonicalColumns.from_header(first[1], path), records
+
+
+def read_canonical(path: Path | str) -> Iterator[Tick | BadRow]:
+    """Yield a :class:`Tick` or :class:`BadRow` for every data row of a canonical CSV."""
+    table = canonical_table(path)
+    if table is not None:
+        for _line, item in parse_records(*table):
+            yield item
 
 
 def write_canonical(rows: Iterable[Tick], out: IO[str]) -> int:

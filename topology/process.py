@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from connectors.files import CanonicalColumns, canonical_records, csv_fields, read_canonical
+from connectors.files import canonical_table, csv_fields, read_canonical
 from schemas.records import MarketEvent, TradingCommand
 from stages import native
 from stages.context import ContextBook
@@ -112,10 +112,9 @@ def run_process(
         shard = Shard(config, book, files, sink)
         try:
             for i, path in enumerate(files):
-                records = canonical_records(path)
-                first = next(records, None)
-                if first is not None:
-                    shard.feed(i, CanonicalColumns.from_header(first[1], path), records)
+                table = canonical_table(path)
+                if table is not None:
+                    shard.feed(i, *table)
             results = [shard.finish()]
         finally:
             if sink is not None:
@@ -228,11 +227,10 @@ def _route(files: Sequence[Path], shards: Sequence[Connection], jobs: int) -> No
 
     try:
         for i, path in enumerate(files):
-            records = canonical_records(path)
-            first = next(records, None)
-            if first is None:
+            table = canonical_table(path)
+            if table is None:
                 continue
-            cols = CanonicalColumns.from_header(first[1], path)
+            cols, records = table
             isym = cols.symbol
             lines: list[list[int]] = [[] for _ in range(jobs)]
             texts: list[list[str]] = [[] for _ in range(jobs)]

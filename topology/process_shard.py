@@ -217,12 +217,13 @@ class Shard:
             if item.symbol not in first_seen:
                 first_seen[item.symbol] = base | line
             on_tick(item, out)
-            if sink is not None:
+            if sink is not None:  # rows are written with the key of the row they came from
                 self._drain(base | line)
-            elif out.decisions:
+                continue
+            if out.decisions:
                 decisions.extend((base | line, d) for d in out.decisions)
                 out.decisions.clear()
-            if n % DRAIN_EVERY == 0:
+            if n % DRAIN_EVERY == 0:  # only counts left to take: batch them
                 self._drain(base | line)
         res.ticks_in += n
         self._drain(base)
