@@ -25,8 +25,12 @@ class AgentSpec:
 
 def register_all(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
     from agents import context, control, health, pipeline
+    from agents.worker_status import WorkerStatus
 
+    status = WorkerStatus()
+    app.tickstream_status = status
     shared = {
+        "status": status,
         "context": context.register(app, settings, topics),
         "control": control.register(app, settings, topics),
     }

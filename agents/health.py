@@ -26,6 +26,7 @@ from agents import AgentSpec
 from agents.control import KILL_SWITCH_KEY, ControlView
 from agents.rejects import DeadLetters
 from agents.tables import make_table
+from agents.worker_status import WorkerStatus
 from schemas.codec import MalformedRecord, make_codec
 from schemas.records import CollectorHealth
 from topology.settings import Settings
@@ -71,11 +72,13 @@ def health_report(
     models: Any = None,
     broker_quality: Mapping[bytes, bytes] | None = None,
     now_ms: int | None = None,
+    worker: WorkerStatus | None = None,
 ) -> dict[str, Any]:
     """What ``/health/`` answers, from the tables and the model store.
 
     ``ok`` is true when every collector that has not been stopped on purpose is ``ok``
-    (a FAILED or stale collector makes it false); the kill switch and the model are
+    (a FAILED or stale collector makes it false) and the worker itself reports no problem
+    (:class:`~agents.worker_status.WorkerStatus`); the kill switch and the model are
     reported, not judged.
     """
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
@@ -87,9 +90,13 @@ def health_report(
     quality = {
         key.decode(): orjson.loads(raw) for key, raw in sorted((broker_quality or {}).items())
     }
+    worker_view = worker.as_dict() if worker is not None else {"ok": True, "problems": {}}
     return {
-        "ok": all(r["ok"] for r in reports.values() if r.get("state") != "STOPPED"),
+        "ok": bool(worker_view["ok"]) and all(
+            r["ok"] for r in reports.values() if r.get("state") != "STOPPED"
+        ),
         "time_ms": now_ms,
+        "worker": worker_view,
         "collectors": reports,
         "model": models.status() if models is not None else None,
         "kill_switch": {"on": bool(kill and kill.get("on")), **(kill or {})},
@@ -108,6 +115,7 @@ def register(
     dead_letters = topics["ticks.rejected"]
     dl_physical = settings.topic("ticks.rejected")
     control: ControlView | None = shared.get("control")
+    worker: WorkerStatus | None = shared.get("status")
 
     dead_letter = DeadLetters(dead_letters, dl_physical, codec, "health").send
 
@@ -133,7 +141,7 @@ def register(
         """Every collector's latest health, the model, the kill switch, broker quality."""
         return view.json(health_report(
             table, control, getattr(app, "tickstream_models", None),
-            app.tables.get(BROKER_QUALITY.name),
+            app.tables.get(BROKER_QUALITY.name), worker=worker,
         ))
 
     return table  # type: ignore[no-any-return]
