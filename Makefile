@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 NATIVE := stages/.native.json
 
 .DEFAULT_GOAL := help
-.PHONY: docs help venv native clean-native demo test test-unit test-integration lint typecheck fmt bench broker worker describe smoke clean
+.PHONY: docs help venv native clean-native demo stunnel test test-unit test-integration lint typecheck fmt bench broker worker describe smoke clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,13 +33,17 @@ clean-native: ## remove the compiled stage modules (the stages then run from sou
 demo: $(STAMP) $(NATIVE) ## run the main job end to end on a private local broker (embedded defaults)
 	$(BIN)/tickstream smoke --embedded
 
-test: $(STAMP) $(NATIVE) lint typecheck ## lint, type-check and run every test (starts its own broker)
+stunnel: ## install stunnel4, the TLS terminator tests/test_tls.py puts in front of the broker
+	@command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq stunnel4)
+
+test: $(STAMP) $(NATIVE) stunnel lint typecheck ## lint, type-check and run every test (starts its own broker)
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP) $(NATIVE) ## tests that need no broker
 	$(BIN)/python -m pytest -q -m "not integration"
 
-test-integration: $(STAMP) $(NATIVE) ## tests on the real local broker only
+test-integration: $(STAMP) $(NATIVE) stunnel ## tests on the real local broker only
 	$(BIN)/python -m pytest -q -m integration
 
 bench: $(STAMP) $(NATIVE) ## benchmarks on a private local broker; one JSON object on the last line

@@ -36,6 +36,9 @@ class RecordProducer:
     def __init__(self, settings: Settings, codec: Codec | None = None, **overrides: Any) -> None:
         from confluent_kafka import Producer
 
+        from topology.tls import check_broker_tls
+
+        check_broker_tls(settings)  # a CA that cannot work: one clear error, not a log flood
         self.settings = settings
         registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
         self.codec = codec or make_codec(registry)

@@ -58,6 +58,9 @@ def create_planned(
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+    from topology.tls import check_broker_tls
+
+    check_broker_tls(settings)  # a CA that cannot work: one clear error, not a log flood
     admin = AdminClient(settings.confluent_config())
     existing = admin.list_topics(timeout=timeout_s).topics
     mismatched = [

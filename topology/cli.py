@@ -244,7 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return int(args.func(args))
+    from topology.tls import KafkaTlsError
+
+    try:
+        return int(args.func(args))
+    except KafkaTlsError as exc:  # one line saying what to set, not a traceback
+        print(f"tickstream {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
