@@ -16,6 +16,12 @@ routing of records (ticks to ``ticks.raw`` keyed by symbol, events to ``events.c
 ``events.news`` keyed by currency, unparseable payloads to ``ticks.rejected`` with their
 original bytes). :class:`~connectors.resilience.FatalCollectorError` (bad credentials, bad
 configuration) stops the collector at once: retrying cannot fix it.
+
+A venue that can resume (``resumable = True``) implements ``_position()`` and
+``_restore(position)``; ``tickstream collect`` then hands it a
+:class:`~connectors.positions.PositionTracker` (:meth:`Collector.track_positions`), the
+venue calls :meth:`Collector.checkpoint_if_due` where its position is consistent, and
+:meth:`Collector.run` stores the final position at a stop.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import logging
 import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from connectors.resilience import (
     Backoff,
@@ -37,6 +43,9 @@ from connectors.resilience import (
     RateLimiter,
 )
 from schemas.records import MarketEvent, RawTick, Record, RejectedRecord
+
+if TYPE_CHECKING:
+    from connectors.positions import Position, PositionTracker
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,11 @@ class Collector(abc.ABC):
 
     kind: ClassVar[str] = "collector"
     source: ClassVar[str] = "UNKNOWN"  # RawTick.source enum symbol
+    #: Whether the venue keeps a durable position (``_position``/``_restore``).
+    resumable: ClassVar[bool] = False
+    #: How often a resumable venue stores its position (records / seconds).
+    position_every: int = 1000
+    position_interval_s: float = 1.0
 
     def __init__(
         self,
@@ -108,6 +122,7 @@ class Collector(abc.ABC):
         self.health = CollectorHealth(name=name, kind=self.kind)
         self._secrets = [s for s in secrets if s]
         self._stopping = asyncio.Event()
+        self.positions: PositionTracker | None = None
 
     # ---- hooks -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -119,6 +134,27 @@ class Collector(abc.ABC):
     async def _disconnect(self) -> None:  # noqa: B027 - sources without sessions need nothing
         """Release the session; called after every session, also after failures."""
 
+    def _position(self) -> Position:
+        """Where the collector stands after every record it has sent (resumable venues)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no position")
+
+    def _restore(self, position: Position | None) -> None:  # noqa: B027 - see _position
+        """Continue after ``position`` (the last stored one; None: never stored)."""
+
+    # ---- positions ---------------------------------------------------------------------
+    def track_positions(self, tracker: PositionTracker) -> None:
+        """Send every record through ``tracker`` and resume after its loaded position."""
+        if not self.resumable:
+            raise TypeError(f"{self.kind} collectors keep no position")
+        self.positions = tracker
+        self.sink = tracker
+        self._restore(tracker.loaded)
+
+    def checkpoint_if_due(self) -> None:
+        tracker = self.positions
+        if tracker is not None and tracker.due():
+            tracker.checkpoint(self._position())
+
     # ---- lifecycle ---------------------------------------------------------------------
     @property
     def stopping(self) -> bool:
@@ -128,8 +164,30 @@ class Collector(abc.ABC):
         """Connect, stream, reconnect with backoff until :meth:`stop` or a fatal error.
 
         Raises :class:`ReconnectExhausted` after too many consecutive failed sessions and
-        :class:`FatalCollectorError` at once; both are logged with secrets redacted.
+        :class:`FatalCollectorError` at once; both are logged with secrets redacted. With a
+        position tracker, the final position is stored when it ends (only delivered records
+        count: a failure leaves the position at the last delivered record).
         """
+        try:
+            await self._run()
+        except BaseException:
+            self._close_positions(raising=True)
+            raise
+        self._close_positions(raising=False)
+
+    def _close_positions(self, *, raising: bool) -> None:
+        tracker = self.positions
+        if tracker is None:
+            return
+        try:
+            if tracker.close(self._position()):
+                log.info("%s: position stored (%d writes)", self.name, tracker.writes)
+        except Exception as exc:
+            if not raising:
+                raise
+            log.warning("%s: final position not stored: %s", self.name, exc)
+
+    async def _run(self) -> None:
         while not self.stopping:
             try:
                 self.breaker.check()

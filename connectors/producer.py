@@ -44,11 +44,21 @@ class RecordProducer:
         self.codec = codec or make_codec(registry)
         self._producer = Producer(producer_config(settings, **overrides))
 
-    def send(self, topic: str, key: str | bytes, record: Record) -> None:
-        """Queue ``record`` on logical ``topic``; blocks briefly only when the queue is full."""
+    def send(
+        self,
+        topic: str,
+        key: str | bytes,
+        record: Record,
+        on_delivery: Callable[[Any, Any], None] | None = None,
+    ) -> None:
+        """Queue ``record`` on logical ``topic``; blocks briefly only when the queue is full.
+
+        ``on_delivery(err, msg)`` is called from :meth:`poll`/:meth:`flush` (or a later
+        ``send``) once the broker acknowledged the record (``err`` None) or gave up on it.
+        """
         name = self.settings.topic(topic)
         value = self.codec.encode(record, name)
-        self.send_raw(name, key, value)
+        self.send_raw(name, key, value, on_delivery)
 
     def send_raw(
         self,
@@ -66,6 +76,10 @@ class RecordProducer:
             except BufferError:
                 self._producer.poll(0.05)
         self._producer.poll(0)
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Serve delivery callbacks for up to ``timeout_s``; returns how many were served."""
+        return int(self._producer.poll(timeout_s))
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for delivery; returns the number of messages still queued."""

@@ -7,6 +7,8 @@ SIGINT. While it runs, a :class:`~schemas.records.CollectorHealth` report goes t
 (a key of the config file, read here and not passed to the venue; default 5 s), and once
 more when it stops, after the last record was sent, so the final report's counts are
 exactly what reached the broker. The producer is flushed before the process exits.
+A resumable collector (simulator, MT5) first reads its stored position from
+``collectors.positions`` and keeps it there (:mod:`connectors.positions`).
 
 Exit codes: 0 after a requested stop with everything delivered; 1 when the collector fails
 (:class:`~connectors.resilience.FatalCollectorError`,
@@ -266,6 +268,16 @@ async def supervise(
     return code
 
 
+def track_positions(collector: Collector, settings: Settings, producer: Any) -> None:
+    """Resume ``collector`` from ``collectors.positions`` and keep its position there."""
+    from connectors.positions import KafkaPositionStore, PositionTracker
+
+    store = KafkaPositionStore(settings, producer)
+    collector.track_positions(PositionTracker(
+        store, collector.name, producer, every=collector.position_every,
+        interval_s=collector.position_interval_s))
+
+
 def run_collector(
     kind: str, config_path: str | Path, settings: Settings, bridge: str | None = None
 ) -> int:
@@ -292,6 +304,13 @@ def run_collector(
               f" {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     producer.open()
+    if collector.resumable:
+        try:
+            track_positions(collector, settings, producer.producer)
+        except Exception as exc:
+            print(f"{prefix}: cannot read the stored positions: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            return 1
     try:
         return asyncio.run(supervise(collector, producer, interval_s=interval_s))
     except CollectFailed as exc:

@@ -80,6 +80,12 @@ COLLECTORS_HEALTH = TopicSpec(
     single_partition=True,
 )
 
+COLLECTORS_POSITIONS = TopicSpec(
+    "collectors.positions", "collector", "position (JSON)",
+    "Last delivered position of every resumable collector (read back at start-up)",
+    cleanup="compact", single_partition=True,
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     TICKS_RAW,
     TICKS_HISTORY,
@@ -92,6 +98,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TRADING_COMMANDS,
     CONTROL,
     COLLECTORS_HEALTH,
+    COLLECTORS_POSITIONS,
 )
 
 BY_NAME = {t.name: t for t in ALL_TOPICS}

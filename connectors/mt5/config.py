@@ -33,6 +33,7 @@ _KNOWN = {
     "portable", "timeout_ms", "symbols", "priority", "poll_interval_s", "batch_size",
     "copy_flags", "server_utc_offset_hours", "detect_server_offset", "offset_redetect_s",
     "backfill_s", "bridge", "bridge_timeout_s", "max_requests_per_s", "backoff",
+    "position_every", "position_interval_s",
 }
 _BACKOFF_KNOWN = {"base_s", "cap_s", "max_attempts"}
 
@@ -71,6 +72,8 @@ class Mt5Config:
     bridge_timeout_s: float = 30.0
     max_requests_per_s: float | None = None
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    position_every: int = 1000  # records between stored positions (connectors.positions)
+    position_interval_s: float = 1.0  # ... or seconds, whichever comes first
     source_file: str | None = None
 
     @property
@@ -170,6 +173,8 @@ class _Parser:
             bridge_timeout_s=self.number("bridge_timeout_s", 30.0, lo=0.1, hi=600.0),
             max_requests_per_s=self.optional_number("max_requests_per_s", lo=0.01),
             backoff=self.backoff(),
+            position_every=self.integer("position_every", 1000, lo=1),
+            position_interval_s=self.number("position_interval_s", 1.0, lo=0.001, hi=3600.0),
             source_file=self.source,
         )
 

@@ -16,11 +16,20 @@ Two modes:
   record for record.
 
 ``max_ticks`` (0 = endless) stops the collector after exactly that many ticks.
+
+Resuming (:mod:`connectors.positions`): the position is the configuration's fingerprint,
+the simulated start and how many ticks and events have been sent. The same configuration
+and start give the same ticks and the same events, so a restart regenerates the stream
+and sends only what comes after the stored counts (``max_ticks`` counts across restarts).
+In real time the simulated clock keeps the stored start, so the ticks due while the
+collector was down are sent at once (in chunks of :data:`CATCH_UP_MS`), then it goes on
+in real time. A changed configuration (seed, symbols, brokers, rates, ...) starts afresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +38,7 @@ from typing import Any, ClassVar
 
 from connectors.collector import Collector, CollectorConfigError, RecordSink
 from connectors.polling import ConfigReader, unwrap
+from connectors.positions import DEFAULT_POSITION_EVERY, DEFAULT_POSITION_INTERVAL_S, Position
 from connectors.resilience import Backoff
 from connectors.simulator.events import EventStream
 from connectors.simulator.ticks import (
@@ -49,6 +59,8 @@ DEFAULT_BROKERS = ("ICM", "PEP", "FXCM")
 FAST_CHUNK_MS = 250
 #: Longest real-time sleep, so health and stop stay responsive whatever the rate.
 MAX_SLEEP_S = 0.25
+#: Simulated time generated per round while catching up after a real-time restart.
+CATCH_UP_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +79,15 @@ class SimulatorConfig:
     calendar_every_s: float = 900.0  # 0 = no calendar events
     news_every_s: float = 180.0  # 0 = no headlines
     prices: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    position_every: int = DEFAULT_POSITION_EVERY  # records between stored positions
+    position_interval_s: float = DEFAULT_POSITION_INTERVAL_S  # ... or seconds
+
+    def fingerprint(self) -> str:
+        """What fixes the generated stream (not the name, max_ticks or position settings)."""
+        parts = (self.seed, self.symbols, self.brokers, self.ticks_per_s, self.realtime,
+                 self.start_ms, self.anomalies, self.calendar_every_s, self.news_every_s,
+                 sorted(self.prices.items()))
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
 class _Reader(ConfigReader):
@@ -200,6 +221,9 @@ def load_config(
         calendar_every_s=events.number("calendar_every_s", 900.0),
         news_every_s=events.number("news_every_s", 180.0),
         prices=_prices(r, symbols),
+        position_every=r.integer("position_every", DEFAULT_POSITION_EVERY, minimum=1),
+        position_interval_s=r.number("position_interval_s", DEFAULT_POSITION_INTERVAL_S,
+                                     above=True),
     )
     for key in ("calendar_every_s", "news_every_s"):
         value = getattr(cfg, key)
@@ -220,6 +244,7 @@ class SimulatorCollector(Collector):
 
     kind: ClassVar[str] = "simulate"
     source: ClassVar[str] = "SIMULATOR"
+    resumable: ClassVar[bool] = True
 
     def __init__(self, config: SimulatorConfig, sink: RecordSink) -> None:
         # Nothing here can fail the way a network does; keep retrying if the sink does.
@@ -230,14 +255,42 @@ class SimulatorCollector(Collector):
         self.start_ms = 0
         self._start_mono = 0.0
         self.sim_ms = 0  # simulated time generated up to
+        self.position_every = config.position_every
+        self.position_interval_s = config.position_interval_s
+        self.tick_index = 0  # ticks generated so far, sent or skipped (max_ticks counts these)
+        self.event_index = 0
+        self._resume: Position | None = None
+        self._skip_ticks = self._skip_events = 0  # already sent before a restart
+
+    # ---- positions ----------------------------------------------------------------------
+    def _position(self) -> Position:
+        return {"config": self.config.fingerprint(), "start_ms": self.start_ms,
+                "ticks": self.tick_index, "events": self.event_index}
+
+    def _restore(self, position: Position | None) -> None:
+        if position is None:
+            return
+        if position.get("config") != self.config.fingerprint():
+            log.warning("%s: the stored position belongs to another configuration; "
+                        "starting afresh", self.name)
+            return
+        self._resume = position
+        self._skip_ticks = int(position["ticks"])
+        self._skip_events = int(position["events"])
+        log.info("%s: resuming after %d ticks and %d events (simulated start %d)", self.name,
+                 self._skip_ticks, self._skip_events, position["start_ms"])
 
     async def _connect(self) -> None:
         if self.ticks is not None:  # a new session continues the same simulated market
             return
         cfg = self.config
         start = cfg.start_ms if cfg.start_ms is not None and not cfg.realtime else now_ms()
+        if self._resume is not None:
+            start = int(self._resume["start_ms"])
         self.start_ms = self.sim_ms = start
-        self._start_mono = time.monotonic()
+        # In real time the simulated clock is the wall clock (also after a restart).
+        behind_s = max(0.0, (now_ms() - start) / 1000) if cfg.realtime else 0.0
+        self._start_mono = time.monotonic() - behind_s
         self.ticks = TickStream(cfg.seed, cfg.symbols, cfg.brokers, start, cfg.ticks_per_s,
                                 cfg.anomalies, cfg.prices)
         if cfg.calendar_every_s > 0 or cfg.news_every_s > 0:
@@ -266,18 +319,24 @@ class SimulatorCollector(Collector):
                 await self.stop()
                 return
             self.mark_alive()
+            self.checkpoint_if_due()
             await asyncio.sleep(0)  # let the health timer and signal handlers run
 
     async def _stream_realtime(self) -> None:
         assert self.ticks is not None
         while not self.stopping:
             now = self.start_ms + int((time.monotonic() - self._start_mono) * 1000)
-            ticks, events = self._advance(now + 1)  # everything due by now
+            target = min(now + 1, self.sim_ms + CATCH_UP_MS)
+            ticks, events = self._advance(target)  # everything due by now
             if ticks or events:
                 if not self._emit(ticks, events, realtime=True):
                     await self.stop()
                     return
                 self.mark_alive()
+            self.checkpoint_if_due()
+            if target <= now:  # catching up: no sleep
+                await asyncio.sleep(0)
+                continue
             nxt = self.ticks.next_ms()
             if self.events is not None:
                 nxt = min(nxt, self.events.next_ms() or nxt)
@@ -285,27 +344,45 @@ class SimulatorCollector(Collector):
             await self._sleep(min(max(due_s, 0.0), MAX_SLEEP_S))
 
     def _emit(self, ticks: list[Tick], events: list[MarketEvent], *, realtime: bool) -> bool:
-        """Send ticks and events merged by time; False once ``max_ticks`` have been sent."""
+        """Send ticks and events merged by time; False once ``max_ticks`` have been sent.
+
+        Ticks and events a previous run already sent (the restored position) are generated
+        and counted, not sent; with a tracker, a checkpoint is taken as soon as
+        ``position_every`` records were sent since the last one.
+        """
         limit = self.config.max_ticks or -1
-        health = self.health
-        emit_tick, emit_event = self.emit_tick, self.emit_event
+        emit_tick, emit_event = self.emit_tick, self._emit_event
+        tracker, every, skip = self.positions, self.position_every, self._skip_ticks
         ev_i, n_ev = 0, len(events)
         for t in ticks:
             while ev_i < n_ev and events[ev_i].published_ms * 1000 <= t.recv_time_us:
                 emit_event(events[ev_i])
                 ev_i += 1
-            if health.ticks == limit:
+            i = self.tick_index
+            if i == limit:
                 return False
-            emit_tick(RawTick(
-                broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask, time_msc=t.time_msc,
-                recv_time_us=time.time_ns() // 1000 if realtime else t.recv_time_us,
-                source="SIMULATOR",
-            ))
-        if health.ticks == limit:
+            if i >= skip:
+                emit_tick(RawTick(
+                    broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask, time_msc=t.time_msc,
+                    recv_time_us=time.time_ns() // 1000 if realtime else t.recv_time_us,
+                    source="SIMULATOR",
+                ))
+            self.tick_index = i + 1
+            if tracker is not None and tracker.open_sent >= every:
+                tracker.checkpoint(self._position())
+        if self.tick_index == limit:
             return False
         for ev in events[ev_i:]:
             emit_event(ev)
         return True
+
+    def _emit_event(self, event: MarketEvent) -> None:
+        if self.event_index >= self._skip_events:
+            self.emit_event(event)
+        self.event_index += 1
+        tracker = self.positions
+        if tracker is not None and tracker.open_sent >= self.position_every:
+            tracker.checkpoint(self._position())
 
     def quiet_brokers(self) -> list[str]:
         """Brokers stalled at the current simulated time."""
@@ -317,5 +394,6 @@ class SimulatorCollector(Collector):
     def health_dict(self) -> dict[str, Any]:
         out = super().health_dict()
         out.update(seed=self.config.seed, realtime=self.config.realtime,
-                   sim_time_ms=self.sim_ms, quiet_brokers=self.quiet_brokers())
+                   sim_time_ms=self.sim_ms, quiet_brokers=self.quiet_brokers(),
+                   resumed_after_ticks=self._skip_ticks)
         return out
