@@ -22,8 +22,14 @@ goes quiet):
    producer before it commits offsets, so committed offsets never run ahead of the state.
 
 After a crash the worker resumes at the committed offset; events whose offset is at or
-below the offset recorded in a symbol's restored state are skipped (their outputs are
-already on the broker). Outputs from events after the last checkpoint are produced again,
+below the offset that a symbol's restored state records *for the same source partition*
+are skipped (their outputs are already on the broker). Offsets of different partitions are
+never compared: a record whose key is not its symbol (it could sit on another partition
+than the symbol's state) is dead-lettered as ``bad_key`` before it reaches the stages.
+
+A symbol's state that cannot be restored, or any other failure of the agent, stops the
+worker with one CRITICAL line and exit status 3 (:func:`fatal`): an agent restarted in
+place would look healthy while it never acks the events its predecessor held. Outputs from events after the last checkpoint are produced again,
 identical (the stages are deterministic), with the same natural keys (``command_id``,
 ``symbol``+``bar_time``, broker+time+prices) for downstream de-duplication.
 """
@@ -32,13 +38,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import sys
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
+from faust.types import TP
+from mode import CrashingSupervisor
 
 from agents import AgentSpec
 from agents.context import ContextSync
@@ -51,7 +62,7 @@ from schemas.codec import MalformedRecord, make_codec
 from schemas.records import RawTick, Record
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.score import ModelStore
-from stages.types import Tick
+from stages.types import BAD_KEY, Tick
 from topology.settings import Settings
 from topology.tables import (
     BROKER_QUALITY,
@@ -76,6 +87,9 @@ SPEC = AgentSpec(
 QUALITY_EVERY_S = 1.0
 
 BATCH_MAX = 2000
+#: Exit status of a worker stopped by :func:`fatal` (e.g. a symbol's stored state is
+#: unreadable): its supervisor restarts it, and an operator finds one CRITICAL line why.
+EXIT_FATAL = 3
 
 
 @contextlib.contextmanager
@@ -118,13 +132,16 @@ def register(
     context_sync: ContextSync = shared["context"]
     control: ControlView = shared["control"]
     seen_announcement: list[dict[str, Any] | None] = [None]
-    fenced: dict[str, int] = {}  # symbol -> last source offset reflected in its state
+    # symbol -> {source topic-partition: last offset reflected in its state}. Offsets are
+    # only comparable within one partition; a tick whose key is not its symbol never gets
+    # this far (bad_key), so a symbol's ticks come from one partition per source topic.
+    fenced: dict[str, dict[Any, int]] = {}
     # Original bytes of ticks the validator holds (pending confirmation), by object id.
     held: dict[int, tuple[bytes, bytes | None, str, int, int]] = {}
     stats: dict[str, float] = {
         "replayed_skipped": 0, "malformed": 0, "batches": 0, "events": 0,
         "process_s": 0.0, "publish_wait_s": 0.0, "checkpoints": 0, "checkpoint_s": 0.0,
-        "left_at_stop": 0, "revoked_skipped": 0,
+        "left_at_stop": 0, "revoked_skipped": 0, "bad_key": 0,
     }
     app.tickstream_stats = stats
     app.tickstream_models = models
@@ -139,18 +156,31 @@ def register(
     stopped = asyncio.Event()  # set once the last checkpoint (SIGTERM) is written
     revoked_tps: set[tuple[str, int]] = set()  # taken from us, not (yet) assigned back
 
-    def restore(symbol: str) -> None:
+    def restore(symbol: str, msg: Any) -> None:
         raw = state_table.get(symbol.encode())
         if raw is None or symbol not in settings.symbols:
             return
-        data = orjson.loads(raw)
-        meta = data["state"]["stages"]["dedupe"]
-        segments: dict[int, list[Any] | None] = {}
-        for seg in meta.get("segments", {}):
-            stored = segment_table.get(_segment_key(symbol, int(seg)))
-            segments[int(seg)] = orjson.loads(stored) if stored is not None else None
-        pipeline.restore_symbol(symbol, data["state"], segments)
-        fenced[symbol] = int(data["offset"])
+        try:
+            data = orjson.loads(raw)
+            meta = data["state"]["stages"]["dedupe"]
+            segments: dict[int, list[Any] | None] = {}
+            for seg in meta.get("segments", {}):
+                stored = segment_table.get(_segment_key(symbol, int(seg)))
+                segments[int(seg)] = orjson.loads(stored) if stored is not None else None
+            pipeline.restore_symbol(symbol, data["state"], segments)
+            fenced[symbol] = restored_fence(data, msg.tp)
+        except Exception as exc:
+            # Processing on without this symbol's state would corrupt every output of it,
+            # and a restarted agent would skip the failing batch silently: stop the worker.
+            pipeline.states.pop(symbol, None)
+            fatal(
+                f"cannot restore the state of {symbol} from table {PIPELINE_STATE.name} "
+                f"(changelog partition {msg.partition}, first event at {msg.topic} "
+                f"partition {msg.partition} offset {msg.offset}): "
+                f"{type(exc).__name__}: {exc}; the worker stops. Fix or remove that state "
+                "(tickstream reset) and restart",
+                exc,
+            )
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
@@ -207,19 +237,28 @@ def register(
         _topic, physical = out_topics["ticks.rejected"]
         publisher.add(physical, key, codec.encode(record, physical))
 
-    @app.agent(raw_topic, name="pipeline")  # type: ignore[untyped-decorator]
+    # A crash of this agent stops the worker (its supervisor restarts the process) rather
+    # than restarting the agent in place: Faust's default would start a fresh agent that
+    # never acks the events the dead one held, a stall that looks healthy.
+    @app.agent(  # type: ignore[untyped-decorator]
+        raw_topic, name="pipeline", supervisor_strategy=CrashingSupervisor,
+    )
     async def run(stream: Any) -> None:
         out = Outputs()
         ckpt["stream"] = stream
-        async for events in take_ready(stream, BATCH_MAX):
-            async with lock:
-                if stopped.is_set():
-                    # After the last checkpoint nothing is processed: these events are not
-                    # acked, so the next owner takes them (processing them here would send
-                    # outputs that no checkpoint covers, and they would come out twice).
-                    stats["left_at_stop"] += len(events)
-                    continue
-                await process_batch(stream, events, out)
+        try:
+            async for events in take_ready(stream, BATCH_MAX):
+                async with lock:
+                    if stopped.is_set():
+                        # After the last checkpoint nothing is processed: these events are
+                        # not acked, so the next owner takes them (processing them here
+                        # would send outputs no checkpoint covers: they would come out twice).
+                        stats["left_at_stop"] += len(events)
+                        continue
+                    await process_batch(stream, events, out)
+        except Exception as exc:  # a bug: never go on half-alive (see fatal)
+            log.exception("pipeline agent failed")
+            fatal(f"pipeline agent failed: {type(exc).__name__}: {exc}; the worker stops")
 
     async def process_batch(stream: Any, events: list[Any], out: Outputs) -> None:
         t_batch = time.perf_counter()
@@ -253,15 +292,37 @@ def register(
                 )
                 continue
             sym = rt["symbol"]
+            key = symbol_keys.get(sym)
+            if key is None:
+                key = symbol_keys[sym] = sym.encode()
+            if event.key != key:
+                # Keyed by something else (or not at all), the tick may sit on another
+                # partition than its symbol's state: it would break the per-symbol order
+                # and the replay fence. Dead-lettered, never processed.
+                stats["bad_key"] += 1
+                dead_letter(
+                    rejected(event.value, event.key, msg.topic, msg.partition, msg.offset,
+                             BAD_KEY, f"record key {event.key!r} is not the symbol {sym!r}",
+                             "decode"),
+                    event.key,
+                )
+                continue
             if sym not in pipeline.states:
-                restore(sym)
-            if msg.offset <= fenced.get(sym, -1):
+                restore(sym, msg)
+            fence = fenced.get(sym)
+            if fence is None:
+                fence = fenced[sym] = {}
+            tp = msg.tp
+            if msg.offset <= fence.get(tp, -1):
                 stats["replayed_skipped"] += 1
                 continue
             tick = Tick(rt["broker"], sym, rt["time_msc"], rt["bid"], rt["ask"],
                         rt["recv_time_us"], rt["seq"], rt["last"], rt["volume"])
             before = len(out.rejects)
-            pipeline.on_tick(tick, out)
+            if tick.recv_time_us > 0:
+                pipeline.on_tick(tick, out)
+            else:  # no receive time: the record's timestamp is the reference clock
+                pipeline.on_tick(tick, out, int((msg.timestamp or 0) * 1000))
             origin = (event.value, event.key, msg.topic, msg.partition, msg.offset)
             for t, rej in out.rejects[before:]:
                 if t is tick:
@@ -281,7 +342,7 @@ def register(
                 held.clear()
             if sym in settings.symbols:
                 last_event_of_symbol[sym] = event
-                fenced[sym] = msg.offset
+                fence[tp] = msg.offset
         if events:
             newest = max(clock["event_ms"], max(
                 (c.time_msc for c in out.clean), default=clock["event_ms"]))
@@ -329,8 +390,10 @@ def register(
                     segment_table[_segment_key(sym, seg)] = orjson.dumps(entries)
                 for seg in dropped:
                     segment_table.pop(_segment_key(sym, seg), None)
-                state_table[sym.encode()] = orjson.dumps({
+                state_table[sym.encode()] = encode_state({
                     "offset": event.message.offset,
+                    "offsets": [[tp.topic, tp.partition, off]
+                                for tp, off in fenced.get(sym, {}).items()],
                     "state": pipeline.snapshot_symbol(sym, segmented=True),
                 })
                 if now - quality_written.get(sym, 0.0) >= QUALITY_EVERY_S:
@@ -437,3 +500,39 @@ def _encode_tick(codec: Any, t: Tick, topic: str) -> bytes:
         time_msc=t.time_msc, recv_time_us=t.recv_time_us, seq=t.seq,
     ), topic))
 
+
+
+class StateRestoreError(RuntimeError):
+    """A symbol's stored state could not be restored: the worker must not go on."""
+
+
+def fatal(message: str, exc: BaseException | None = None) -> None:
+    """Log one CRITICAL line and end the process with :data:`EXIT_FATAL`.
+
+    Used where going on would silently corrupt outputs. The process ends at once, as a
+    SIGKILL would (the checkpoint protocol makes that safe: what was not checkpointed is
+    processed again by the next owner); a graceful stop would write checkpoints of a
+    worker known to be broken.
+    """
+    log.critical("%s", message)
+    if exc is not None:
+        log.debug("restore failure", exc_info=exc)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(EXIT_FATAL)
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    """A state record as JSON, refusing NaN and infinities (``orjson`` writes them as
+    ``null``, which a restore cannot read back as the float it was): a snapshot must
+    round-trip exactly what it holds, or fail loudly where it is written."""
+    return json.dumps(state, allow_nan=False, separators=(",", ":")).encode()
+
+
+def restored_fence(data: Mapping[str, Any], tp: Any) -> dict[Any, int]:
+    """The per-partition offsets a stored state reflects (older states name one offset:
+    it is the partition the symbol's events come from, the one being read now)."""
+    offsets = data.get("offsets")
+    if offsets is None:
+        return {tp: int(data["offset"])}
+    return {TP(str(topic), int(part)): int(off) for topic, part, off in offsets}

@@ -196,7 +196,17 @@ class Pipeline:
         self.risk.restore_symbol(symbol, data.get("risk"))
 
     # ---- the hot path --------------------------------------------------------------
-    def on_tick(self, tick: Tick, out: Outputs) -> None:
+    def on_tick(self, tick: Tick, out: Outputs, record_time_ms: int = 0) -> None:
+        """Run one tick through every stage; what it produced is appended to ``out``.
+
+        Order: the stateless checks first, so a bad tick (NaN or infinite price, a far-future
+        or stale time) is rejected before it can enter the dedupe window or move any stage's
+        clock; then dedupe; then the stateful checks and everything downstream.
+
+        The future/stale checks use the collector's receive time; a tick without one is
+        checked against ``record_time_ms`` (the Kafka record's timestamp, when the caller has
+        it) or the pipeline's clock.
+        """
         st = self.states.get(tick.symbol) or self.state(tick.symbol)
         if st is None:
             self.unknown_symbols += 1
@@ -204,12 +214,19 @@ class Pipeline:
                 (tick, Reject(UNKNOWN_SYMBOL, f"{tick.symbol!r} is not in the symbol universe"))
             )
             return
+        now_ms = tick.recv_time_us // 1000
+        if now_ms <= 0:
+            now_ms = record_time_ms if record_time_ms > 0 else self._clock_us() // 1000
+        reject = st.validator.check(tick, now_ms)
+        if reject is not None:
+            out.rejects.append((tick, reject))
+            st.consolidator.note_reject(tick.broker)
+            return
         if st.dedupe.is_duplicate(tick):
             out.duplicates += 1
             st.consolidator.note_duplicate(tick.broker)
             return
-        now_ms = tick.recv_time_us // 1000
-        for t, rej in st.validator.process(tick, now_ms):
+        for t, rej in st.validator.process(tick, now_ms, True):
             if rej is not None:
                 out.rejects.append((t, rej))
                 st.consolidator.note_reject(t.broker)

@@ -44,3 +44,4 @@ STALE_TIMESTAMP = "stale_timestamp"
 OUT_OF_ORDER = "out_of_order"
 UNKNOWN_SYMBOL = "unknown_symbol"
 MALFORMED = "malformed"
+BAD_KEY = "bad_key"  # the record's key is not its symbol (or absent): see agents/pipeline

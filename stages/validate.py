@@ -18,8 +18,10 @@ Checks, in order (the first failing one names the rejection; see ``stages.types`
 ``future_timestamp`` / ``stale_timestamp``
     time_msc > now_ms + max_future_skew_ms, or time_msc < now_ms - max_staleness_ms.
     ``now_ms`` is the caller's reference clock, normally the collector receive time
-    (``recv_time_us // 1000``), so replaying recorded ticks stays deterministic. When
-    ``now_ms <= 0`` (the tick carries no receive time) both checks are skipped.
+    (``recv_time_us // 1000``), so replaying recorded ticks stays deterministic. A tick
+    without a receive time is checked against the record's broker timestamp or, failing
+    that, the worker's clock (``Pipeline.on_tick``); only when no clock at all is known
+    (``now_ms <= 0``: offline input without receive times) are both checks skipped.
 ``out_of_order``
     time_msc is earlier than the broker's last accepted tick (equal is fine: several ticks
     share a millisecond). While a tick of the broker is held (see below), the reference is
@@ -207,16 +209,29 @@ class Validator:
         """Ticks held awaiting confirmation (emitted later by ``process`` or ``flush``)."""
         return sum(len(st.pending) for st in self._pending_brokers.values())
 
-    def process(self, tick: Tick, now_ms: int) -> list[Decision]:
+    def check(self, tick: Tick, now_ms: int) -> Reject | None:
+        """The checks that need no broker state (symbol, malformed, non-positive, crossed,
+        spread, future/stale), counted when they reject.
+
+        The pipeline runs these *before* dedupe, so a bad tick never enters any stage's
+        state (a NaN in the dedupe window, a far-future time advancing a clock), and then
+        feeds the tick to :meth:`process` with ``checked=True``.
+        """
+        reject = self._static_check(tick, now_ms)
+        return None if reject is None else self._reject(reject)
+
+    def process(self, tick: Tick, now_ms: int, checked: bool = False) -> list[Decision]:
         """Feed one tick; return the decisions that became final, in input order.
 
         Usually exactly one: ``(tick, None)`` or ``(tick, Reject)``. Empty when the tick is
         held as a possible spike; longer when it resolves held ticks (they come first).
         ``now_ms`` is the reference clock for the future/stale checks (skipped when <= 0).
+        ``checked``: :meth:`check` already passed this tick (its checks are not repeated).
         """
-        reject = self._static_check(tick, now_ms)
-        if reject is not None:
-            return [(tick, self._reject(reject))]
+        if not checked:
+            reject = self._static_check(tick, now_ms)
+            if reject is not None:
+                return [(tick, self._reject(reject))]
         st = self._brokers.get(tick.broker)
         if st is None:
             st = self._brokers[tick.broker] = _BrokerState()

@@ -190,3 +190,54 @@ async def test_pipeline_agent_obeys_the_global_tables(app: Any) -> None:
         await until(lambda: b"EURUSD" in app.tables["pipeline_state"])
     assert pipeline.kill_switch is True
     assert pipeline.context.currencies == ["USD"]
+
+
+async def test_pipeline_agent_dead_letters_a_tick_whose_key_is_not_its_symbol(app: Any) -> None:
+    """A null or foreign key could put a symbol's tick on another partition than its state
+    (and its replay fence): dead-lettered as ``bad_key`` with its bytes, never processed."""
+    now = int(time.time() * 1000)
+    null_key, wrong_key = raw_tick(1, now_ms=now), raw_tick(2, now_ms=now)
+    async with agent(app, "pipeline").test_context() as ag:
+        await ag.put(raw_tick(0, now_ms=now), key=b"EURUSD")
+        await ag.put(null_key, key=None)
+        await ag.put(wrong_key, key=b"GBPUSD")
+        await ag.put(raw_tick(3, now_ms=now), key=b"EURUSD")
+        await until(lambda: len(dead_letters(app)) == 2
+                    and len(app.producer.by_topic("u.ticks.clean")) == 2)
+    clean = [CODEC.decode(v, CleanTick) for _k, v in app.producer.by_topic("u.ticks.clean")]
+    assert [c.time_msc for c in clean] == [now, now + 3]
+    dls = dead_letters(app)
+    assert [(d.reason, d.original, d.key) for d in dls] == [
+        ("bad_key", null_key, None), ("bad_key", wrong_key, b"GBPUSD")]
+    assert app.tickstream_stats["bad_key"] == 2 and app.tickstream_stats["replayed_skipped"] == 0
+
+
+async def test_pipeline_agent_fences_replays_per_partition(app: Any) -> None:
+    """The replay fence compares a symbol's offsets within one partition only: an event at
+    a low offset of another partition is processed, not skipped as a replay."""
+    now = int(time.time() * 1000)
+    async with agent(app, "pipeline").test_context() as ag:
+        for i in range(3):
+            await ag.put(raw_tick(i, now_ms=now), key=b"EURUSD", partition=0)
+        ag.sent_offset = 0  # the first record of partition 1
+        await ag.put(raw_tick(3, now_ms=now), key=b"EURUSD", partition=1)
+        await until(lambda: len(app.producer.by_topic("u.ticks.clean")) == 4)
+    assert app.tickstream_stats["replayed_skipped"] == 0
+    snap = orjson.loads(app.tables["pipeline_state"][b"EURUSD"])
+    assert sorted(map(tuple, snap["offsets"])) == [("u.ticks.raw", 0, 2), ("u.ticks.raw", 1, 0)]
+
+
+async def test_pipeline_agent_checks_a_tick_without_receive_time_against_its_record_time(
+    app: Any,
+) -> None:
+    now = int(time.time() * 1000)
+    year_3000 = bytes(CODEC.encode(RawTick(
+        broker="ICM", symbol="EURUSD", bid=1.1, ask=1.1001, time_msc=32_503_680_000_000,
+        recv_time_us=0, source="SIMULATOR"), "u.ticks.raw"))
+    async with agent(app, "pipeline").test_context() as ag:
+        await ag.put(raw_tick(0, now_ms=now), key=b"EURUSD")
+        await ag.put(year_3000, key=b"EURUSD", timestamp=now / 1000)
+        await ag.put(raw_tick(5, now_ms=now), key=b"EURUSD")
+        await until(lambda: len(app.producer.by_topic("u.ticks.clean")) == 2)
+    assert [(d.reason, d.original) for d in dead_letters(app)] == [
+        ("future_timestamp", year_3000)]

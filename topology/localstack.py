@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+#: What Faust's worker logs once its agents run and its partitions are assigned.
+READY_MARKER = "[^Worker]: Ready"
+
+
 class WorkerError(RuntimeError):
     """A worker process exited early or did not become ready in time."""
 
@@ -22,10 +26,19 @@ class WorkerProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    #: Where this process's own lines begin in the log file (see :meth:`start`).
+    log_offset: int = field(default=0, init=False)
 
     def start(self, ready_timeout_s: float = 60.0) -> WorkerProcess:
+        """Start the worker and wait until *this* process logs that it is ready.
+
+        The log file may already hold an earlier worker's lines (a restart appends to the
+        same file): only what is written after this start counts, so a restarted worker is
+        never taken for ready on its predecessor's "Ready".
+        """
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_offset = len(self.log_text())
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "topology.cli", "worker"],
@@ -34,7 +47,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_for_log("Ready", ready_timeout_s)
+        self.wait_for_log(READY_MARKER, ready_timeout_s, after=self.log_offset)
         return self
 
     def log_text(self) -> str:
