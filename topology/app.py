@@ -13,11 +13,13 @@ import gc
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import faust
 
 from topology.admin import ensure_topics
+from topology.log_filters import install_reconnect_filter
 from topology.raw_schema import RawBytes
 from topology.settings import Settings
 from topology.topics import ALL_TOPICS
@@ -48,6 +50,12 @@ class TickstreamApp(faust.App):  # type: ignore[misc]
 
     async def on_started(self) -> None:
         await super().on_started()
+        from topology.state_guard import BrokerWatch
+
+        status = getattr(self, "tickstream_status", None)
+        if status is not None:
+            # Broker unreachable: /health/ not-ok; broker lost our topics: exit (state_guard).
+            self.add_future(BrokerWatch(self.settings, status).run())
         freeze_startup_heap(self.settings.gc_gen0_threshold)
         from stages import native
 
@@ -61,11 +69,28 @@ class TickstreamApp(faust.App):  # type: ignore[misc]
         return Transport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
+        # The Kafka clients' reconnect noise while the broker is down: ~100 lines a second.
+        install_reconnect_filter()
         # Faust creates only the last level of its datadir (var/worker on a fresh clone).
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await super().on_first_start()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, ensure_topics, self.settings)
+        # Local table state ahead of this broker's changelogs would stop Faust's recovery
+        # with ConsistencyError: discard it (one WARNING) and rebuild from the changelogs.
+        from topology.state_guard import LOCAL_STATE_PROBLEM, guard_local_state
+
+        status = getattr(self, "tickstream_status", None)
+        tabledir = Path(self.conf.tabledir)
+        if await loop.run_in_executor(None, guard_local_state, self.settings, tabledir,
+                                      status) and status is not None:
+            self.add_future(self._clear_when_recovered(status, LOCAL_STATE_PROBLEM))
+
+    async def _clear_when_recovered(self, status: Any, key: str) -> None:
+        tables: Any = self.tables  # faust.tables.TableManager: its Recovery service
+        await tables.recovery.completed.wait()
+        status.clear(key)
+        log.info("tables rebuilt from the changelogs")
 
 
 def faust_credentials(settings: Settings) -> Any:

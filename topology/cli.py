@@ -152,6 +152,43 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reset(args: argparse.Namespace) -> int:
+    from topology.state_guard import ResetError, reset_kafka_state, reset_local_state
+
+    settings = _settings()
+    if args.topics and not args.yes:
+        print(f"tickstream reset: --topics deletes consumer group {settings.app_id!r} and the "
+              f"app's changelog topics on {','.join(settings.kafka_bootstrap_servers)}; "
+              f"add --yes to confirm", file=sys.stderr)
+        return 2
+    try:
+        removed = reset_local_state(settings)
+        kafka = reset_kafka_state(settings) if args.topics else None
+    except (ResetError, OSError) as exc:
+        print(f"tickstream reset: {exc}", file=sys.stderr)
+        return 1
+    result = {"data_dir": str(settings.data_dir), "removed": removed, "kafka": kafka}
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+        return 0
+    if removed:
+        for r in removed:
+            print(f"removed local table state {r['path']} ({r['files']} files, "
+                  f"{r['bytes']} bytes)")
+    else:
+        print(f"no local table state in {settings.data_dir}")
+    if kafka is not None:
+        group = kafka["consumer_group"]
+        print(f"consumer group {group['name']}: {group['result']}")
+        for t in kafka["topics_deleted"]:
+            print(f"deleted topic {t}")
+        for t, err in sorted(kafka["topics_failed"].items()):
+            print(f"could not delete topic {t}: {err}")
+        if kafka["topics_absent"]:
+            print(f"{len(kafka['topics_absent'])} internal topics were not there")
+    return 1 if kafka is not None and kafka["topics_failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickstream",
@@ -172,6 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("faust_args", nargs=argparse.REMAINDER, help="extra faust worker options")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "reset", help="delete the worker's local table state (and with --topics --yes its "
+        "consumer group and changelog topics)",
+        description="Delete the worker's local table state under TICKSTREAM_DATA_DIR (Faust "
+        "rebuilds it from the changelogs at the next start). Stop the worker first. With "
+        "--topics --yes also delete the app's consumer group (committed offsets) and its "
+        "internal changelog topics on the broker.",
+    )
+    p.add_argument("--topics", action="store_true",
+                   help="also delete the consumer group and the app's internal topics")
+    p.add_argument("--yes", action="store_true", help="confirm --topics")
+    p.add_argument("--json", action="store_true", help="print one compact JSON line")
+    p.set_defaults(func=cmd_reset)
 
     p = sub.add_parser("describe", help="print the topology as text and/or a Mermaid diagram")
     p.add_argument("--format", choices=["text", "mermaid", "both"], default="both")

@@ -1,0 +1,214 @@
+"""``tickstream reset``, the reconnect-noise filter and the start-up state guard's reading of
+Faust's RocksDB offsets (topology/state_guard.py, topology/log_filters.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rocksdict
+
+from topology.cli import main
+from topology.log_filters import RateLimitFilter, install_reconnect_filter
+from topology.settings import Settings
+from topology.state_guard import (
+    OFFSET_KEY,
+    guard_local_state,
+    internal_topics,
+    local_offsets,
+    stale_partitions,
+)
+from topology.tables import PIPELINE_STATE
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def record(msg: str, *args: object, name: str = "aiokafka.client",
+           level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+
+def test_rate_limit_passes_a_burst_per_kind_then_counts_what_it_dropped() -> None:
+    clock = Clock()
+    f = RateLimitFilter(burst=3, interval_s=30.0, clock=clock)
+    template = "Unable connect to node with id %s: %s"
+    passed = [f.filter(record(template, 111, f"refused {i}")) for i in range(100)]
+    assert passed == [True] * 3 + [False] * 97  # the arguments differ; the kind does not
+    # Another template, logger or level is another kind, with its own burst.
+    assert f.filter(record("Unable to update metadata from %s", [111]))
+    assert f.filter(record(template, 1, "x", name="aiokafka.conn"))
+    assert f.filter(record(template, 1, "x", level=logging.WARNING))
+    clock.t += 30.0
+    nxt = record(template, 111, "refused again")
+    assert f.filter(nxt)
+    assert nxt.getMessage() == (
+        "Unable connect to node with id 111: refused again "
+        "(97 similar messages suppressed in the last 30 s)")
+    assert f.filter(record(template, 1, "a")) and f.filter(record(template, 1, "b"))
+    assert not f.filter(record(template, 1, "c"))
+    clock.t += 30.0
+    quiet = record(template, 1, "d")
+    assert f.filter(quiet) and quiet.getMessage() == (
+        "Unable connect to node with id 1: d (1 similar messages suppressed in the last 30 s)")
+
+
+def test_rate_limit_rejects_a_useless_configuration() -> None:
+    with pytest.raises(ValueError, match="burst"):
+        RateLimitFilter(burst=0)
+
+
+def test_installed_filter_limits_a_flooding_client_logger_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger = logging.getLogger("aiokafka.consumer.group_coordinator")
+    before = list(logger.filters)
+    try:
+        first = install_reconnect_filter(interval_s=3600.0)
+        install_reconnect_filter()  # idempotent: the first one stays
+        assert [f for f in logger.filters if isinstance(f, RateLimitFilter)] == [first]
+        with caplog.at_level(logging.ERROR, logger="aiokafka"):
+            for _ in range(50):
+                logger.error("Group Coordinator Request failed: %s", "NodeNotReadyError")
+        assert len([r for r in caplog.records if r.name == logger.name]) == 3
+    finally:
+        for name in logging.root.manager.loggerDict:
+            lg = logging.getLogger(name)
+            for f in [f for f in lg.filters if isinstance(f, RateLimitFilter)]:
+                lg.removeFilter(f)
+        assert logger.filters == before
+
+
+def settings_for(tmp_path: Path, unique: str, **extra: str) -> Settings:
+    env = {"TICKSTREAM_DATA_DIR": str(tmp_path / "worker"), "TICKSTREAM_APP_ID": f"app{unique}",
+           "TICKSTREAM_TOPIC_PREFIX": f"t{unique}.", **extra}
+    return Settings.from_env(env, env_file=None)
+
+
+def fake_table_state(tabledir: Path, offsets: dict[str, int | None]) -> None:
+    """RocksDB partitions as Faust's store leaves them: data and, once it applied a
+    changelog record, its offset under ``__faust\\0offset__`` (faust/stores/rocksdb.py)."""
+    tabledir.mkdir(parents=True, exist_ok=True)
+    for name, offset in offsets.items():
+        db = rocksdict.Rdict(str(tabledir / f"{name}.db"), options=rocksdict.Options(raw_mode=True))
+        db[b"EURUSD"] = b"snapshot"
+        if offset is not None:
+            db[OFFSET_KEY] = str(offset).encode()
+        db.close()
+
+
+def test_local_offsets_reads_what_faust_persisted(tmp_path: Path) -> None:
+    fake_table_state(tmp_path, {"pipeline_state-0": 7, "pipeline_state-1": None,
+                                "dedupe_segments-1": 0})
+    (tmp_path / "pipeline_state-backups").mkdir()
+    assert local_offsets(tmp_path) == {("pipeline_state", 0): 7, ("dedupe_segments", 1): 0}
+    assert local_offsets(tmp_path / "absent") == {}
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "topology.cli", *args],
+                          env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_reset_removes_the_local_table_state_and_says_what(
+    tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "worker"
+    fake_table_state(data / "v1" / "tables", {"pipeline_state-0": 3})
+    (data / "notes.txt").write_text("not Faust's")  # left alone
+    monkeypatch.setenv("TICKSTREAM_DATA_DIR", str(data))
+    monkeypatch.setenv("TICKSTREAM_APP_ID", f"app{unique}")
+    assert main(["reset", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kafka"] is None and out["data_dir"] == str(data)
+    [removed] = out["removed"]
+    assert removed["path"] == str(data / "v1") and removed["files"] > 0 and removed["bytes"] > 0
+    assert not (data / "v1").exists() and (data / "notes.txt").exists()
+    assert main(["reset"]) == 0
+    assert capsys.readouterr().out == f"no local table state in {data}\n"
+
+
+def test_reset_refuses_while_a_worker_holds_the_state(
+    tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tabledir = tmp_path / "worker" / "v1" / "tables"
+    fake_table_state(tabledir, {"pipeline_state-0": 3})
+    db = rocksdict.Rdict(str(tabledir / "pipeline_state-0.db"),
+                         options=rocksdict.Options(raw_mode=True))  # as a running worker
+    try:
+        res = run_cli(["reset"], {"TICKSTREAM_DATA_DIR": str(tmp_path / "worker"),
+                                  "TICKSTREAM_APP_ID": f"app{unique}"})
+    finally:
+        db.close()
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        f"tickstream reset: a running worker holds the table state in {tmp_path / 'worker'} "
+        "(pipeline_state-0.db): stop it, then run 'tickstream reset' again"]
+    assert tabledir.exists()
+
+
+def test_reset_topics_needs_yes_and_a_broker_it_can_reach(
+    tmp_path: Path, unique: str,
+) -> None:
+    env = {"TICKSTREAM_DATA_DIR": str(tmp_path / "worker"), "TICKSTREAM_APP_ID": f"app{unique}",
+           "TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    res = run_cli(["reset", "--topics"], env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"tickstream reset: --topics deletes consumer group 'app{unique}' and the app's "
+        "changelog topics on 127.0.0.1:1; add --yes to confirm"]
+    res = run_cli(["reset", "--topics", "--yes"], env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("tickstream reset:")]
+    assert line.startswith("tickstream reset: broker 127.0.0.1:1 does not answer (")
+    assert line.endswith("): start it or set TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS")
+
+
+@pytest.mark.integration
+def test_reset_topics_deletes_the_group_and_internal_topics_only(
+    settings_env: dict[str, str], kafka_settings: Settings,
+) -> None:
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+    from topology.admin import ensure_topics
+
+    ensure_topics(kafka_settings)
+    res = run_cli(["reset", "--topics", "--yes", "--json"], settings_env)
+    assert res.returncode == 0, res.stderr
+    kafka = json.loads(res.stdout)["kafka"]
+    changelogs = sorted(t for t in internal_topics(kafka_settings) if t.endswith("-changelog"))
+    assert kafka["topics_deleted"] == changelogs and kafka["topics_failed"] == {}
+    assert kafka["consumer_group"]["name"] == kafka_settings.app_id
+    left = AdminClient(kafka_settings.confluent_config()).list_topics(timeout=10).topics
+    assert not set(changelogs) & set(left)
+    assert kafka_settings.topic("ticks.raw") in left  # the app's data topics stay
+
+
+@pytest.mark.integration
+def test_guard_discards_state_ahead_of_the_changelog_and_keeps_state_behind_it(
+    kafka_settings: Settings, tmp_path: Path,
+) -> None:
+    from topology.admin import ensure_topics
+
+    ensure_topics(kafka_settings)  # changelogs exist and are empty: they end at 0
+    tabledir = tmp_path / "tables"
+    fake_table_state(tabledir, {"pipeline_state-1": None})
+    assert stale_partitions(kafka_settings, tabledir) == []  # never applied a record: fine
+    assert guard_local_state(kafka_settings, tabledir) == [] and tabledir.exists()
+    fake_table_state(tabledir, {"pipeline_state-0": 4})
+    [stale] = guard_local_state(kafka_settings, tabledir)
+    assert (stale.table, stale.partition, stale.local_offset, stale.changelog_end) == (
+        PIPELINE_STATE.name, 0, 4, 0)
+    assert not tabledir.exists()
