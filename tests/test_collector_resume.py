@@ -29,9 +29,12 @@ import numpy as np
 import pytest
 import yaml
 from standins.mt5 import TICK_DTYPE, TICK_FLAG_ASK, TICK_FLAG_BID, Terminal, serve
+from standins.oanda import OandaStandIn, Prices, Snapshot
 
 from connectors.mt5 import build as build_mt5
 from connectors.mt5.collector import Mt5Collector
+from connectors.oanda.collector import OandaCollector
+from connectors.oanda.config import load_config as load_oanda_config
 from connectors.positions import (
     MemoryPositionStore,
     Position,
@@ -421,6 +424,50 @@ async def test_mt5_resumes_after_the_last_delivered_time_msc() -> None:
     await asyncio.sleep(0.05)
     assert quotes(producer3.records()) == [("EURUSD", last_eur, 1.2, 1.2002),
                                            ("EURUSD", last_eur + 1, 1.3, 1.3002)]
+
+
+# ---- OANDA: a live stream; its snapshot is what a restart would repeat ---------------------
+def tracked_oanda(standin: OandaStandIn, store: MemoryPositionStore
+                  ) -> tuple[OandaCollector, LaggyProducer]:
+    producer = LaggyProducer(store)
+    cfg = load_oanda_config({
+        "name": "oanda-resume", "account_id": standin.account_id, "stream_url": standin.url,
+        "instruments": standin.instruments, "heartbeat_timeout_s": 5.0,
+        "reconnect": {"base_s": 0.01, "cap_s": 0.05}, "connections_per_s": 1000,
+        "position_every": 2,
+    }, env={"OANDA_API_TOKEN": standin.token})
+    c = OandaCollector(cfg, ListSink())
+    c.track_positions(PositionTracker(store, c.name, producer, every=c.position_every,
+                                      interval_s=c.position_interval_s))
+    return c, producer
+
+
+async def test_a_restarted_oanda_collector_skips_the_snapshot_of_what_it_delivered() -> None:
+    store = MemoryPositionStore()
+    async with OandaStandIn(sessions=[[Prices(6)], [Snapshot(), Prices(3)]]) as oanda:
+        c, producer = tracked_oanda(oanda, store)
+        task = asyncio.create_task(c.run())
+        deadline = time.monotonic() + 15
+        while c.health.ticks < 6:
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.005)
+        await c.stop()
+        await asyncio.wait_for(task, 10)
+        assert set(store.positions["oanda-resume"]["last"]) == {
+            r.symbol for r in producer.records() if isinstance(r, RawTick)}
+        c2, producer2 = tracked_oanda(oanda, store)  # a new process: only the stored position
+        task = asyncio.create_task(c2.run())
+        deadline = time.monotonic() + 15
+        while c2.health.ticks < 3:
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.005)
+        await c2.stop()
+        await asyncio.wait_for(task, 10)
+    assert oanda.snapshot_lines  # the snapshot was sent ...
+    assert c2.duplicates == len(oanda.snapshot_lines)  # ... and recognised, line by line
+    sent = [(r.symbol, r.time_msc, r.bid, r.ask)
+            for r in producer.records() + producer2.records() if isinstance(r, RawTick)]
+    assert len(sent) == len(set(sent)) == 9
 
 
 # ---- on the real broker ------------------------------------------------------------------

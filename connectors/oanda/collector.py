@@ -17,13 +17,16 @@ connection dropped mid-line never yields a tick; the partial line is counted
 (``truncated``) and dropped — OANDA resends the latest price of every instrument on the
 next connection (``snapshot=true``). That snapshot would duplicate the last tick emitted
 before the drop, so the first price per instrument after a reconnect is skipped when it
-equals (time, bid, ask) the last one emitted (``duplicates``). Any PRICE or HEARTBEAT proves
-the stream alive; when neither arrives for ``heartbeat_timeout_s`` the session is dropped
-and reconnected. Malformed lines go to the dead-letter topic with their exact bytes and a
-reason; non-tradeable prices are counted and dead-lettered as ``not_tradeable``
-(``non_tradeable: skip`` only counts them). A line longer than ``max_line_bytes`` (a
-misbehaving server) is dead-lettered (its first 64 KiB) instead of being buffered without
-bound.
+equals (time, bid, ask) the last one emitted (``duplicates``); the last tick emitted per
+instrument is also the collector's durable position (:mod:`connectors.positions`), so a
+restarted process skips that snapshot too (a live stream replays nothing else: the bound
+on re-sent ticks after a SIGKILL is one per instrument, after a SIGTERM none). Any PRICE
+or HEARTBEAT proves the stream alive; when neither arrives for ``heartbeat_timeout_s``
+the session is dropped and reconnected. Malformed lines go to the dead-letter topic with
+their exact bytes and a reason; non-tradeable prices are counted and dead-lettered as
+``not_tradeable`` (``non_tradeable: skip`` only counts them). A line longer than
+``max_line_bytes`` (a misbehaving server) is dead-lettered (its first 64 KiB) instead of
+being buffered without bound.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import orjson
 from connectors.collector import Collector, RecordSink, SessionEnded
 from connectors.oanda.config import OandaConfig
 from connectors.oanda.parse import NOT_TRADEABLE, Heartbeat, ParseError, PriceParser
+from connectors.positions import Position
 from connectors.resilience import (
     Backoff,
     CircuitBreaker,
@@ -79,6 +83,7 @@ class OandaCollector(Collector):
 
     kind: ClassVar[str] = "oanda"
     source: ClassVar[str] = "OANDA"
+    resumable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -110,6 +115,19 @@ class OandaCollector(Collector):
         self._last: dict[str, RawTick] = {}
         self._replay_guard: dict[str, RawTick] = {}
         self._warned_reject = False
+        self.position_every = config.position_every
+        self.position_interval_s = config.position_interval_s
+
+    # ---- positions ---------------------------------------------------------------------
+    def _position(self) -> Position:
+        return {"last": {s: [t.time_msc, t.bid, t.ask] for s, t in self._last.items()}}
+
+    def _restore(self, position: Position | None) -> None:
+        last = (position or {}).get("last") or {}
+        for symbol, (time_msc, bid, ask) in last.items():
+            self._last[symbol] = RawTick(broker=self.config.broker, symbol=symbol, bid=bid,
+                                         ask=ask, time_msc=time_msc, recv_time_us=0,
+                                         source=self.source)
 
     # ---- hooks -------------------------------------------------------------------------
     async def _connect(self) -> None:
@@ -226,6 +244,7 @@ class OandaCollector(Collector):
                     if alive:
                         self.mark_alive()
                         deadline.reschedule(loop.time() + hb)
+                        self.checkpoint_if_due()
                     if len(buf) > max_line:
                         self._reject_long(buf)
                         buf, skipping = b"", True

@@ -33,7 +33,7 @@ _KEYS: Final = frozenset({
     "name", "broker", "environment", "stream_url", "account_id", "account_id_env",
     "instruments", "symbols", "token_env", "token_file", "snapshot", "heartbeat_timeout_s",
     "connect_timeout_s", "non_tradeable", "max_line_bytes", "max_retry_after_s",
-    "connections_per_s", "reconnect",
+    "connections_per_s", "reconnect", "position_every", "position_interval_s",
 })
 
 
@@ -58,6 +58,8 @@ class OandaConfig:
     max_retry_after_s: float = 300.0
     connections_per_s: float = 2.0
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    position_every: int = 1000  # ticks between stored positions (connectors.positions)
+    position_interval_s: float = 1.0  # ... or seconds
 
     @property
     def stream_endpoint(self) -> str:
@@ -138,5 +140,7 @@ def load_config(
         max_line_bytes=r.int_("max_line_bytes", 1 << 20, 1024, 1 << 30),
         max_retry_after_s=r.float_("max_retry_after_s", 300.0, 0.0, 86_400),
         connections_per_s=r.float_("connections_per_s", 2.0, 0.001, 1000),
+        position_every=r.int_("position_every", 1000, 1, 10_000_000),
+        position_interval_s=r.float_("position_interval_s", 1.0, 0.001, 3600),
         reconnect=reconnect_policy(r),
     )
