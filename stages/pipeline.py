@@ -17,10 +17,11 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from schemas.records import Bar, CleanTick, FeatureVector, TradingCommand
 from stages.bars import BarBuilder
+from stages.config import RiskLimits, SymbolSpec
 from stages.consolidate import Consolidator
 from stages.context import ContextBook
 from stages.dedupe import Deduplicator
@@ -29,9 +30,25 @@ from stages.risk import RiskManager
 from stages.score import ModelStore
 from stages.types import MINUTE_MS, UNKNOWN_SYMBOL, Reject, Tick
 from stages.validate import ValidationRules, Validator
-from topology.settings import RiskLimits, Settings, SymbolSpec
 
 log = logging.getLogger(__name__)
+
+
+class PipelineSettings(Protocol):
+    """What :meth:`PipelineConfig.from_settings` reads (``topology.settings.Settings``)."""
+
+    @property
+    def symbols(self) -> Mapping[str, SymbolSpec]: ...
+    @property
+    def validation_level(self) -> str: ...
+    @property
+    def dedupe_window_ms(self) -> int: ...
+    @property
+    def broker_staleness_ms(self) -> int: ...
+    @property
+    def broker_priorities(self) -> Mapping[str, int]: ...
+    @property
+    def risk(self) -> RiskLimits: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +61,7 @@ class PipelineConfig:
     risk: RiskLimits = field(default_factory=RiskLimits)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PipelineConfig:
+    def from_settings(cls, settings: PipelineSettings) -> PipelineConfig:
         return cls(
             symbols=settings.symbols,
             validation_level=settings.validation_level,

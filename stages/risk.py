@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas.records import TradingCommand
-from topology.settings import RiskLimits
+from stages.config import RiskLimits
 
 __all__ = ["BLOCK_REASONS", "RiskManager", "command_id_for"]
 

@@ -66,6 +66,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from stages.config import SymbolSpec
 from stages.types import (
     CROSSED_QUOTE,
     FUTURE_TIMESTAMP,
@@ -79,7 +80,6 @@ from stages.types import (
     Reject,
     Tick,
 )
-from topology.settings import SymbolSpec
 
 Decision = tuple[Tick, Reject | None]
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.records import TradingCommand
+from stages.config import RiskLimits
 from stages.risk import BLOCK_REASONS, RiskManager, command_id_for
-from topology.settings import RiskLimits
 
 PIPS = {"EURUSD": 0.0001, "USDJPY": 0.01, "GBPUSD": 0.0001}
 LIMITS = RiskLimits(

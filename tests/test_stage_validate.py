@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.files import read_vendor
+from stages.config import SymbolSpec
 from stages.dedupe import Deduplicator
 from stages.types import (
     CROSSED_QUOTE,
@@ -32,7 +33,6 @@ from stages.types import (
     Tick,
 )
 from stages.validate import ValidationRules, Validator
-from topology.settings import SymbolSpec
 
 EURUSD = SymbolSpec("EURUSD", 0.0001, 5.0)
 USDJPY = SymbolSpec("USDJPY", 0.01, 5.0)

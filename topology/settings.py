@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
+from stages.config import RiskLimits, SymbolSpec
+
 PREFIX = "TICKSTREAM_"
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_SSL"]
@@ -66,23 +68,6 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
-class SymbolSpec:
-    """A tradable symbol: its pip size and per-symbol validation limits."""
-
-    name: str
-    pip_size: float
-    max_spread_pips: float
-
-    @property
-    def base(self) -> str:
-        return self.name[:3]
-
-    @property
-    def quote(self) -> str:
-        return self.name[3:6]
-
-
-@dataclass(frozen=True, slots=True)
 class KafkaSecurity:
     protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism | None = None
@@ -111,20 +96,6 @@ class ClickHouseURL:
 
 
 @dataclass(frozen=True, slots=True)
-class RiskLimits:
-    lot_size: float = 0.1
-    max_position_per_symbol: int = 1
-    max_total_positions: int = 5
-    cooldown_s: int = 300
-    entry_threshold: float = 0.6
-    exit_threshold: float = 0.5
-    max_spread_pips: float = 3.0
-    event_blackout_min: int = 15
-    atr_stop_mult: float = 2.0
-    atr_take_mult: float = 3.0
-
-
-@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a worker, collector or CLI command needs, resolved once."""
 
@@ -145,6 +116,13 @@ class Settings:
     log_level: str = "info"
     session_timeout_s: float = 10.0
     fetch_wait_ms: int = 5
+    #: Longest the worker's fetch wait grows to while a partition with lag gets empty
+    #: fetches (the local broker answers short fetches empty on a long log).
+    fetch_wait_max_ms: int = 5_000
+    #: A source partition with lag and no progress for this long makes ``/health/`` not-ok.
+    stall_warn_s: int = 30
+    #: ... and for this long makes the worker exit non-zero (0: never).
+    stall_exit_s: int = 120
     producer_linger_ms: int = 5
     producer_max_batch_bytes: int = 16_384
     checkpoint_interval_ms: int = 1_000
@@ -321,6 +299,11 @@ class _Resolver:
                 d.session_timeout_s,
             ),
             fetch_wait_ms=self.millis("FETCH_WAIT_MS", 1, 5000, d.fetch_wait_ms),
+            fetch_wait_max_ms=self.millis(
+                "FETCH_WAIT_MAX_MS", 1, 60_000, d.fetch_wait_max_ms
+            ),
+            stall_warn_s=self.integer("STALL_WARN_S", 1, 86_400, d.stall_warn_s, "seconds"),
+            stall_exit_s=self.integer("STALL_EXIT_S", 0, 86_400, d.stall_exit_s, "seconds"),
             producer_linger_ms=self.millis("PRODUCER_LINGER_MS", 0, 1000, d.producer_linger_ms),
             producer_max_batch_bytes=self.integer(
                 "PRODUCER_MAX_BATCH_BYTES", 1, 16_777_216, d.producer_max_batch_bytes, "bytes",
