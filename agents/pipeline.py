@@ -29,9 +29,11 @@ than the symbol's state) is dead-lettered as ``bad_key`` before it reaches the s
 
 A symbol's state that cannot be restored, or any other failure of the agent, stops the
 worker with one CRITICAL line and exit status 3 (:func:`fatal`): an agent restarted in
-place would look healthy while it never acks the events its predecessor held. Outputs from events after the last checkpoint are produced again,
-identical (the stages are deterministic), with the same natural keys (``command_id``,
-``symbol``+``bar_time``, broker+time+prices) for downstream de-duplication.
+place would look healthy while it never acks the events its predecessor held.
+
+Outputs from events after the last checkpoint are produced again, identical (the stages are
+deterministic), with the same natural keys (``command_id``, ``symbol``+``bar_time``,
+broker+time+prices) for downstream de-duplication.
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ def register(
         # marks a symbol dirty after the clear and later writes state for a partition that
         # another worker owns by then.
         async with lock:
-            pipeline.states.clear()
+            pipeline.forget_all()  # stage state and positions alike
             fenced.clear()
             dirty.clear()
             last_event.clear()

@@ -212,6 +212,14 @@ class Pipeline:
         )
         self.risk.restore_symbol(symbol, data.get("risk"))
 
+    def forget_all(self) -> None:
+        """Drop every symbol's stage state *and* its position (partitions revoked: another
+        worker owns them now, and a symbol it owns must not count toward this worker's
+        ``max_total_positions``). State comes back from the table when a symbol returns."""
+        for symbol in self.risk.symbols():
+            self.risk.drop_symbol(symbol)
+        self.states.clear()
+
     # ---- the hot path --------------------------------------------------------------
     def on_tick(self, tick: Tick, out: Outputs, record_time_ms: int = 0) -> None:
         """Run one tick through every stage; what it produced is appended to ``out``.

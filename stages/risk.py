@@ -172,6 +172,10 @@ class RiskManager:
         """Open positions held by this manager (not counting ``open_elsewhere``)."""
         return self._open
 
+    def symbols(self) -> list[str]:
+        """The symbols this manager holds state for."""
+        return list(self._states)
+
     def position(self, symbol: str) -> int:
         """+1 long, -1 short, 0 flat."""
         st = self._states.get(symbol)

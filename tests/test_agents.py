@@ -241,3 +241,21 @@ async def test_pipeline_agent_checks_a_tick_without_receive_time_against_its_rec
         await until(lambda: len(app.producer.by_topic("u.ticks.clean")) == 2)
     assert [(d.reason, d.original) for d in dead_letters(app)] == [
         ("future_timestamp", year_3000)]
+
+
+async def test_a_revoked_symbols_position_no_longer_counts_toward_the_total_limit(
+    app: Any,
+) -> None:
+    """On revocation the risk stage forgets the revoked symbols' positions too: a symbol now
+    owned by another worker must not count toward this worker's max_total_positions."""
+    from faust.types import TP
+
+    pipeline = app.tickstream_pipeline
+    pipeline.state("EURUSD")
+    pipeline.risk.restore_symbol("EURUSD", {**pipeline.risk.snapshot_symbol("EURUSD"),
+                                            "position": 1, "entry_price": 1.1})
+    assert pipeline.risk.open_positions == 1
+    async with agent(app, "pipeline").test_context():
+        await app.on_partitions_revoked.send({TP("u.ticks.raw", 0)})
+    assert pipeline.risk.open_positions == 0 and pipeline.risk.position("EURUSD") == 0
+    assert pipeline.states == {}
