@@ -24,7 +24,7 @@ class AgentSpec:
 
 
 def register_all(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
-    from agents import context, control, health, pipeline
+    from agents import context, control, health, pipeline, watchdog
     from agents.worker_status import WorkerStatus
 
     status = WorkerStatus()
@@ -36,6 +36,7 @@ def register_all(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
     }
     pipeline.register(app, settings, topics, shared)
     health.register(app, settings, topics, shared)
+    watchdog.register(app, settings, shared)
 
 
 AGENTS: tuple[AgentSpec, ...] = ()

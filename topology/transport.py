@@ -32,18 +32,138 @@ tracking for acks, commit-every, the periodic yield — is Faust's loop unchange
 
 :meth:`_Consumer.perform_seek` replaces Faust's seek after recovery, which could lose
 records or leave a restarted worker at the end of a topic (its docstring has the detail).
+
+**The fetch wait widens while a partition with lag gets empty fetches.** The local broker
+(Tansu) answers a Fetch with what it reads within the fetch wait, and its reading gets
+slower with the number of record batches in a partition (one per tick at live rates): past
+roughly 15,000-60,000 batches a 5 ms Fetch comes back at once and *empty* although the
+response's own high watermark is ahead of the position, so the worker sat at that offset
+for good (``docs/platform-notes.md``). :class:`AdaptiveFetchWait` doubles the wait of the
+next Fetch after one that left a partition with lag empty, up to ``fetch_wait_max_ms``,
+and shrinks it back towards ``fetch_wait_ms`` with every Fetch that brings records and
+starves none. The fetcher builds each request from ``Fetcher._fetch_max_wait_ms`` after
+the previous response was processed, so :meth:`_ConsumerThread.on_start` wraps
+``Fetcher._proc_fetch_request`` and sets the wait there. A worker that is not stuck never
+sees a starved Fetch, so its wait stays at the configured one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka import TopicPartition
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 #: Longest a fetch waits for records of another partition to be taken (see module docstring).
 PREFETCH_BACKOFF_S = 0.010
+#: Faust's own hard-coded wait, used when the app sets none.
+FAUST_FETCH_WAIT_MS = 1500
+
+
+class AdaptiveFetchWait:
+    """The wait of the next Fetch, from what the previous ones brought (no I/O, no clock).
+
+    * A Fetch that left a partition *starved* (no records although its high watermark, in
+      that same response, is ahead of the position fetched from): the wait doubles, up to
+      ``max_ms``.
+    * A Fetch that brought records and starved nothing: the wait shrinks by a quarter,
+      down to ``base_ms``. Gradually, not at once: on a long log the broker needs the
+      wider wait for every Fetch, and dropping straight back would make every other Fetch
+      come back empty.
+    * An empty Fetch with nothing to read (idle): unchanged.
+    """
+
+    __slots__ = ("base_ms", "max_ms", "starved_fetches", "wait_ms")
+
+    def __init__(self, base_ms: int, max_ms: int) -> None:
+        if base_ms < 1:
+            raise ValueError(f"base wait must be at least 1 ms, got {base_ms}")
+        self.base_ms = base_ms
+        self.max_ms = max(base_ms, max_ms)
+        self.wait_ms = base_ms
+        #: Fetches so far that left a partition with lag empty (diagnostics).
+        self.starved_fetches = 0
+
+    def after_fetch(self, *, got_records: bool, starved: bool) -> int:
+        """Record one Fetch's outcome; returns the wait for the next Fetch."""
+        if starved:
+            self.starved_fetches += 1
+            self.wait_ms = min(self.max_ms, self.wait_ms * 2)
+        elif got_records:
+            self.wait_ms = max(self.base_ms, self.wait_ms - self.wait_ms // 4)
+        return self.wait_ms
+
+
+def fetch_outcome(
+    fetcher: Any, assignment: Any, request: Any, since_ms: int
+) -> tuple[bool, bool]:
+    """``(got_records, starved)`` of the Fetch ``request`` just processed by ``fetcher``.
+
+    A partition counts only if the response answered it (its state's timestamp is at or
+    after ``since_ms``, when the request was sent) at the offset requested: a failed
+    request or a seek meanwhile says nothing about the broker's reading.
+    """
+    got = starved = False
+    records = fetcher._records
+    for topic, partitions in request.topics:
+        for partition, offset, *_ in partitions:
+            tp = TopicPartition(topic, partition)
+            if tp in records:
+                got = True
+                continue
+            state = assignment.state_value(tp)
+            if (state is None or not state.has_valid_position or state.position != offset
+                    or state.timestamp is None or state.timestamp < since_ms):
+                continue
+            if state.highwater is not None and state.highwater > offset:
+                starved = True
+    return got, starved
+
+
+def install_adaptive_wait(fetcher: Any, policy: AdaptiveFetchWait) -> None:
+    """Make ``fetcher`` (aiokafka's ``Fetcher``) set its next wait from ``policy``."""
+    original: Callable[[Any, int, Any], Awaitable[bool]] = fetcher._proc_fetch_request
+
+    async def proc_fetch_request(assignment: Any, node_id: int, request: Any) -> bool:
+        since_ms = int(1000 * time.time())
+        result = await original(assignment, node_id, request)
+        got, starved = fetch_outcome(fetcher, assignment, request, since_ms)
+        fetcher._fetch_max_wait_ms = policy.after_fetch(got_records=got, starved=starved)
+        return result
+
+    fetcher._fetch_max_wait_ms = policy.wait_ms
+    fetcher._proc_fetch_request = proc_fetch_request
+
+
+def partition_offsets(app: Any) -> dict[tuple[str, int], tuple[int | None, int | None]]:
+    """``(topic, partition) -> (position, high watermark)`` of the worker's stream partitions.
+
+    Table changelogs and partitions paused on purpose (Faust pauses stream partitions
+    while it recovers tables) are left out. Read from the consumer's subscription state
+    without a call into the consumer thread: plain attribute reads. Empty while the
+    consumer is not running or has no assignment.
+    """
+    thread = getattr(getattr(app, "_consumer", None), "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
+    subscription = getattr(getattr(consumer, "_subscription", None), "subscription", None)
+    assignment = getattr(subscription, "assignment", None)
+    if assignment is None or not assignment.active:
+        return {}
+    changelogs = set(app.tables.changelog_topics)
+    out: dict[tuple[str, int], tuple[int | None, int | None]] = {}
+    for tp in list(assignment.tps):
+        if tp.topic in changelogs:
+            continue
+        state = assignment.state_value(tp)
+        if state is None or state.paused:
+            continue
+        position = state.position if state.has_valid_position else None
+        out[(tp.topic, tp.partition)] = (position, state.highwater)
+    return out
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
@@ -60,6 +180,12 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mi
         # or parked for a full buffer) must not hold back fetches of the others.
         consumer: Any = self._consumer
         consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
+        app: Any = self.app
+        base = int(getattr(app, "fetch_wait_ms", None) or FAUST_FETCH_WAIT_MS)
+        most = int(getattr(getattr(app, "settings", None), "fetch_wait_max_ms", base))
+        policy = AdaptiveFetchWait(base, most)
+        install_adaptive_wait(consumer._fetcher, policy)
+        app.tickstream_fetch_wait = policy  # read by the stall watchdog's stats
 
 
 class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
