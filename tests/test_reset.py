@@ -1,5 +1,6 @@
-"""``tickstream reset``, the reconnect-noise filter and the start-up state guard's reading of
-Faust's RocksDB offsets (topology/state_guard.py, topology/log_filters.py)."""
+"""``tickstream reset``, the reconnect-noise filter, the start-up state guard's reading of
+Faust's RocksDB offsets and the broker watch's policy (topology/state_guard.py,
+topology/log_filters.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rocksdict
@@ -121,6 +123,11 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
                           timeout=60, check=False)
 
 
+def errors(stderr: str) -> list[str]:
+    """The command's own error lines (a stale ``make native`` build warns on stderr too)."""
+    return [ln for ln in stderr.splitlines() if ln.startswith("tickstream")]
+
+
 def test_reset_removes_the_local_table_state_and_says_what(
     tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -152,8 +159,8 @@ def test_reset_refuses_while_a_worker_holds_the_state(
                                   "TICKSTREAM_APP_ID": f"app{unique}"})
     finally:
         db.close()
-    assert res.returncode == 1
-    assert res.stderr.strip().splitlines() == [
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert errors(res.stderr) == [
         f"tickstream reset: a running worker holds the table state in {tmp_path / 'worker'} "
         "(pipeline_state-0.db): stop it, then run 'tickstream reset' again"]
     assert tabledir.exists()
@@ -166,12 +173,12 @@ def test_reset_topics_needs_yes_and_a_broker_it_can_reach(
            "TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
     res = run_cli(["reset", "--topics"], env)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines() == [
+    assert errors(res.stderr) == [
         f"tickstream reset: --topics deletes consumer group 'app{unique}' and the app's "
         "changelog topics on 127.0.0.1:1; add --yes to confirm"]
     res = run_cli(["reset", "--topics", "--yes"], env)
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("tickstream reset:")]
+    [line] = errors(res.stderr)
     assert line.startswith("tickstream reset: broker 127.0.0.1:1 does not answer (")
     assert line.endswith("): start it or set TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS")
 
@@ -212,3 +219,87 @@ def test_guard_discards_state_ahead_of_the_changelog_and_keeps_state_behind_it(
     assert (stale.table, stale.partition, stale.local_offset, stale.changelog_end) == (
         PIPELINE_STATE.name, 0, 4, 0)
     assert not tabledir.exists()
+
+
+class FakeWatchConsumer:
+    """What BrokerWatch asks of its aiokafka consumer, with a broker we can break."""
+
+    def __init__(self, partitions: dict[str, int]) -> None:
+        self.partitions = partitions
+        self.ends: dict[tuple[str, int], int] = {}
+        self.down = False
+
+    async def topics(self) -> set[str]:
+        if self.down:
+            raise ConnectionError("Unable to get cluster metadata over all known brokers")
+        return set(self.partitions)
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.partitions[topic]))
+
+    async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: self.ends.get((tp.topic, tp.partition), 0) for tp in tps}
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_broker_watch_reports_unreachable_and_exits_once_topics_are_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agents.worker_status import WorkerStatus
+    from topology import state_guard
+    from topology.admin import PlannedTopic
+
+    plan = [PlannedTopic("t.ticks.raw", 2, {}), PlannedTopic("app-x-changelog", 1, {})]
+    recreated: list[Settings] = []
+
+    def ensure_topics(settings: Settings, timeout_s: float) -> list[str]:
+        recreated.append(settings)
+        return []
+
+    monkeypatch.setattr(state_guard, "ensure_topics", ensure_topics)
+    exits: list[int] = []
+    status = WorkerStatus()
+    watch = state_guard.BrokerWatch(Settings.from_env({}, env_file=None), status,
+                                    exit=exits.append, plan=plan)
+    fake = FakeWatchConsumer({"t.ticks.raw": 2, "app-x-changelog": 1})
+    watch._consumer = fake
+    fake.ends = {("t.ticks.raw", 0): 5, ("app-x-changelog", 0): 2}
+    assert await watch.check() == "ok" and status.ok
+    fake.down = True
+    assert await watch.check() == "unreachable"
+    assert await watch.check() == "unreachable"
+    assert list(status.problems) == [state_guard.UNREACHABLE_PROBLEM] and not exits
+    fake.down = False
+    assert await watch.check() == "ok" and status.ok  # back, with everything it had
+    fake.ends[("t.ticks.raw", 0)] = 7
+    assert await watch.check() == "ok"
+
+    # Back empty: the changelog is gone and ticks.raw was auto-created, empty.
+    fake.partitions = {"t.ticks.raw": 2}
+    fake.ends = {}
+    assert await watch.check() == "lost"
+    assert exits == [state_guard.EXIT_BROKER_LOST] and len(recreated) == 1
+    detail = status.problems[state_guard.LOST_PROBLEM]["detail"]
+    assert "missing: app-x-changelog" in detail and "offsets went back: t.ticks.raw" in detail
+    assert "tickstream reset" in detail and "\n" not in detail
+
+
+async def test_broker_watch_sees_a_topic_with_another_partition_count() -> None:
+    from agents.worker_status import WorkerStatus
+    from topology import state_guard
+    from topology.admin import PlannedTopic
+
+    exits: list[int] = []
+    status = WorkerStatus()
+    watch = state_guard.BrokerWatch(Settings.from_env({}, env_file=None), status,
+                                    exit=exits.append, plan=[PlannedTopic("t.a", 1, {})])
+    fake = FakeWatchConsumer({"t.a": 1})
+    watch._consumer = fake
+    fake.ends = {("t.a", 0): 3}
+    assert await watch.check() == "ok"
+    fake.partitions = {"t.a": 4}
+    assert await watch.check() == "lost"
+    assert "other partition counts: t.a" in status.problems[state_guard.LOST_PROBLEM]["detail"]
+    assert exits == [state_guard.EXIT_BROKER_LOST]
