@@ -140,7 +140,7 @@ def register(
     async def health_page(view: Any, request: Any) -> Any:
         """Every collector's latest health, the model, the kill switch, broker quality."""
         return view.json(health_report(
-            table, control, getattr(app, "tickstream_models", None),
+            table, control, worker.models if worker is not None else None,
             app.tables.get(BROKER_QUALITY.name), worker=worker,
         ))
 

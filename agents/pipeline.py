@@ -46,22 +46,25 @@ import os
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from faust.types import TP
 from mode import CrashingSupervisor
 
 from agents import AgentSpec
+from agents.checkpoint import Checkpointer
 from agents.context import ContextSync
 from agents.control import MODEL_KEY, ControlView
+from agents.fence import PartitionFence
 from agents.publish import BatchPublisher
 from agents.rejects import rejected
+from agents.routing import OutputRouter
 from agents.tables import make_table
 from agents.take import ack_all, take_ready
+from agents.worker_status import WorkerStatus
 from schemas.codec import MalformedRecord, make_codec
-from schemas.records import RawTick, Record
+from schemas.records import RawTick
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.score import ModelStore
 from stages.types import BAD_KEY, Tick
@@ -114,6 +117,9 @@ def _as_current_event(event: Any) -> Iterator[None]:
 def register(
     app: Any, settings: Settings, topics: dict[str, Any], shared: dict[str, Any]
 ) -> None:
+    """Wire the pipeline agent, its tables, rebalance hooks and timers to the objects that
+    hold its logic (:class:`PipelineAgent`, :class:`~agents.checkpoint.Checkpointer`,
+    :class:`~agents.fence.PartitionFence`, :class:`~agents.routing.OutputRouter`)."""
     registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
     codec = make_codec(registry)
     models = ModelStore(settings.model_dir, reload_interval_s=5.0)
@@ -121,330 +127,65 @@ def register(
         PipelineConfig.from_settings(settings), models=models,
         clock_us=lambda: time.time_ns() // 1000,
     )
+    physical = {name: settings.topic(name) for name in SPEC.outputs}
+    publisher = BatchPublisher(app, dict.fromkeys(physical.values(), settings.partitions))
+    worker = PipelineAgent(
+        pipeline=pipeline, models=models, codec=codec,
+        router=OutputRouter(publisher, codec, physical),
+        state_table=make_table(app, PIPELINE_STATE, settings),
+        segment_table=make_table(app, DEDUPE_SEGMENTS, settings),
+        quality_table=make_table(app, BROKER_QUALITY, settings),
+        context=shared["context"], control=shared["control"],
+        symbols=frozenset(settings.symbols), checkpoint_interval_s=(
+            settings.checkpoint_interval_ms / 1000.0),
+        bar_idle_flush_ms=settings.bar_idle_flush_ms,
+    )
+    status: WorkerStatus | None = shared.get("status")
+    if status is not None:
+        status.models = models
+        status.stats = worker.stats
+    # Broker-less agent tests reach the worker's objects through the app.
     app.tickstream_pipeline = pipeline
-    raw_topic = topics["ticks.raw"]
-    out_topics = {
-        name: (topics[name], settings.topic(name))
-        for name in ("ticks.clean", "bars.m1", "features", "trading.commands", "ticks.rejected")
-    }
-    state_table = make_table(app, PIPELINE_STATE, settings)
-    segment_table = make_table(app, DEDUPE_SEGMENTS, settings)
-    quality_table = make_table(app, BROKER_QUALITY, settings)
-    quality_written: dict[str, float] = {}  # symbol -> monotonic time of the last write
-    context_sync: ContextSync = shared["context"]
-    control: ControlView = shared["control"]
-    seen_announcement: list[dict[str, Any] | None] = [None]
-    # symbol -> {source topic-partition: last offset reflected in its state}. Offsets are
-    # only comparable within one partition; a tick whose key is not its symbol never gets
-    # this far (bad_key), so a symbol's ticks come from one partition per source topic.
-    fenced: dict[str, dict[Any, int]] = {}
-    # Original bytes of ticks the validator holds (pending confirmation), by object id.
-    held: dict[int, tuple[bytes, bytes | None, str, int, int]] = {}
-    stats: dict[str, float] = {
-        "replayed_skipped": 0, "malformed": 0, "batches": 0, "events": 0,
-        "process_s": 0.0, "publish_wait_s": 0.0, "checkpoints": 0, "checkpoint_s": 0.0,
-        "left_at_stop": 0, "revoked_skipped": 0, "bad_key": 0,
-    }
-    app.tickstream_stats = stats
+    app.tickstream_stats = worker.stats
     app.tickstream_models = models
-    clock: dict[str, Any] = {"event_ms": 0, "wall_s": 0.0}
-    checkpoint_s = settings.checkpoint_interval_ms / 1000.0
-    lock = asyncio.Lock()  # one batch, checkpoint or idle flush at a time
-    dirty: dict[str, Any] = {}  # symbol -> its last event since the last checkpoint
-    last_event: dict[str, Any] = {}  # symbol -> its last event processed (idle bar closes)
-    unacked: list[Any] = []  # events processed but not yet covered by a checkpoint
-    in_flight: list[Any] = []  # delivery futures of outputs sent since the last checkpoint
-    ckpt: dict[str, Any] = {"at": time.monotonic(), "stream": None}
-    stopped = asyncio.Event()  # set once the last checkpoint (SIGTERM) is written
-    revoked_tps: set[tuple[str, int]] = set()  # taken from us, not (yet) assigned back
-
-    def restore(symbol: str, msg: Any) -> None:
-        raw = state_table.get(symbol.encode())
-        if raw is None or symbol not in settings.symbols:
-            return
-        try:
-            data = orjson.loads(raw)
-            meta = data["state"]["stages"]["dedupe"]
-            segments: dict[int, list[Any] | None] = {}
-            for seg in meta.get("segments", {}):
-                stored = segment_table.get(_segment_key(symbol, int(seg)))
-                segments[int(seg)] = orjson.loads(stored) if stored is not None else None
-            pipeline.restore_symbol(symbol, data["state"], segments)
-            fenced[symbol] = restored_fence(data, msg.tp)
-        except Exception as exc:
-            # Processing on without this symbol's state would corrupt every output of it,
-            # and a restarted agent would skip the failing batch silently: stop the worker.
-            pipeline.states.pop(symbol, None)
-            fatal(
-                f"cannot restore the state of {symbol} from table {PIPELINE_STATE.name} "
-                f"(changelog partition {msg.partition}, first event at {msg.topic} "
-                f"partition {msg.partition} offset {msg.offset}): "
-                f"{type(exc).__name__}: {exc}; the worker stops. Fix or remove that state "
-                "(tickstream reset) and restart",
-                exc,
-            )
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
-        # State of symbols we may lose is reloaded from the table when they come back.
-        # Unacked events of revoked partitions are processed again by their next owner.
-        # Under the lock: a batch or checkpoint in progress finishes first, so nothing
-        # marks a symbol dirty after the clear and later writes state for a partition that
-        # another worker owns by then.
-        async with lock:
-            pipeline.forget_all()  # stage state and positions alike
-            fenced.clear()
-            dirty.clear()
-            last_event.clear()
-            unacked.clear()
-            # Events of these partitions may sit in a batch already taken (Faust clears
-            # only its channel queues): they are skipped until a partition comes back to us.
-            revoked_tps.update((tp.topic, tp.partition) for tp in revoked)
+        await worker.on_revoked(revoked)
 
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def on_assigned(app_: Any, assigned: Any, **kwargs: Any) -> None:
-        # A partition that comes back is fetched again from its committed offset; an event
-        # buffered before the revocation that is processed first is fenced by the restored
-        # state's offset, and its redelivered copy by the fence the first one set.
-        async with lock:
-            revoked_tps.difference_update((tp.topic, tp.partition) for tp in assigned)
-
-    publisher = BatchPublisher(app, {
-        physical: settings.partitions for _topic, physical in out_topics.values()
-    })
-
-    encoders: dict[str, Callable[[Record], bytes]] = {}  # output name -> its encoder
-    symbol_keys: dict[str, bytes] = {}
-
-    def publish(out: Outputs) -> None:
-        add = publisher.add
-        for name, records in (
-            ("ticks.clean", out.clean), ("bars.m1", out.bars), ("features", out.features),
-            ("trading.commands", out.commands),
-        ):
-            if not records:
-                continue
-            _topic, physical = out_topics[name]
-            encode = encoders.get(name)
-            if encode is None:
-                encode = encoders[name] = codec.encoder(records[0].SCHEMA, physical)
-            for rec in records:
-                symbol = rec.symbol  # type: ignore[attr-defined]
-                key = symbol_keys.get(symbol)
-                if key is None:
-                    key = symbol_keys[symbol] = symbol.encode()
-                add(physical, key, encode(rec))
-
-    def dead_letter(record: Record, key: bytes | None) -> None:
-        _topic, physical = out_topics["ticks.rejected"]
-        publisher.add(physical, key, codec.encode(record, physical))
+        await worker.on_assigned(assigned)
 
     # A crash of this agent stops the worker (its supervisor restarts the process) rather
     # than restarting the agent in place: Faust's default would start a fresh agent that
     # never acks the events the dead one held, a stall that looks healthy.
     @app.agent(  # type: ignore[untyped-decorator]
-        raw_topic, name="pipeline", supervisor_strategy=CrashingSupervisor,
+        topics["ticks.raw"], name="pipeline", supervisor_strategy=CrashingSupervisor,
     )
     async def run(stream: Any) -> None:
-        out = Outputs()
-        ckpt["stream"] = stream
         try:
-            async for events in take_ready(stream, BATCH_MAX):
-                async with lock:
-                    if stopped.is_set():
-                        # After the last checkpoint nothing is processed: these events are
-                        # not acked, so the next owner takes them (processing them here
-                        # would send outputs no checkpoint covers: they would come out twice).
-                        stats["left_at_stop"] += len(events)
-                        continue
-                    await process_batch(stream, events, out)
+            await worker.run(stream)
         except Exception as exc:  # a bug: never go on half-alive (see fatal)
             log.exception("pipeline agent failed")
             fatal(f"pipeline agent failed: {type(exc).__name__}: {exc}; the worker stops")
 
-    async def process_batch(stream: Any, events: list[Any], out: Outputs) -> None:
-        t_batch = time.perf_counter()
-        pipeline.kill_switch = control.kill_switch  # global table: survives restarts
-        announced = control.get(MODEL_KEY)
-        if announced is not None and announced is not seen_announcement[0]:
-            seen_announcement[0] = announced
-            _load_announced(models, announced)
-        context_sync.sync(pipeline.context)
-        last_event_of_symbol: dict[str, Any] = {}
-        if revoked_tps:
-            # Buffered before a rebalance gave their partition to another worker: the new
-            # owner processes them, so they are neither processed nor acked here (their
-            # state would go into a changelog partition that worker owns now).
-            mine = [e for e in events
-                    if (e.message.topic, e.message.partition) not in revoked_tps]
-            stats["revoked_skipped"] += len(events) - len(mine)
-            events = mine
-        for event in events:
-            msg = event.message
-            try:
-                # Straight to the stage tick: the reader schema guarantees every field
-                # (defaults filled in), so no RawTick object is built per event.
-                rt = codec.decode_dict(RAW_TICK, event.value, msg.topic)
-            except MalformedRecord as exc:
-                stats["malformed"] += 1
-                dead_letter(
-                    rejected(event.value, event.key, msg.topic, msg.partition, msg.offset,
-                             exc.reason, exc.detail, "decode"),
-                    event.key,
-                )
-                continue
-            sym = rt["symbol"]
-            key = symbol_keys.get(sym)
-            if key is None:
-                key = symbol_keys[sym] = sym.encode()
-            if event.key != key:
-                # Keyed by something else (or not at all), the tick may sit on another
-                # partition than its symbol's state: it would break the per-symbol order
-                # and the replay fence. Dead-lettered, never processed.
-                stats["bad_key"] += 1
-                dead_letter(
-                    rejected(event.value, event.key, msg.topic, msg.partition, msg.offset,
-                             BAD_KEY, f"record key {event.key!r} is not the symbol {sym!r}",
-                             "decode"),
-                    event.key,
-                )
-                continue
-            if sym not in pipeline.states:
-                restore(sym, msg)
-            fence = fenced.get(sym)
-            if fence is None:
-                fence = fenced[sym] = {}
-            tp = msg.tp
-            if msg.offset <= fence.get(tp, -1):
-                stats["replayed_skipped"] += 1
-                continue
-            tick = Tick(rt["broker"], sym, rt["time_msc"], rt["bid"], rt["ask"],
-                        rt["recv_time_us"], rt["seq"], rt["last"], rt["volume"])
-            before = len(out.rejects)
-            if tick.recv_time_us > 0:
-                pipeline.on_tick(tick, out)
-            else:  # no receive time: the record's timestamp is the reference clock
-                pipeline.on_tick(tick, out, int((msg.timestamp or 0) * 1000))
-            origin = (event.value, event.key, msg.topic, msg.partition, msg.offset)
-            for t, rej in out.rejects[before:]:
-                if t is tick:
-                    src = origin
-                else:  # a tick the validator held earlier, released now as rejected
-                    src = held.pop(id(t), None) or (  # type: ignore[arg-type]
-                        _encode_tick(codec, t, msg.topic), event.key, msg.topic,
-                        msg.partition, -1,
-                    )
-                dead_letter(
-                    rejected(*src, rej.reason, rej.detail, "validate"), src[1]
-                )
-            st = pipeline.states.get(sym)
-            if st is not None and st.validator.holding:
-                held[id(tick)] = origin
-            if len(held) > 10_000:  # only ticks still held need their bytes
-                held.clear()
-            if sym in settings.symbols:
-                last_event_of_symbol[sym] = event
-                fence[tp] = msg.offset
-        if events:
-            newest = max(clock["event_ms"], max(
-                (c.time_msc for c in out.clean), default=clock["event_ms"]))
-            if newest > clock["event_ms"]:
-                clock["event_ms"] = newest
-                clock["wall_s"] = time.monotonic()
-        t_publish = time.perf_counter()
-        publish(out)
-        out.clear()
-        # Delivery is awaited at the checkpoint, not per batch: the next batch is processed
-        # while these are in flight, and the state is still written only after its outputs.
-        in_flight.extend(await publisher.flush())
-        stats["process_s"] += t_publish - t_batch
-        stats["batches"] += 1
-        stats["events"] += len(events)
-        dirty.update(last_event_of_symbol)
-        last_event.update(last_event_of_symbol)
-        unacked.extend(events)
-        if time.monotonic() - ckpt["at"] >= checkpoint_s:
-            await checkpoint(stream)
-
-    async def checkpoint(stream: Any) -> None:
-        """Write the touched symbols' state (tagged with their source offsets), then ack.
-
-        Runs at most every ``checkpoint_interval_ms``: a snapshot costs O(state), not O(batch),
-        so checkpointing per batch would make the cost grow with the input rate. Events are
-        acked only here, after their state is in the table, so committed offsets never run
-        ahead of the state; outputs of events after the last checkpoint may be produced
-        again after a crash, identical, with the same natural keys.
-        """
-        t0 = time.perf_counter()
-        if in_flight:
-            await asyncio.gather(*in_flight)  # outputs are on the broker before the state
-            in_flight.clear()
-        stats["publish_wait_s"] += time.perf_counter() - t0
-        now = time.monotonic()
-        for sym, event in dirty.items():
-            st = pipeline.states.get(sym)
-            if st is None:
-                continue
-            changed, dropped = st.dedupe.take_changes()
-            with _as_current_event(event):
-                # Segments first, then the state naming their lengths (see Deduplicator).
-                for seg, entries in changed.items():
-                    segment_table[_segment_key(sym, seg)] = orjson.dumps(entries)
-                for seg in dropped:
-                    segment_table.pop(_segment_key(sym, seg), None)
-                state_table[sym.encode()] = encode_state({
-                    "offset": event.message.offset,
-                    "offsets": [[tp.topic, tp.partition, off]
-                                for tp, off in fenced.get(sym, {}).items()],
-                    "state": pipeline.snapshot_symbol(sym, segmented=True),
-                })
-                if now - quality_written.get(sym, 0.0) >= QUALITY_EVERY_S:
-                    quality_written[sym] = now
-                    quality_table[sym.encode()] = orjson.dumps(st.consolidator.quality())
-        dirty.clear()
-        ack_all(stream, unacked)
-        unacked.clear()
-        ckpt["at"] = now
-        stats["checkpoints"] += 1
-        stats["checkpoint_s"] += time.perf_counter() - t0
-
-    async def checkpoint_before_stop() -> None:
-        """SIGTERM: write the last checkpoint and ack it, so the consumer commits everything
-        processed and the next owner replays nothing. (Timers have stopped by then, and
-        without it Faust would wait forever for acks that only a checkpoint gives.)"""
-        stream = ckpt.get("stream")
-        if stream is None:
-            return
-        async with lock:
-            if unacked or dirty:
-                await checkpoint(stream)
-            stopped.set()
-        log.info("pipeline stopped: %s", {k: round(v, 3) for k, v in stats.items()})
-
-    app.before_stop.append(checkpoint_before_stop)
+    app.before_stop.append(worker.checkpoint_before_stop)
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def log_stats() -> None:
-        if stats["batches"]:
-            log.info("pipeline stats: %s", {k: round(v, 3) for k, v in stats.items()})
+        if worker.stats["batches"]:
+            log.info("pipeline stats: %s", worker.rounded_stats())
 
-    @app.timer(interval=max(0.05, checkpoint_s))  # type: ignore[untyped-decorator]
+    @app.timer(  # type: ignore[untyped-decorator]
+        interval=max(0.05, settings.checkpoint_interval_ms / 1000.0))
     async def checkpoint_when_quiet() -> None:
-        """Input went quiet after a batch: checkpoint it now rather than at the next one."""
-        stream = ckpt.get("stream")
-        if stream is None or not (unacked or dirty):
-            return
-        async with lock:
-            if stopped.is_set():
-                return
-            if (unacked or dirty) and time.monotonic() - ckpt["at"] >= checkpoint_s:
-                await checkpoint(stream)
+        await worker.checkpoint_when_quiet()
 
     @app.task  # type: ignore[untyped-decorator]
     async def load_model() -> None:
         await asyncio.get_running_loop().run_in_executor(None, models.latest)
-        status = models.status()
-        log.info("model status: %s", status)
+        log.info("model status: %s", models.status())
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def reload_model() -> None:
@@ -454,28 +195,281 @@ def register(
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def idle_flush() -> None:
-        """Close the bars of symbols that went quiet (wall-clock driven; see docs)."""
-        out = Outputs()
-        if clock["event_ms"] == 0:
+        await worker.idle_flush()
+
+
+class PipelineAgent:
+    """The pipeline agent's logic: decode, fence, run the stages, route, checkpoint.
+
+    Everything Faust-specific arrives as plain values: the stream (``take_ready`` reads
+    it), the tables (mappings), the publisher behind the router. One batch, checkpoint or
+    idle flush runs at a time (``lock``).
+    """
+
+    def __init__(
+        self, *, pipeline: Pipeline, models: ModelStore, codec: Any, router: OutputRouter,
+        state_table: Any, segment_table: Any, quality_table: Any, context: ContextSync,
+        control: ControlView, symbols: frozenset[str], checkpoint_interval_s: float,
+        bar_idle_flush_ms: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.models = models
+        self.codec = codec
+        self.router = router
+        self.state_table = state_table
+        self.segment_table = segment_table
+        self.quality_table = quality_table
+        self.context = context
+        self.control = control
+        self.symbols = symbols
+        self.bar_idle_flush_ms = bar_idle_flush_ms
+        self.fence = PartitionFence()
+        self.checkpointer = Checkpointer(checkpoint_interval_s, self._write_state, self._ack)
+        self.lock = asyncio.Lock()
+        self.stopped = asyncio.Event()  # set once the last checkpoint (SIGTERM) is written
+        self.stream: Any = None
+        self.out = Outputs()
+        self.stats: dict[str, float] = {
+            "replayed_skipped": 0, "malformed": 0, "batches": 0, "events": 0,
+            "process_s": 0.0, "publish_wait_s": 0.0, "checkpoints": 0, "checkpoint_s": 0.0,
+            "left_at_stop": 0, "revoked_skipped": 0, "bad_key": 0,
+        }
+        self._seen_announcement: dict[str, Any] | None = None
+        self._quality_written: dict[str, float] = {}  # symbol -> monotonic time of last write
+        self._last_event: dict[str, Any] = {}  # symbol -> its last event (idle bar closes)
+        self._event_ms = 0  # newest clean tick's event time seen
+        self._event_wall_s = 0.0  # when it was seen (monotonic)
+
+    # ---- the stream ---------------------------------------------------------------------
+    async def run(self, stream: Any) -> None:
+        self.stream = stream
+        async for events in take_ready(stream, BATCH_MAX):
+            async with self.lock:
+                if self.stopped.is_set():
+                    # After the last checkpoint nothing is processed: these events are not
+                    # acked, so the next owner takes them (processing them here would send
+                    # outputs no checkpoint covers: they would come out twice).
+                    self.stats["left_at_stop"] += len(events)
+                    continue
+                await self.process_batch(events)
+
+    async def process_batch(self, events: list[Any]) -> None:
+        t_batch = time.perf_counter()
+        pipeline, stats, out, codec, router = (
+            self.pipeline, self.stats, self.out, self.codec, self.router)
+        pipeline.kill_switch = self.control.kill_switch  # global table: survives restarts
+        announced = self.control.get(MODEL_KEY)
+        if announced is not None and announced is not self._seen_announcement:
+            self._seen_announcement = announced
+            _load_announced(self.models, announced)
+        self.context.sync(pipeline.context)
+        mine = self.fence.mine(events)
+        stats["revoked_skipped"] += len(events) - len(mine)
+        events = mine
+        last_event_of_symbol: dict[str, Any] = {}
+        symbols, keys, admit = self.symbols, router.keys, self.fence.admit
+        states, on_tick, rejects = pipeline.states, pipeline.on_tick, out.rejects
+        for event in events:
+            msg = event.message
+            try:
+                # Straight to the stage tick: the reader schema guarantees every field
+                # (defaults filled in), so no RawTick object is built per event.
+                rt = codec.decode_dict(RAW_TICK, event.value, msg.topic)
+            except MalformedRecord as exc:
+                stats["malformed"] += 1
+                self._dead_letter(event, exc.reason, exc.detail)
+                continue
+            sym = rt["symbol"]
+            known = sym in symbols
+            key = keys.get(sym) if known else None
+            if key is None:
+                key = router.key(sym) if known else sym.encode()
+            if event.key != key:
+                # Keyed by something else (or not at all), the tick may sit on another
+                # partition than its symbol's state: it would break the per-symbol order
+                # and the replay fence. Dead-lettered, never processed.
+                stats["bad_key"] += 1
+                self._dead_letter(
+                    event, BAD_KEY, f"record key {event.key!r} is not the symbol {sym!r}")
+                continue
+            if known:
+                if sym not in states:
+                    self._restore(sym, msg)
+                if not admit(sym, msg.tp, msg.offset):
+                    stats["replayed_skipped"] += 1
+                    continue
+                last_event_of_symbol[sym] = event
+            tick = Tick(rt["broker"], sym, rt["time_msc"], rt["bid"], rt["ask"],
+                        rt["recv_time_us"], rt["seq"], rt["last"], rt["volume"],
+                        (event.value, event.key, msg.topic, msg.partition, msg.offset))
+            before = len(rejects)
+            if tick.recv_time_us > 0:
+                on_tick(tick, out)
+            else:  # no receive time: the record's timestamp is the reference clock
+                on_tick(tick, out, int((msg.timestamp or 0) * 1000))
+            if len(rejects) > before:
+                for t, rej in rejects[before:]:
+                    # A tick the validator held carries its origin; one restored from a
+                    # snapshot (held across a restart) does not and is encoded afresh.
+                    src: tuple[bytes, bytes | None, str, int, int] = t.origin or (
+                        _encode_tick(codec, t, msg.topic), event.key, msg.topic,
+                        msg.partition, -1)
+                    router.dead_letter(
+                        rejected(*src, rej.reason, rej.detail, "validate"), src[1])
+        if out.clean:
+            newest = max(c.time_msc for c in out.clean)
+            if newest > self._event_ms:
+                self._event_ms = newest
+                self._event_wall_s = time.monotonic()
+        t_publish = time.perf_counter()
+        router.publish(out)
+        out.clear()
+        # Delivery is awaited at the checkpoint, not per batch: the next batch is processed
+        # while these are in flight, and the state is still written only after its outputs.
+        deliveries = await router.flush()
+        stats["process_s"] += t_publish - t_batch
+        stats["batches"] += 1
+        stats["events"] += len(events)
+        self._last_event.update(last_event_of_symbol)
+        self.checkpointer.processed(events, last_event_of_symbol, deliveries)
+        if self.checkpointer.due():
+            await self._checkpoint()
+
+    def _dead_letter(self, event: Any, reason: str, detail: str) -> None:
+        msg = event.message
+        self.router.dead_letter(
+            rejected(event.value, event.key, msg.topic, msg.partition, msg.offset, reason,
+                     detail, "decode"),
+            event.key,
+        )
+
+    # ---- state --------------------------------------------------------------------------
+    def _restore(self, symbol: str, msg: Any) -> None:
+        raw = self.state_table.get(symbol.encode())
+        if raw is None:
             return
+        try:
+            data = orjson.loads(raw)
+            meta = data["state"]["stages"]["dedupe"]
+            segments: dict[int, list[Any] | None] = {}
+            for seg in meta.get("segments", {}):
+                stored = self.segment_table.get(_segment_key(symbol, int(seg)))
+                segments[int(seg)] = orjson.loads(stored) if stored is not None else None
+            self.pipeline.restore_symbol(symbol, data["state"], segments)
+            self.fence.restore(symbol, data, msg.tp)
+        except Exception as exc:
+            # Processing on without this symbol's state would corrupt every output of it,
+            # and a restarted agent would skip the failing batch silently: stop the worker.
+            self.pipeline.states.pop(symbol, None)
+            fatal(
+                f"cannot restore the state of {symbol} from table {PIPELINE_STATE.name} "
+                f"(changelog partition {msg.partition}, first event at {msg.topic} "
+                f"partition {msg.partition} offset {msg.offset}): "
+                f"{type(exc).__name__}: {exc}; the worker stops. Fix or remove that state "
+                "(tickstream reset) and restart",
+                exc,
+            )
+
+    def _write_state(self, symbol: str, event: Any) -> None:
+        """One symbol's checkpoint: changed dedupe segments, then the state naming them."""
+        st = self.pipeline.states.get(symbol)
+        if st is None:
+            return
+        changed, dropped = st.dedupe.take_changes()
+        with _as_current_event(event):
+            # Segments first, then the state naming their lengths (see Deduplicator).
+            for seg, entries in changed.items():
+                self.segment_table[_segment_key(symbol, seg)] = orjson.dumps(entries)
+            for seg in dropped:
+                self.segment_table.pop(_segment_key(symbol, seg), None)
+            self.state_table[symbol.encode()] = encode_state({
+                "offset": event.message.offset,
+                "offsets": self.fence.offsets(symbol),
+                "state": self.pipeline.snapshot_symbol(symbol, segmented=True),
+            })
+            now = time.monotonic()
+            if now - self._quality_written.get(symbol, 0.0) >= QUALITY_EVERY_S:
+                self._quality_written[symbol] = now
+                self.quality_table[symbol.encode()] = orjson.dumps(st.consolidator.quality())
+
+    def _ack(self, events: list[Any]) -> None:
+        ack_all(self.stream, events)
+
+    async def _checkpoint(self) -> None:
+        """See :mod:`agents.checkpoint`: outputs on the broker, then state, then acks."""
+        c = self.checkpointer
+        await c.run()
+        self.stats["checkpoints"] = c.checkpoints
+        self.stats["checkpoint_s"] = c.seconds
+        self.stats["publish_wait_s"] = c.publish_wait_s
+
+    async def checkpoint_before_stop(self) -> None:
+        """SIGTERM: write the last checkpoint and ack it, so the consumer commits everything
+        processed and the next owner replays nothing. (Timers have stopped by then, and
+        without it Faust would wait forever for acks that only a checkpoint gives.)"""
+        if self.stream is None:
+            return
+        async with self.lock:
+            if self.checkpointer.pending:
+                await self._checkpoint()
+            self.stopped.set()
+        log.info("pipeline stopped: %s", self.rounded_stats())
+
+    async def checkpoint_when_quiet(self) -> None:
+        """Input went quiet after a batch: checkpoint it now rather than at the next one."""
+        if self.stream is None or not self.checkpointer.pending:
+            return
+        async with self.lock:
+            if not self.stopped.is_set() and self.checkpointer.pending and (
+                    self.checkpointer.due()):
+                await self._checkpoint()
+
+    # ---- rebalances ---------------------------------------------------------------------
+    async def on_revoked(self, revoked: Any) -> None:
+        # State of symbols we may lose is reloaded from the table when they come back;
+        # unacked events of revoked partitions are processed again by their next owner.
+        # Under the lock: a batch or checkpoint in progress finishes first, so nothing marks
+        # a symbol dirty after the clear and later writes state for a partition that
+        # another worker owns by then.
+        async with self.lock:
+            self.pipeline.forget_all()  # stage state and positions alike
+            self.checkpointer.forget()
+            self._last_event.clear()
+            # Events of these partitions may sit in a batch already taken (Faust clears
+            # only its channel queues): skipped until a partition comes back to us.
+            self.fence.revoke(revoked)
+
+    async def on_assigned(self, assigned: Any) -> None:
+        # A partition that comes back is fetched again from its committed offset; an event
+        # buffered before the revocation that is processed first is fenced by the restored
+        # state's offset, and its redelivered copy by the fence the first one set.
+        async with self.lock:
+            self.fence.assign(assigned)
+
+    # ---- timers -------------------------------------------------------------------------
+    async def idle_flush(self) -> None:
+        """Close the bars of symbols that went quiet (wall-clock driven; see docs)."""
+        if self._event_ms == 0:
+            return
+        out = Outputs()
         # Event-time estimate: the newest tick's time plus wall time elapsed since we saw it,
         # so replayed history (event times in the past) does not close bars early.
-        async with lock:
-            if stopped.is_set():
+        async with self.lock:
+            if self.stopped.is_set():
                 return
-            now_ms = clock["event_ms"] + int((time.monotonic() - clock["wall_s"]) * 1000)
-            pipeline.idle_flush(now_ms, settings.bar_idle_flush_ms, out)
+            now_ms = self._event_ms + int((time.monotonic() - self._event_wall_s) * 1000)
+            self.pipeline.idle_flush(now_ms, self.bar_idle_flush_ms, out)
             if not out.bars:
                 return
             # The closed bars (and their features and commands) go out now, and the bar
             # builders' new state joins the next checkpoint: a restart must not reopen them.
-            for bar in out.bars:
-                event = last_event.get(bar.symbol)
-                if event is not None:
-                    dirty[bar.symbol] = event
-            publish(out)
-            out.clear()
-            in_flight.extend(await publisher.flush())
+            touched = {bar.symbol: self._last_event[bar.symbol] for bar in out.bars
+                       if bar.symbol in self._last_event}
+            self.router.publish(out)
+            self.checkpointer.sent(await self.router.flush(), touched)
+
+    def rounded_stats(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.stats.items()}
 
 
 def _segment_key(symbol: str, segment: int) -> bytes:
@@ -529,12 +523,3 @@ def encode_state(state: dict[str, Any]) -> bytes:
     ``null``, which a restore cannot read back as the float it was): a snapshot must
     round-trip exactly what it holds, or fail loudly where it is written."""
     return json.dumps(state, allow_nan=False, separators=(",", ":")).encode()
-
-
-def restored_fence(data: Mapping[str, Any], tp: Any) -> dict[Any, int]:
-    """The per-partition offsets a stored state reflects (older states name one offset:
-    it is the partition the symbol's events come from, the one being read now)."""
-    offsets = data.get("offsets")
-    if offsets is None:
-        return {tp: int(data["offset"])}
-    return {TP(str(topic), int(part)): int(off) for topic, part, off in offsets}

@@ -20,6 +20,10 @@ class WorkerStatus:
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Free-form figures other parts publish for the health page (e.g. per-partition lag).
     gauges: dict[str, Any] = field(default_factory=dict)
+    #: The pipeline agent's counters (events, batches, dead letters by kind, checkpoints).
+    stats: dict[str, float] = field(default_factory=dict)
+    #: The model store the scorer uses (``stages.score.ModelStore``), for its status.
+    models: Any = None
 
     def report(self, key: str, detail: str, **extra: Any) -> None:
         """Mark ``key`` as a problem (replacing any earlier report under that key)."""

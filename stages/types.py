@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 MINUTE_MS = 60_000
 
@@ -20,6 +21,10 @@ class Tick:
     seq: int | None = None
     last: float | None = None
     volume: float | None = None
+    #: Where the tick came from, opaque to the stages (the live agent keeps the record's
+    #: bytes, key, topic, partition and offset here, so a tick the validator held and
+    #: later rejects is dead-lettered with its original bytes). Never compared or stored.
+    origin: Any = field(default=None, compare=False, repr=False)
 
     @property
     def mid(self) -> float:
