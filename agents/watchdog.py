@@ -8,7 +8,8 @@ partitions paused on purpose are left out):
 
 * lag (high watermark - position) is published on ``/health/`` (``worker.partition_lag``)
   and in the pipeline's periodic stats log (``lag``, ``lag_max``, and the consumer's
-  current ``fetch_wait_ms`` and ``starved_fetches`` so far: see ``topology/transport.py``);
+  current ``fetch_wait_ms``, and its ``fetches`` and ``starved_fetches`` so far: see
+  ``topology/transport.py``);
 * a partition with lag whose position has not moved for ``TICKSTREAM_STALL_WARN_S`` is
   reported as a problem (``/health/`` not-ok, naming the partition and its lag) and logged
   once as a warning; it clears when the partition moves or its lag is gone;
@@ -150,6 +151,7 @@ class StallReporter:
         figures: dict[str, float] = {"lag": verdict.total_lag, "lag_max": verdict.max_lag}
         if fetch_wait is not None:
             figures["fetch_wait_ms"] = fetch_wait.wait_ms
+            figures["fetches"] = fetch_wait.fetches
             figures["starved_fetches"] = fetch_wait.starved_fetches
             status.gauges["fetch_wait_ms"] = fetch_wait.wait_ms
         if stats is not None:

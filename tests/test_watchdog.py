@@ -98,6 +98,7 @@ def test_warn_window_must_be_positive() -> None:
 @dataclass
 class _Wait:
     wait_ms: int = 40
+    fetches: int = 9
     starved_fetches: int = 3
 
 
@@ -115,7 +116,7 @@ def test_reporter_names_the_partition_on_health_and_in_stats(
     assert status.ok
     assert status.gauges["partition_lag"] == {"t.ticks.raw[0]": 100, "t.ticks.raw[1]": 0}
     assert stats == {"batches": 3, "lag": 100, "lag_max": 100, "fetch_wait_ms": 40,
-                     "starved_fetches": 3}
+                     "fetches": 9, "starved_fetches": 3}
 
     for now in (2.0, 3.0):  # reported while stalled, warned once
         reporter.apply(watch.observe(now, {P0: (5, 105), P1: (9, 9)}), stats, None)
@@ -156,7 +157,7 @@ def test_wait_doubles_while_starved_up_to_the_cap_and_shrinks_back_while_records
     assert policy.wait_ms == 5
     grown = [policy.after_fetch(got_records=False, starved=True) for _ in range(9)]
     assert grown == [10, 20, 40, 80, 160, 320, 500, 500, 500]
-    assert policy.starved_fetches == 9
+    assert (policy.fetches, policy.starved_fetches) == (9, 9)
     # Idle (empty, nothing to read): unchanged.
     assert policy.after_fetch(got_records=False, starved=False) == 500
     # One partition starved while another brought records: still starved.
@@ -171,7 +172,7 @@ def test_a_healthy_consumer_keeps_the_configured_wait() -> None:
     policy = AdaptiveFetchWait(5, 5000)
     for i in range(1000):
         assert policy.after_fetch(got_records=i % 3 != 0, starved=False) == 5
-    assert policy.starved_fetches == 0
+    assert (policy.fetches, policy.starved_fetches) == (1000, 0)
 
 
 def test_cap_below_base_means_no_widening() -> None:

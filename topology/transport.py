@@ -77,7 +77,7 @@ class AdaptiveFetchWait:
     * An empty Fetch with nothing to read (idle): unchanged.
     """
 
-    __slots__ = ("base_ms", "max_ms", "starved_fetches", "wait_ms")
+    __slots__ = ("base_ms", "fetches", "max_ms", "starved_fetches", "wait_ms")
 
     def __init__(self, base_ms: int, max_ms: int) -> None:
         if base_ms < 1:
@@ -85,11 +85,13 @@ class AdaptiveFetchWait:
         self.base_ms = base_ms
         self.max_ms = max(base_ms, max_ms)
         self.wait_ms = base_ms
-        #: Fetches so far that left a partition with lag empty (diagnostics).
+        #: Fetches so far, and those that left a partition with lag empty (diagnostics).
+        self.fetches = 0
         self.starved_fetches = 0
 
     def after_fetch(self, *, got_records: bool, starved: bool) -> int:
         """Record one Fetch's outcome; returns the wait for the next Fetch."""
+        self.fetches += 1
         if starved:
             self.starved_fetches += 1
             self.wait_ms = min(self.max_ms, self.wait_ms * 2)
