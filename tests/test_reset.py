@@ -207,18 +207,37 @@ def test_reset_topics_deletes_the_group_and_internal_topics_only(
 def test_guard_discards_state_ahead_of_the_changelog_and_keeps_state_behind_it(
     kafka_settings: Settings, tmp_path: Path,
 ) -> None:
+    from confluent_kafka import Producer
+
     from topology.admin import ensure_topics
 
     ensure_topics(kafka_settings)  # changelogs exist and are empty: they end at 0
     tabledir = tmp_path / "tables"
     fake_table_state(tabledir, {"pipeline_state-1": None})
     assert stale_partitions(kafka_settings, tabledir) == []  # never applied a record: fine
-    assert guard_local_state(kafka_settings, tabledir) == [] and tabledir.exists()
+    assert guard_local_state(kafka_settings, tabledir).stale == [] and tabledir.exists()
     fake_table_state(tabledir, {"pipeline_state-0": 4})
-    [stale] = guard_local_state(kafka_settings, tabledir)
+    [stale] = guard_local_state(kafka_settings, tabledir).stale
     assert (stale.table, stale.partition, stale.local_offset, stale.changelog_end) == (
         PIPELINE_STATE.name, 0, 4, 0)
     assert not tabledir.exists()
+
+    # Three changelog records in one batch (offsets 0-2): Tansu's ListOffsets reports the
+    # first offset of the last batch + 1, i.e. 1, which Faust's check would compare with.
+    changelog = PIPELINE_STATE.changelog(kafka_settings)
+    producer = Producer({**kafka_settings.confluent_config(), "linger.ms": 500})
+    for i in range(3):
+        producer.produce(changelog, value=b"snapshot", key=b"EURUSD%d" % i, partition=1)
+    assert producer.flush(30) == 0
+    fake_table_state(tabledir, {"pipeline_state-1": 2})  # applied all three: sound
+    check = guard_local_state(kafka_settings, tabledir)
+    assert check.stale == [] and tabledir.exists()
+    # Tansu reports the end as 1; a fetch finds the records, so the state stays (and the
+    # worker turns Faust's check off). On Apache Kafka the end is exact: nothing here.
+    assert [(u.local_offset, u.changelog_end) for u in check.underreported] == [(2, 1)]
+    fake_table_state(tabledir, {"pipeline_state-1": 3})  # claims a record that is not there
+    [stale] = guard_local_state(kafka_settings, tabledir).stale
+    assert (stale.partition, stale.local_offset) == (1, 3) and not tabledir.exists()
 
 
 class FakeWatchConsumer:

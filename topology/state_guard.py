@@ -12,8 +12,10 @@ restarted broker has no topics, no committed offsets and no changelogs):
   before Faust does, and when any partition is ahead it discards the local state (one
   WARNING line) so Faust rebuilds every table from the changelogs: the changelogs are the
   source of truth and the local store is only a cache of them. It compares with the end
-  offsets that Faust's own check uses (ListOffsets; on Tansu that is the first offset of
-  the last batch + 1, see ``docs/platform-notes.md``), so Faust's check can no longer fail.
+  offsets that Faust's own check uses (ListOffsets). On Tansu that is the first offset of
+  the last batch + 1 (``docs/platform-notes.md``), so a partition that looks ahead is
+  fetched at its persisted offset: when the record is there the state is sound, it is
+  kept, and Faust's check (which would refuse it for nothing) is off for that start.
 
 * **While running**, :class:`BrokerWatch` asks the broker every couple of seconds for the
   worker's topics and their end offsets. While the broker does not answer, ``/health/`` is
@@ -121,28 +123,80 @@ def changelog_ends(
         consumer.close()
 
 
-def stale_partitions(settings: Settings, tabledir: Path) -> list[StalePartition]:
-    """Local table partitions whose persisted offset is at or past their changelog's end."""
+def record_at(settings: Settings, topic: str, partition: int, offset: int,
+              timeout_s: float = 5.0) -> bool:
+    """Whether the broker serves a record at ``offset`` or later in ``(topic, partition)``:
+    a fetch, whose answer carries the real end of the partition (Tansu's ListOffsets can
+    report less, ``docs/platform-notes.md``)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({
+        **settings.confluent_config(), "group.id": "tickstream-state-guard",
+        "enable.auto.commit": False, "auto.offset.reset": "error",
+        "enable.partition.eof": True, "fetch.wait.max.ms": 100,
+    })
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            # an error: the end of the partition (EOF) or an offset out of range
+            return msg.error() is None and (msg.offset() or 0) >= offset
+        return False
+    finally:
+        consumer.close()
+
+
+@dataclass(frozen=True, slots=True)
+class StateCheck:
+    """What :func:`check_local_state` found."""
+
+    #: Partitions whose persisted offset is past the changelog's end: the state must go.
+    stale: list[StalePartition]
+    #: Partitions whose persisted offset is at or past the end ListOffsets reports but whose
+    #: record a fetch returns (Tansu's ListOffsets under-reports): the state is sound, and
+    #: Faust's consistency check, which uses ListOffsets, would refuse it wrongly.
+    underreported: list[StalePartition]
+
+
+def check_local_state(settings: Settings, tabledir: Path) -> StateCheck:
+    """Compare the persisted offset of each local table partition with its changelog."""
     changelogs = {t.name: t.changelog(settings) for t in ALL_TABLES}
     offsets = {k: v for k, v in local_offsets(tabledir).items() if k[0] in changelogs}
     if not offsets:
-        return []
+        return StateCheck([], [])
     ends = changelog_ends(settings, [(changelogs[t], p) for t, p in offsets])
-    return [
+    ahead = [
         StalePartition(t, p, off, ends[(changelogs[t], p)])
         for (t, p), off in sorted(offsets.items())
         if off >= ends[(changelogs[t], p)]
     ]
+    sound = [a for a in ahead if a.changelog_end > 0
+             and record_at(settings, changelogs[a.table], a.partition, a.local_offset)]
+    return StateCheck([a for a in ahead if a not in sound], sound)
+
+
+def stale_partitions(settings: Settings, tabledir: Path) -> list[StalePartition]:
+    """Local table partitions whose persisted offset is past their changelog's end."""
+    return check_local_state(settings, tabledir).stale
 
 
 def guard_local_state(
     settings: Settings, tabledir: Path, status: WorkerStatus | None = None
-) -> list[StalePartition]:
+) -> StateCheck:
     """Discard the local table state under ``tabledir`` when any partition of it is ahead
-    of its changelog (see the module docstring). Returns the partitions that were ahead."""
-    stale = stale_partitions(settings, tabledir)
+    of its changelog (see the module docstring). Returns what the check found; when only
+    ``underreported`` partitions are ahead, the caller turns Faust's own check off."""
+    check = check_local_state(settings, tabledir)
+    stale = check.stale
     if not stale:
-        return []
+        if check.underreported:
+            log.info("local table state matches the changelogs, which ListOffsets reports "
+                     "short (%s): Faust's recovery consistency check is off for this start",
+                     check.underreported[0])
+        return check
     more = f"; and {len(stale) - 1} more" if len(stale) > 1 else ""
     detail = (
         f"local table state in {tabledir} is ahead of the changelogs on "
@@ -154,7 +208,7 @@ def guard_local_state(
     shutil.rmtree(tabledir)
     if status is not None:
         status.report(LOCAL_STATE_PROBLEM, detail, partitions=[str(s) for s in stale])
-    return stale
+    return check
 
 
 class BrokerWatch:
