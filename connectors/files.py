@@ -20,6 +20,7 @@ import gzip
 import io
 import lzma
 import struct
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import IO
 from stages.types import Tick
 
 CANONICAL_HEADER = ("broker", "symbol", "time_msc", "bid", "ask")
+VENDOR_FORMATS = ("dukascopy-csv", "histdata", "truefx", "multi", "multi-ns")
 OPTIONAL_COLUMNS = ("last", "volume", "seq", "recv_time_us")
 
 
@@ -44,7 +46,14 @@ class BadRow:
 
 
 class TickFileError(ValueError):
-    """The file as a whole is unusable (missing header columns)."""
+    """The file as a whole is unusable (missing header columns, not text, a vendor row that
+    cannot be read)."""
+
+
+_BI5_RECORD = struct.Struct(">IIIff")
+#: liblzma allocates the dictionary the stream header asks for (Dukascopy's hourly files ask
+#: for 4 MiB): a damaged header must not make it allocate gigabytes.
+_BI5_MEMLIMIT = 1 << 28
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -110,16 +119,20 @@ def canonical_records(path: Path | str) -> Iterator[tuple[int, str]]:
                 taken.append(ln)
                 yield ln
 
-        for n, line in enumerate(lines, 1):
-            if '"' in line:
-                taken.clear()
-                with suppress(csv.Error):  # parse_records reports it as a malformed row
-                    next(csv.reader(chain((line,), more())))
-                # kept whole: csv reads a quote left open at the end of the file up to
-                # and including the line break
-                yield n, line + "".join(taken)
-            else:
-                yield n, line.rstrip("\r\n")
+        n = 0
+        try:
+            for n, line in enumerate(lines, 1):
+                if '"' in line:
+                    taken.clear()
+                    with suppress(csv.Error):  # parse_records reports it as a malformed row
+                        next(csv.reader(chain((line,), more())))
+                    # kept whole: csv reads a quote left open at the end of the file up to
+                    # and including the line break
+                    yield n, line + "".join(taken)
+                else:
+                    yield n, line.rstrip("\r\n")
+        except (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise TickFileError(f"{path}: after record {n}: unreadable: {exc}") from None
 
 
 def parse_records(
@@ -201,10 +214,16 @@ def read_dukascopy_bi5(path: Path, hour_start_ms: int, symbol: str, broker: str)
     raw = path.read_bytes()
     if not raw:
         return []
-    data = lzma.decompress(raw, format=lzma.FORMAT_ALONE)
+    try:
+        data = lzma.decompress(raw, format=lzma.FORMAT_ALONE, memlimit=_BI5_MEMLIMIT)
+    except lzma.LZMAError as exc:
+        raise TickFileError(f"{path}: not an LZMA-alone stream: {exc}") from None
+    if len(data) % _BI5_RECORD.size:
+        raise TickFileError(f"{path}: {len(data)} bytes decompressed, not a whole number of "
+                            f"{_BI5_RECORD.size}-byte tick records")
     point = 1e-3 if symbol.endswith("JPY") else 1e-5
     out = []
-    for ms, ask_p, bid_p, _av, _bv in struct.iter_unpack(">IIIff", data):
+    for ms, ask_p, bid_p, _av, _bv in _BI5_RECORD.iter_unpack(data):
         out.append(Tick(broker, symbol, hour_start_ms + ms, round(bid_p * point, 6),
                         round(ask_p * point, 6)))
     return out
@@ -222,36 +241,48 @@ def dukascopy_hour_start_ms(path: Path) -> int:
 def read_vendor(
     path: Path | str, fmt: str, broker: str, symbol: str | None = None
 ) -> Iterator[Tick]:
-    """Ticks from a vendor file. ``fmt``: dukascopy-csv, histdata, truefx, multi, multi-ns."""
+    """Ticks from a vendor file. ``fmt``: dukascopy-csv, histdata, truefx, multi, multi-ns.
+
+    A row that cannot be read stops the conversion with :class:`TickFileError` naming the
+    file and the line (a vendor file is converted whole or not at all).
+    """
     path = Path(path)
+    if fmt not in VENDOR_FORMATS:
+        raise TickFileError(f"unknown vendor format {fmt!r}")
+    sym = symbol or "EURUSD"
+    if fmt == "dukascopy-csv":  # timestamp_utc,bid,ask,bid_volume,ask_volume
+        def tick(row: list[str]) -> Tick:
+            return Tick(broker, sym, _parse_iso_ms(row[0]), float(row[1]), float(row[2]))
+    elif fmt == "histdata":  # YYYYMMDD HHMMSSfff,bid,ask,volume ; EST (UTC-5) all year
+        def tick(row: list[str]) -> Tick:
+            d, t = row[0].split(" ")
+            dt = datetime(int(d[:4]), int(d[4:6]), int(d[6:8]), int(t[:2]), int(t[2:4]),
+                          int(t[4:6]), int(t[6:9]) * 1000)
+            return Tick(broker, sym, _ms(dt) + 5 * 3_600_000, float(row[1]), float(row[2]))
+    elif fmt in ("truefx", "multi"):  # PAIR,YYYYMMDD HH:MM:SS.fff,bid,ask
+        offset = 0 if fmt == "truefx" else 5 * 3_600_000  # multi: New York, UTC-5 (Jan)
+
+        def tick(row: list[str]) -> Tick:
+            dt = datetime.strptime(row[1], "%Y%m%d %H:%M:%S.%f")
+            return Tick(broker, symbol or row[0].replace("/", ""), _ms(dt) + offset,
+                        float(row[2]), float(row[3]))
+    else:  # multi-ns: ts_event_ns,ts_init_ns,timestamp_utc,bid,ask,...
+        def tick(row: list[str]) -> Tick:
+            return Tick(broker, sym, _parse_iso_ms(row[2]), float(row[3]), float(row[4]))
     with _open_text(path) as fh:
-        if fmt == "dukascopy-csv":  # timestamp_utc,bid,ask,bid_volume,ask_volume
-            r = csv.reader(fh)
-            next(r)
+        r = csv.reader(fh)
+        try:
+            if fmt in ("dukascopy-csv", "multi-ns"):
+                next(r, None)  # header
             for row in r:
-                ts = _parse_iso_ms(row[0])
-                yield Tick(broker, symbol or "EURUSD", ts, float(row[1]), float(row[2]))
-        elif fmt == "histdata":  # YYYYMMDD HHMMSSfff,bid,ask,volume ; EST (UTC-5) all year
-            for row in csv.reader(fh):
-                d, t = row[0].split(" ")
-                dt = datetime(int(d[:4]), int(d[4:6]), int(d[6:8]), int(t[:2]), int(t[2:4]),
-                              int(t[4:6]), int(t[6:9]) * 1000)
-                yield Tick(broker, symbol or "EURUSD", _ms(dt) + 5 * 3_600_000,
-                           float(row[1]), float(row[2]))
-        elif fmt in ("truefx", "multi"):  # PAIR,YYYYMMDD HH:MM:SS.fff,bid,ask
-            offset = 0 if fmt == "truefx" else 5 * 3_600_000  # multi: New York, UTC-5 (Jan)
-            for row in csv.reader(fh):
-                sym = symbol or row[0].replace("/", "")
-                dt = datetime.strptime(row[1], "%Y%m%d %H:%M:%S.%f")
-                yield Tick(broker, sym, _ms(dt) + offset, float(row[2]), float(row[3]))
-        elif fmt == "multi-ns":  # ts_event_ns,ts_init_ns,timestamp_utc,bid,ask,...
-            r = csv.reader(fh)
-            next(r)
-            for row in r:
-                yield Tick(broker, symbol or "EURUSD", _parse_iso_ms(row[2]),
-                           float(row[3]), float(row[4]))
-        else:
-            raise TickFileError(f"unknown vendor format {fmt!r}")
+                try:
+                    t = tick(row)
+                except (ValueError, IndexError) as exc:
+                    raise TickFileError(f"{path}: line {r.line_num}: {exc}: {row!r:.200}") \
+                        from None
+                yield t
+        except (csv.Error, UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise TickFileError(f"{path}: line {r.line_num + 1}: unreadable: {exc}") from None
 
 
 def _parse_iso_ms(text: str) -> int:

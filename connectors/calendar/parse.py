@@ -168,7 +168,7 @@ def parse_calendar_xml(
 ) -> CalendarParse:
     try:
         root = ET.fromstring(payload)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # also: an unknown encoding
         raise DocumentError("malformed_document", f"XML: {exc}") from None
     if root.tag != "weeklyevents":
         raise DocumentError(
@@ -190,8 +190,9 @@ def parse_calendar_json(
 ) -> CalendarParse:
     try:
         doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DocumentError("malformed_document", f"JSON: {exc}") from None
+    # ValueError: also an integer past int()'s digit limit; RecursionError: deep nesting
+    except (ValueError, RecursionError) as exc:
+        raise DocumentError("malformed_document", f"JSON: {str(exc)[:200]}") from None
     if isinstance(doc, dict) and isinstance(doc.get("events"), list):
         doc = doc["events"]
     if not isinstance(doc, list):
@@ -233,10 +234,15 @@ def _xml_entry(elem: ET.Element, tz: tzinfo) -> CalendarEntry:
     day = _xml_date(_required(text("date"), "date"))
     clock = _xml_time(text("time"))
     when = datetime.combine(day, clock or time(0), tzinfo=tz)
+    try:
+        utc_day = day if clock is None else when.astimezone(UTC).date()
+    except OverflowError:  # 9999-12-31 west of UTC, 0001-01-01 east of it
+        raise _Bad("bad_date", f"date {text('date')!r} {text('time')!r} is out of range "
+                               "in UTC") from None
     return CalendarEntry(
         title=title,
         currency=currency,
-        day=day if clock is None else when.astimezone(UTC).date(),
+        day=utc_day,
         event_time_ms=_epoch_ms(when),
         impact=_impact(text("impact")),
         forecast=_value(text("forecast")),
@@ -263,7 +269,7 @@ def _json_entry(item: Mapping[str, Any], tz: tzinfo) -> CalendarEntry:
             timed = clock is not None
         # Midnight local time is how the export writes an all-day entry: keep its date.
         day = when.astimezone(UTC).date() if timed else when.date()
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: out of range in UTC
         raise _Bad("bad_date", f"date {stamp!r}: {exc}") from None
     return CalendarEntry(
         title=title,

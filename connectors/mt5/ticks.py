@@ -35,6 +35,9 @@ from schemas.records import RawTick
 
 REQUIRED_FIELDS = ("time_msc", "bid", "ask", "flags")
 OPTIONAL_FIELDS = ("time", "last", "volume", "volume_real")
+INTEGER_FIELDS = ("time_msc", "flags", "time")
+#: RawTick.time_msc is an Avro long.
+_LONG_MAX = 2**63 - 1
 
 #: Offsets are detected to this granularity (every broker server zone is a whole or half hour).
 OFFSET_GRANULARITY_MS = 1_800_000
@@ -127,6 +130,12 @@ def convert(
             f"{terminal_symbol}: tick array lacks field(s) {', '.join(missing)} "
             f"(dtype {getattr(rows, 'dtype', type(rows).__name__)})"
         )
+    not_int = [f for f in INTEGER_FIELDS if f in names and rows.dtype[f].kind not in "iu"]
+    if not_int:
+        raise TickFormatError(
+            f"{terminal_symbol}: tick array field(s) {', '.join(not_int)} are not integers "
+            f"(dtype {rows.dtype})"
+        )
     out = Converted()
     n = len(rows)
     if n == 0:
@@ -183,7 +192,7 @@ def _row(
         return RejectedRow(_payload(names, tuple(rows[i].tolist()), terminal_symbol), reason,
                            f"{terminal_symbol}: {detail}")
 
-    if t <= 0:
+    if t <= 0 or t - offset_ms > _LONG_MAX:
         return reject("bad_time", f"time_msc {t} is not a time")
     if "time" in col and int(col["time"][i]) != t // 1000:
         return reject("time_mismatch",

@@ -88,7 +88,7 @@ def parse_feed(payload: bytes) -> FeedParse:
     """Parse RSS 2.0, RSS 1.0 (RDF) or Atom; DocumentError for anything else."""
     try:
         root = ET.fromstring(payload)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # also: an unknown encoding
         raise DocumentError("malformed_document", f"XML: {exc}") from None
     if root.tag == "rss":
         channel = root.find("channel")
@@ -197,6 +197,10 @@ def _date_ms(stamp: str) -> int | None:
             raise _Bad("bad_date", f"date {stamp!r} is neither RFC 822 nor ISO 8601") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
+    try:
+        when.astimezone(UTC)  # the instant must be a date in UTC too (dedupe_keys needs it)
+    except OverflowError:
+        raise _Bad("bad_date", f"date {stamp!r} is out of range in UTC") from None
     return round(when.timestamp() * 1000)
 
 
@@ -214,7 +218,10 @@ def _element_bytes(elem: ET.Element) -> bytes:
 def canonical_link(url: str) -> str:
     """``host/path?query`` with scheme, ``www.``, fragment, tracking parameters and a
     trailing slash dropped, so one article linked from two feeds compares equal."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # e.g. an unclosed IPv6 bracket: the text itself is the key
+        return url.strip()
     host = (parts.hostname or "").lower().removeprefix("www.")
     path = parts.path.rstrip("/") or ""
     query = urlencode(

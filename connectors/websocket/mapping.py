@@ -49,6 +49,13 @@ _EPOCH_DIVISORS: Final[dict[str, int]] = {
 MALFORMED: Final = "malformed"
 UNKNOWN_SYMBOL: Final = "unknown_symbol"
 
+#: Times and sequence numbers are Avro longs: a value beyond 64 bits is not one.
+LONG_MIN: Final = -(2**63)
+LONG_MAX: Final = 2**63 - 1
+#: Integer digits a time may have (epoch nanoseconds have 19): more is not a time, and
+#: int() refuses strings past 4,300 digits with a plain ValueError.
+_MAX_TIME_DIGITS: Final = 24
+
 
 class MappingError(ValueError):
     """One value or record cannot be mapped; the message says which field and why."""
@@ -143,6 +150,8 @@ def _decimal_str_to_ms(text: str, scale_digits: int) -> int:
     if not (whole.isascii() and whole.isdigit()) or (frac and not (frac.isascii()
                                                                     and frac.isdigit())):
         raise MappingError(f"not a number: {text[:64]!r}")
+    if len(whole) > _MAX_TIME_DIGITS:
+        raise MappingError(f"time {text[:64]!r} has {len(whole)} integer digits")
     frac_part = frac[:scale_digits].ljust(scale_digits, "0")
     value = int(whole) * int(10**scale_digits) + (int(frac_part) if frac_part else 0)
     rest = frac[scale_digits:].strip("0")
@@ -152,7 +161,15 @@ def _decimal_str_to_ms(text: str, scale_digits: int) -> int:
 
 
 def epoch_to_ms(value: Any, fmt: str) -> int:
-    """Epoch ms (floor) from a number or numeric string in unit ``fmt`` (``epoch_*``)."""
+    """Epoch ms (floor) from a number or numeric string in unit ``fmt`` (``epoch_*``);
+    :class:`MappingError` when it is not one or does not fit a long."""
+    ms = _epoch_to_ms(value, fmt)
+    if not LONG_MIN <= ms <= LONG_MAX:
+        raise MappingError(f"time {str(value)[:64]!r} ({fmt}) is out of range")
+    return ms
+
+
+def _epoch_to_ms(value: Any, fmt: str) -> int:
     if isinstance(value, bool) or value is None:
         raise MappingError(f"time is {value!r}, not a number")
     if isinstance(value, int):
@@ -160,7 +177,7 @@ def epoch_to_ms(value: Any, fmt: str) -> int:
             return value * 1000
         return value // _EPOCH_DIVISORS[fmt]
     if isinstance(value, float):
-        if not math.isfinite(value):
+        if not math.isfinite(value) or abs(value) > 1e300:  # * 1000.0 must stay finite
             raise MappingError(f"time is {value!r}")
         if fmt == "epoch_s":
             # 1e-3 ms absorbs the binary representation error of decimal seconds
@@ -193,6 +210,9 @@ def time_parser(fmt: str) -> Callable[[Any], int]:
 
 # ---- fields --------------------------------------------------------------------------------
 _MISSING: Final = object()
+#: What :meth:`QuoteMapper.is_quote` reads for an absent match field (equal to no value;
+#: ``_MISSING`` as the default would mean "no default" and raise).
+_ABSENT: Final = object()
 
 
 class FieldPath:
@@ -250,7 +270,7 @@ def _number(value: Any, name: str) -> float:
         raise MappingError(f"{name} is {value!r}, not a number")
     try:
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise MappingError(f"{name} is {str(value)[:64]!r}, not a number") from None
     if not math.isfinite(out):
         raise MappingError(f"{name} is {value!r}")
@@ -327,7 +347,7 @@ class QuoteMapper:
         return (message,)
 
     def is_quote(self, element: Any) -> bool:
-        return all(path.get(element, _MISSING) in accepted for path, accepted in self._match)
+        return all(path.get(element, _ABSENT) in accepted for path, accepted in self._match)
 
     def symbol_of(self, vendor: Any) -> str:
         if not isinstance(vendor, str) or not vendor:
@@ -372,6 +392,8 @@ class QuoteMapper:
                     seq = int(raw)
                 except ValueError:
                     raise MappingError(f"seq is {str(raw)[:64]!r}, not an integer") from None
+                if not LONG_MIN <= seq <= LONG_MAX:
+                    raise MappingError(f"seq {str(raw)[:64]!r} does not fit 64 bits")
         return RawTick(
             broker=self.broker, symbol=symbol, bid=bid, ask=ask, last=last, volume=volume,
             time_msc=time_msc, recv_time_us=recv_time_us, seq=seq, source=self.source,
