@@ -33,9 +33,9 @@ clean-native: ## remove the compiled stage modules (the stages then run from sou
 demo: $(STAMP) $(NATIVE) ## run the main job end to end on a private local broker (embedded defaults)
 	$(BIN)/tickstream smoke --embedded
 
-stunnel: ## install stunnel4, the TLS terminator tests/test_tls.py puts in front of the broker
-	@command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq stunnel4)
+stunnel: ## install stunnel4 (and openssl), the TLS terminator tests/test_tls.py puts before the broker
+	@{ command -v stunnel4 || command -v stunnel; } >/dev/null && command -v openssl >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq stunnel4 openssl)
 
 test: $(STAMP) $(NATIVE) stunnel lint typecheck ## lint, type-check and run every test (starts its own broker)
 	$(BIN)/python -m pytest -q
