@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 NATIVE := stages/.native.json
 
 .DEFAULT_GOAL := help
-.PHONY: docs help venv native clean-native demo stunnel test test-unit test-integration lint typecheck fmt bench broker worker describe smoke clean
+.PHONY: docs help venv native clean-native demo stunnel test test-unit test-integration lint typecheck fmt bench reliability broker worker describe smoke clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(NATIVE): $(STAMP) $(wildcard stages/*.py) tools/build_native.py
 native: $(NATIVE) ## compile the per-tick stages with mypyc (same code, ~1.5x faster; needs a C compiler)
 
 clean-native: ## remove the compiled stage modules (the stages then run from source)
-	rm -f stages/*.so $(NATIVE)
+	rm -rf stages/*.so stages/_compiled $(NATIVE)
 
 demo: $(STAMP) $(NATIVE) ## run the main job end to end on a private local broker (embedded defaults)
 	$(BIN)/tickstream smoke --embedded
@@ -48,6 +48,9 @@ test-integration: $(STAMP) $(NATIVE) stunnel ## tests on the real local broker o
 
 bench: $(STAMP) $(NATIVE) ## benchmarks on a private local broker; one JSON object on the last line
 	$(BIN)/python -m bench
+
+reliability: $(STAMP) $(NATIVE) ## fault suite on real Lean ticks (kills, stall, restart, bad input, soak; ~15 min); writes docs/reliability.md, JSON on the last line
+	$(BIN)/python -m bench.reliability
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
@@ -71,4 +74,4 @@ docs: $(STAMP) ## regenerate docs/topology.md from tickstream describe
 	$(BIN)/python docs/gen_topology.py
 
 clean: ## remove the virtualenv, caches and local state
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info stages/*.so $(NATIVE)
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info stages/*.so stages/_compiled $(NATIVE)

@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-collectors", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from stages import native
+
+    native.install()  # the stages as users run them: compiled when fresh
     from bench import topology
     from topology.broker import LocalBroker
 

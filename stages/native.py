@@ -1,16 +1,18 @@
 """Which stage modules run compiled (mypyc) and which from their source.
 
 ``make native`` (``tools/build_native.py``) compiles the per-tick stages listed in
-:data:`COMPILED` with mypyc into extension modules next to their ``.py`` files, and records
-each source's SHA-256 in ``stages/.native.json``. The ``.py`` files stay the source of
-truth: a compiled module is used only while its source is byte-identical to what was
-compiled. A module whose source changed since (or that has no record) is imported from its
-``.py`` file instead, with a warning, so a stale build can never run old logic;
-``TICKSTREAM_STAGES_SOURCE=1`` imports every one of them from source (the tests compare
-the two).
+:data:`COMPILED` with mypyc and records each source's SHA-256 in ``stages/.native.json``.
+Each module's import shim goes to ``stages/_compiled/`` (its code, ``NAME__mypyc``, stays
+next to the sources), where a plain import never finds it: **by default every stage module
+is imported from its ``.py`` file**, so importing ``stages`` does nothing but import it and
+a stale build can never run old logic.
 
-This module is imported by ``stages/__init__.py`` before any stage module, and must stay
-importable without them.
+Entry points that want the speed call :func:`install` before any stage module is imported
+(``topology.cli.main``, ``topology.app.create_app``, ``python -m bench``, the tests): it
+checks each build against its source and, when every module is fresh, adds an import
+finder that loads the compiled ones. A module whose source changed since its build (or
+that has no record) makes all of them run from source, with a warning;
+``TICKSTREAM_STAGES_SOURCE=1`` forces source (the tests compare the two).
 """
 
 from __future__ import annotations
@@ -41,10 +43,14 @@ def source_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+#: Where ``make native`` puts each compiled module's import shim (see the module docstring).
+SHIMS = "_compiled"
+
+
 def compiled_file(directory: Path, name: str) -> Path | None:
     """The extension module built for ``name`` in ``directory``, if there is one."""
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        candidate = directory / f"{name}{suffix}"
+        candidate = directory / SHIMS / f"{name}{suffix}"
         if candidate.exists():
             return candidate
     return None
@@ -72,42 +78,51 @@ def plan(directory: Path, names: Sequence[str], force_source: bool) -> dict[str,
     return out
 
 
-class _FromSource(importlib.abc.MetaPathFinder):
-    """Import the named ``stages`` modules from their ``.py`` files, ahead of any
-    extension module with the same name."""
+class _Compiled(importlib.abc.MetaPathFinder):
+    """Import the named ``stages`` modules from their compiled shims in ``_compiled/``."""
 
-    def __init__(self, names: set[str]) -> None:
-        self.names = names
+    def __init__(self, files: Mapping[str, Path]) -> None:
+        self.files = dict(files)
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> ModuleSpec | None:
         package, _, name = fullname.rpartition(".")
-        if package != __package__ or name not in self.names:
+        file = self.files.get(name) if package == __package__ else None
+        if file is None:
             return None
-        return importlib.util.spec_from_file_location(fullname, HERE / f"{name}.py")
+        loader = importlib.machinery.ExtensionFileLoader(fullname, str(file))
+        return importlib.util.spec_from_file_location(fullname, file, loader=loader)
 
 
 STATUS: dict[str, str] = {}
 
 
 def install() -> None:
-    """Decide, once per process, where each compiled stage module is imported from."""
+    """Decide, once per process, where each compiled stage module is imported from.
+
+    Call it before any stage module is imported; one imported earlier stays as imported
+    (from source) and is reported so.
+    """
     if STATUS:
         return
     STATUS.update(plan(HERE, COMPILED, os.environ.get(SOURCE_ENV) == "1"))
-    from_source = {n for n, s in STATUS.items() if s != "compiled"}
     stale = sorted(n for n, s in STATUS.items() if s not in ("compiled", "not built", "forced"))
     if stale:
         log.warning("stages %s: compiled build is out of date, running the source instead "
                     "(run `make native`)", ", ".join(stale))
-    if from_source and len(from_source) < len(COMPILED):
+    fresh = [n for n, s in STATUS.items() if s == "compiled"]
+    if len(fresh) < len(COMPILED):
         # mixed: a compiled module would bind the others' compiled classes; run all as source
-        from_source = set(COMPILED)
+        for n in fresh:
+            STATUS[n] = "source (another module's build is out of date)"
+        return
+    early = [n for n in COMPILED if f"{__package__}.{n}" in sys.modules]
+    if early:
         for n in COMPILED:
-            if STATUS[n] == "compiled":
-                STATUS[n] = "source (another module's build is out of date)"
-    if any(s != "not built" for s in STATUS.values()) and from_source:
-        sys.meta_path.insert(0, _FromSource(from_source))
+            STATUS[n] = "source (imported before stages.native.install)"
+        return
+    files = {n: compiled_file(HERE, n) for n in COMPILED}
+    sys.meta_path.insert(0, _Compiled({n: f for n, f in files.items() if f is not None}))
 
 
 def compiled() -> bool:

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from topology.broker import LocalBroker, free_port
+from stages import native
+
+native.install()  # as the entry points do: the stages run compiled when the build is fresh
+
+from topology.broker import LocalBroker, free_port  # noqa: E402
 from topology.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -28,10 +28,32 @@ def test_the_stages_run_compiled_after_make_native() -> None:
     assert stages.pipeline.__file__.endswith(SUFFIX)
 
 
+def _module_files(code: str) -> list[str]:
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env={**os.environ, native.SOURCE_ENV: "0"})
+    return res.stdout.split()
+
+
+def test_importing_the_stages_does_no_work_and_runs_the_source() -> None:
+    """No import-time work: a plain import loads every stage module from its ``.py`` file
+    (a stale build can never run); only an explicit install() makes them compiled."""
+    need(all(native.compiled_file(native.HERE, n) for n in native.COMPILED),
+         "stage modules not compiled: run `make native`")
+    plain = _module_files("import stages.pipeline as p, stages.native as n, sys;"
+                          "print(p.__file__, len(n.STATUS), "
+                          "sum(type(f).__name__ == '_Compiled' for f in sys.meta_path))")
+    assert plain[0].endswith("pipeline.py") and plain[1:] == ["0", "0"]
+    installed = _module_files("import stages.native as n; n.install();"
+                              "import stages.pipeline as p, stages.validate as v;"
+                              "print(p.__file__, v.__file__)")
+    assert all(f.endswith(SUFFIX) for f in installed), installed
+
+
 def _fake_build(tmp_path: Path, names: tuple[str, ...]) -> None:
+    (tmp_path / native.SHIMS).mkdir(exist_ok=True)
     for n in names:
         (tmp_path / f"{n}.py").write_text(f"X = {n!r}\n")
-        (tmp_path / f"{n}{SUFFIX}").write_bytes(b"")
+        (tmp_path / native.SHIMS / f"{n}{SUFFIX}").write_bytes(b"")
     (tmp_path / native.MANIFEST).write_text(json.dumps({"sources": {
         n: native.source_digest(tmp_path / f"{n}.py") for n in names}}))
 

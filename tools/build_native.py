@@ -1,7 +1,8 @@
 """``make native``: compile the per-tick stage modules with mypyc, in place.
 
-Each module in :data:`stages.native.COMPILED` becomes an extension module next to its
-``.py`` file (``separate`` groups, so every file lives under ``stages/``), and
+Each module in :data:`stages.native.COMPILED` becomes an extension module (``separate``
+groups, so every file lives under ``stages/``; the import shims under ``stages/_compiled/``,
+where only :func:`stages.native.install` loads them), and
 ``stages/.native.json`` records the SHA-256 of each source that was compiled: a module
 whose source changes afterwards runs from source until the next build (``stages/native.py``).
 The build takes about 15 s on two cores and needs a C compiler and the Python headers.
@@ -30,11 +31,11 @@ def main() -> int:
     sources = [f"stages/{name}.py" for name in native.COMPILED]
     digests = {name: native.source_digest(ROOT / f"stages/{name}.py") for name in native.COMPILED}
     (ROOT / "stages" / native.MANIFEST).unlink(missing_ok=True)
+    shims = ROOT / "stages" / native.SHIMS
     for name in native.COMPILED:  # new files, not rewritten ones: a running worker maps them
-        for built in (ROOT / "stages").glob(f"{name}.*.so"):
-            built.unlink()
-        for built in (ROOT / "stages").glob(f"{name}__mypyc.*.so"):
-            built.unlink()
+        for pattern in (f"{name}.*.so", f"{name}__mypyc.*.so"):
+            for built in (*(ROOT / "stages").glob(pattern), *shims.glob(pattern)):
+                built.unlink()
     with tempfile.TemporaryDirectory(prefix="tickstream-native-") as tmp:
         # A bare Distribution: setup() would also read the project's pyproject.toml.
         dist = Distribution({"name": "tickstream-native", "ext_modules": mypycify(
@@ -43,6 +44,12 @@ def main() -> int:
         build = dist.get_command_obj("build_ext")
         build.inplace, build.build_temp, build.build_lib = True, tmp, tmp  # type: ignore[attr-defined]
         dist.run_command("build_ext")
+    # The shims out of the package's own directory: a plain import finds the sources
+    # (stages/native.py); NAME__mypyc, the code the shims load, stays next to them.
+    shims.mkdir(exist_ok=True)
+    for name in native.COMPILED:
+        for shim in (ROOT / "stages").glob(f"{name}.*.so"):
+            shim.rename(shims / shim.name)
     status = native.plan(ROOT / "stages", native.COMPILED, force_source=False)
     missing = [n for n, s in status.items() if s == "not built"]
     if missing:

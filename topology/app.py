@@ -165,6 +165,9 @@ def create_app(settings: Settings, *, web_enabled: bool = True) -> TickstreamApp
         )
         for spec in ALL_TOPICS
     }
+    from stages import native
+
+    native.install()  # before the agents import the stages: compiled when fresh
     from agents import register_all
 
     register_all(app, settings, topics)

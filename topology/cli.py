@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from stages import native
+
+    native.install()  # before any stage module is imported: compiled when fresh
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from topology.tls import KafkaTlsError
