@@ -17,7 +17,7 @@ from stages import native
 native.install()  # as the entry points do: the stages run compiled when the build is fresh
 
 from topology.broker import LocalBroker, free_port  # noqa: E402
-from topology.settings import Settings
+from topology.settings import Settings  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

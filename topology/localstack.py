@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 #: What Faust's worker logs once its agents run and its partitions are assigned.
 READY_MARKER = "[^Worker]: Ready"
 
