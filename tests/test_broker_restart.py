@@ -95,7 +95,9 @@ def wait_for(what: str, cond: Callable[[], Any], timeout_s: float, log: Callable
 def producer(settings: Settings) -> RecordProducer:
     # No auto-creation: a replacement broker would get ticks.raw with its default partition
     # count from this producer's metadata refreshes, before the worker recreates it.
-    return RecordProducer(settings, None, **{"allow.auto.create.topics": False})
+    # Its own reconnect errors while the broker is down are expected: kept off stderr.
+    return RecordProducer(settings, None, **{"allow.auto.create.topics": False,
+                                             "log_level": 2})
 
 
 def clean_count(settings: Settings, expected: int) -> int:
