@@ -315,3 +315,13 @@ def test_stall_and_fetch_wait_settings() -> None:
                       ("STALL_EXIT_S", "-1"), ("STALL_EXIT_S", "soon")):
         with pytest.raises(SettingsError, match=f"TICKSTREAM_{name}"):
             Settings.from_env({f"TICKSTREAM_{name}": bad}, env_file=None)
+
+
+def test_a_fetch_the_hook_cannot_judge_leaves_the_wait_and_the_fetcher_alone() -> None:
+    assignment = _Assignment({})
+    fetcher = _Fetcher({}, assignment)
+    policy = AdaptiveFetchWait(5, 5000)
+    install_adaptive_wait(fetcher, policy)
+    broken = _Request([("raw", [(0,)])])  # type: ignore[list-item]
+    assert asyncio.run(fetcher._proc_fetch_request(assignment, 0, broken)) is False
+    assert fetcher._fetch_max_wait_ms == 5 and policy.fetches == 0

@@ -50,6 +50,7 @@ sees a starved Fetch, so its wait stays at the configured one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -57,6 +58,8 @@ from typing import Any
 from aiokafka import TopicPartition
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+log = logging.getLogger(__name__)
 
 #: Longest a fetch waits for records of another partition to be taken (see module docstring).
 PREFETCH_BACKOFF_S = 0.010
@@ -133,7 +136,11 @@ def install_adaptive_wait(fetcher: Any, policy: AdaptiveFetchWait) -> None:
     async def proc_fetch_request(assignment: Any, node_id: int, request: Any) -> bool:
         since_ms = int(1000 * time.time())
         result = await original(assignment, node_id, request)
-        got, starved = fetch_outcome(fetcher, assignment, request, since_ms)
+        try:
+            got, starved = fetch_outcome(fetcher, assignment, request, since_ms)
+        except Exception:  # never let the wait's bookkeeping break the fetcher
+            log.exception("adaptive fetch wait: could not judge a Fetch; wait unchanged")
+            return result
         fetcher._fetch_max_wait_ms = policy.after_fetch(got_records=got, starved=starved)
         return result
 
