@@ -1,8 +1,8 @@
 """Faust agents: thin drivers of the plain stage classes.
 
 Each module registers its agents on an app built by :func:`topology.app.create_app`.
-:data:`AGENTS` describes what every agent reads, writes and keeps, so ``tickstream
-describe`` shows the topology that is actually registered.
+Each agent's :class:`AgentSpec` (:func:`agent_specs`) describes what it reads, writes and
+keeps, so ``tickstream describe`` shows the topology that is actually registered.
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ def register_all(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
     pipeline.register(app, settings, topics, shared)
     health.register(app, settings, topics, shared)
     watchdog.register(app, settings, shared)
-
-
-AGENTS: tuple[AgentSpec, ...] = ()
 
 
 def _load_specs() -> tuple[AgentSpec, ...]:

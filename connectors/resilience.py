@@ -139,10 +139,6 @@ class RateLimiter:
         while (wait := self.try_acquire()) > 0:
             await asyncio.sleep(wait)
 
-    def acquire_blocking(self) -> None:
-        while (wait := self.try_acquire()) > 0:
-            time.sleep(wait)
-
 
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:

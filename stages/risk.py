@@ -181,20 +181,6 @@ class RiskManager:
         st = self._states.get(symbol)
         return 0 if st is None else st.position
 
-    def event_blackout(
-        self, minutes_to_next_event: float | None, minutes_since_last_event: float | None
-    ) -> bool:
-        """True within ``event_blackout_min`` minutes before or after an event (None: none).
-
-        A helper for the caller, which decides which events count (e.g. high impact only).
-        """
-        window = self.limits.event_blackout_min
-        if window <= 0:
-            return False
-        return (minutes_to_next_event is not None and 0 <= minutes_to_next_event <= window) or (
-            minutes_since_last_event is not None and 0 <= minutes_since_last_event <= window
-        )
-
     # -- decision ---------------------------------------------------------------------------
 
     def decide(

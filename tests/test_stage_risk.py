@@ -131,14 +131,6 @@ def test_event_blackout_blocks_entries() -> None:
     assert call(m, p_up=0.9, bar_time=T0 + MIN) is not None
 
 
-def test_blackout_helper_window() -> None:
-    m = rm()
-    assert m.event_blackout(15.0, None) and m.event_blackout(None, 0.0)
-    assert not m.event_blackout(15.5, 16.0)
-    assert not m.event_blackout(None, None)
-    assert not rm(replace(LIMITS, event_blackout_min=0)).event_blackout(0.0, 0.0)
-
-
 def test_max_position_per_symbol_zero_disables_entries() -> None:
     m = rm(replace(LIMITS, max_position_per_symbol=0))
     assert call(m, p_up=0.9) is None

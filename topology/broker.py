@@ -8,14 +8,12 @@ settings that work around them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -118,9 +116,3 @@ class LocalBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def running_broker(port: int = 0) -> Iterator[LocalBroker]:
-    with LocalBroker(port=port) as broker:
-        yield broker

@@ -294,12 +294,3 @@ def train_from_files(
     meta = train_model(feats, closes, horizon, out_dir, version, (min(times), max(times)))
     return {"meta": str(meta), "rows": len(feats), "symbols": sorted(by_symbol)}
 
-
-def process_ticks(ticks: Iterable[Tick], pipeline: Pipeline) -> Outputs:
-    """Run ``ticks`` through ``pipeline`` and return everything produced (tests, training)."""
-    out = Outputs()
-    for t in ticks:
-        pipeline.on_tick(t, out)
-    pipeline.flush(out)
-    return out
-
