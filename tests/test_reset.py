@@ -257,6 +257,10 @@ class FakeWatchConsumer:
         return set(range(self.partitions[topic]))
 
     async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        known = {tp for tp in tps if tp.topic in self.partitions
+                 and tp.partition < self.partitions[tp.topic]}
+        if len(known) < len(tps):
+            raise TimeoutError("no leader for an unknown partition")
         return {tp: self.ends.get((tp.topic, tp.partition), 0) for tp in tps}
 
     async def stop(self) -> None:
@@ -313,12 +317,12 @@ async def test_broker_watch_sees_a_topic_with_another_partition_count() -> None:
     exits: list[int] = []
     status = WorkerStatus()
     watch = state_guard.BrokerWatch(Settings.from_env({}, env_file=None), status,
-                                    exit=exits.append, plan=[PlannedTopic("t.a", 1, {})])
-    fake = FakeWatchConsumer({"t.a": 1})
+                                    exit=exits.append, plan=[PlannedTopic("t.a", 2, {})])
+    fake = FakeWatchConsumer({"t.a": 2})
     watch._consumer = fake
     fake.ends = {("t.a", 0): 3}
     assert await watch.check() == "ok"
-    fake.partitions = {"t.a": 4}
+    fake.partitions = {"t.a": 1}  # asking for partition 1's end would fail: not asked
     assert await watch.check() == "lost"
     assert "other partition counts: t.a" in status.problems[state_guard.LOST_PROBLEM]["detail"]
     assert exits == [state_guard.EXIT_BROKER_LOST]

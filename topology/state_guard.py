@@ -284,8 +284,8 @@ class BrokerWatch:
                 p.name for p in self.plan if p.name in names
                 and len(consumer.partitions_for_topic(p.name) or ()) != p.partitions
             ]
-            tps = [TopicPartition(p.name, i) for p in self.plan if p.name in names
-                   for i in range(p.partitions)]
+            tps = [TopicPartition(p.name, i) for p in self.plan
+                   if p.name in names and p.name not in resized for i in range(p.partitions)]
             ends = await asyncio.wait_for(consumer.end_offsets(tps), self.timeout_s)
         except Exception as exc:  # unreachable, timed out, refused: all the same here
             self._unreachable(exc)
