@@ -32,7 +32,7 @@ from schemas.records import RECORD_TYPES, Record
 
 #: Examples per test: modest, so every fuzz test together runs in well under a minute;
 #: TICKSTREAM_FUZZ_EXAMPLES=5000 for a long hunt.
-FUZZ = settings(max_examples=int(os.environ.get("TICKSTREAM_FUZZ_EXAMPLES", "100")), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("TICKSTREAM_FUZZ_EXAMPLES", "80")), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 

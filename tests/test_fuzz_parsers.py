@@ -78,7 +78,7 @@ from stages.types import Tick
 
 #: Examples per test: modest, so every fuzz test together runs in well under a minute;
 #: TICKSTREAM_FUZZ_EXAMPLES=5000 for a long hunt.
-FUZZ = settings(max_examples=int(os.environ.get("TICKSTREAM_FUZZ_EXAMPLES", "100")), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("TICKSTREAM_FUZZ_EXAMPLES", "80")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 CODEC = Codec()
 
