@@ -22,10 +22,10 @@ import orjson
 from agents import AgentSpec
 from agents.rejects import DeadLetters
 from agents.tables import make_table
+from engine.raw_schema import RawBytes
 from schemas.codec import MalformedRecord, make_codec
 from schemas.records import MarketEvent
 from stages.context import ContextBook
-from topology.raw_schema import RawBytes
 from topology.settings import Settings
 from topology.tables import CONTEXT
 

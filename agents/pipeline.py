@@ -6,7 +6,7 @@ The agent only moves data: it decodes, hands ticks to :class:`stages.pipeline.Pi
 per-symbol state into the ``pipeline_state`` table.
 
 Checkpoint protocol (at-least-once output, exactly-once state). Per batch of events taken
-with :func:`agents.take.take_ready` (what is ready now, no timer):
+with :func:`engine.take.take_ready` (what is ready now, no timer):
 
 1. run the batch through the pipeline;
 2. send every output (without waiting: the next batch is processed while they fly);
@@ -39,14 +39,11 @@ broker+time+prices) for downstream de-duplication.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import sys
 import time
-import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -57,12 +54,13 @@ from agents.checkpoint import Checkpointer
 from agents.context import ContextSync
 from agents.control import MODEL_KEY, ControlView
 from agents.fence import PartitionFence
-from agents.publish import BatchPublisher
 from agents.rejects import rejected
 from agents.routing import OutputRouter
 from agents.tables import make_table
-from agents.take import ack_all, take_ready
 from agents.worker_status import WorkerStatus
+from engine.events import as_current_event
+from engine.publish import BatchPublisher
+from engine.take import ack_all, take_ready
 from schemas.codec import MalformedRecord, make_codec
 from schemas.records import RawTick
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
@@ -95,23 +93,6 @@ BATCH_MAX = 2000
 #: Exit status of a worker stopped by :func:`fatal` (e.g. a symbol's stored state is
 #: unreadable): its supervisor restarts it, and an operator finds one CRITICAL line why.
 EXIT_FATAL = 3
-
-
-@contextlib.contextmanager
-def _as_current_event(event: Any) -> Iterator[None]:
-    """Make ``event`` Faust's current event, so a table write lands on its partition.
-
-    Faust's table stores and changelog writes take the partition from the *current event*;
-    in a batch that spans partitions that would be the last event's partition. Each
-    symbol's state is written with that symbol's own last event as the current event.
-    """
-    from faust.streams import _current_event
-
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def register(
@@ -376,7 +357,7 @@ class PipelineAgent:
         if st is None:
             return
         changed, dropped = st.dedupe.take_changes()
-        with _as_current_event(event):
+        with as_current_event(event):
             # Segments first, then the state naming their lengths (see Deduplicator).
             for seg, entries in changed.items():
                 self.segment_table[_segment_key(symbol, seg)] = orjson.dumps(entries)

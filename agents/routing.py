@@ -1,7 +1,7 @@
 """Where the pipeline agent's outputs go: records per output topic, dead letters.
 
 Encoders are bound once per output (header and writer), keys are cached per symbol, and
-everything is appended to the :class:`~agents.publish.BatchPublisher` (one record batch
+everything is appended to the :class:`~engine.publish.BatchPublisher` (one record batch
 per topic-partition, sent by :meth:`OutputRouter.flush`).
 """
 

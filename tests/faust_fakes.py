@@ -59,7 +59,7 @@ class RecordingProducer:
                             transactional_id: str | None = None) -> RecordMetadata:
         return self._record(topic, key, value, partition)
 
-    # The aiokafka producer API the batch publisher uses (agents/publish.py).
+    # The aiokafka producer API the batch publisher uses (engine/publish.py).
     def _ensure_producer(self) -> RecordingProducer:
         return self
 

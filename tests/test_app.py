@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from topology.app import TickstreamApp, create_app, freeze_startup_heap
+from engine.gc import freeze_startup_heap
+from topology.app import TickstreamApp, create_app
 from topology.settings import Settings
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import faust
 import pytest
 
-from topology.raw_schema import RawBytes
+from engine.raw_schema import RawBytes
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from agents.take import ack_all, take_ready
+from engine.take import ack_all, take_ready
 
 
 @pytest.fixture

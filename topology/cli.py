@@ -93,7 +93,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 def cmd_process(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from topology.app import freeze_startup_heap
+    from engine.gc import freeze_startup_heap
     from topology.process import run_process, usable_cpus
 
     settings = _settings()
