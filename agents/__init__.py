@@ -8,9 +8,11 @@ keeps, so ``tickstream describe`` shows the topology that is actually registered
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from topology.settings import Settings
+if TYPE_CHECKING:
+    from agents.wiring import Wiring
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,20 +25,15 @@ class AgentSpec:
     reads: tuple[str, ...] = ()  # tables it only reads (global tables kept by other agents)
 
 
-def register_all(app: Any, settings: Settings, topics: dict[str, Any]) -> None:
+def register_all(w: Wiring) -> None:
+    """Register every agent on ``w.app`` (the context and control views feed the others)."""
     from agents import context, control, health, pipeline, watchdog
-    from agents.worker_status import WorkerStatus
 
-    status = WorkerStatus()
-    app.tickstream_status = status
-    shared = {
-        "status": status,
-        "context": context.register(app, settings, topics),
-        "control": control.register(app, settings, topics),
-    }
-    pipeline.register(app, settings, topics, shared)
-    health.register(app, settings, topics, shared)
-    watchdog.register(app, settings, shared)
+    context_sync = context.register(w)
+    control_view = control.register(w)
+    pipeline.register(w, context_sync, control_view)
+    health.register(w, control_view)
+    watchdog.register(w)
 
 
 def _load_specs() -> tuple[AgentSpec, ...]:

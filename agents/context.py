@@ -21,20 +21,19 @@ import orjson
 
 from agents import AgentSpec
 from agents.rejects import DeadLetters
-from agents.tables import make_table
+from agents.wiring import Wiring
 from engine.raw_schema import RawBytes
-from schemas.codec import MalformedRecord, make_codec
+from schemas.codec import MalformedRecord
 from schemas.records import MarketEvent
 from stages.context import ContextBook
-from topology.settings import Settings
-from topology.tables import CONTEXT
 
 log = logging.getLogger(__name__)
 
+TABLE = "context"
 SPEC = AgentSpec(
     name="context", sources=("events.calendar", "events.news"),
     stages=("decode", "as-of event book per currency"), outputs=("ticks.rejected",),
-    tables=(CONTEXT.name,),
+    tables=(TABLE,),
 )
 INVALID_EVENT = "invalid_event"
 
@@ -75,18 +74,15 @@ class ContextSync:
         return changed
 
 
-def register(app: Any, settings: Settings, topics: dict[str, Any]) -> ContextSync:
-    registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
-    codec = make_codec(registry)
-    table = make_table(app, CONTEXT, settings)
+def register(w: Wiring) -> ContextSync:
+    app, codec = w.app, w.codec
+    table = w.tables[TABLE]
     book = ContextBook()
     own = ContextSync(table)  # the agent's book follows the table too
     sync = ContextSync(table)  # handed to the pipeline agent for its own book
-    source = app.topic(
-        settings.topic("events.calendar"), settings.topic("events.news"), schema=RawBytes(),
-    )
-    dead_letters = topics["ticks.rejected"]
-    dl_physical = settings.topic("ticks.rejected")
+    source = app.topic(w.topic("events.calendar"), w.topic("events.news"), schema=RawBytes())
+    dead_letters = w.topics["ticks.rejected"]
+    dl_physical = w.topic("ticks.rejected")
 
     dead_letter = DeadLetters(dead_letters, dl_physical, codec, "context").send
 

@@ -25,17 +25,16 @@ import orjson
 
 from agents import AgentSpec
 from agents.rejects import DeadLetters
-from agents.tables import make_table
-from schemas.codec import MalformedRecord, make_codec
+from agents.wiring import Wiring
+from schemas.codec import MalformedRecord
 from schemas.records import ControlMessage
-from topology.settings import Settings
-from topology.tables import CONTROL_STATE
 
 log = logging.getLogger(__name__)
 
+TABLE = "control_state"
 SPEC = AgentSpec(
     name="control", sources=("control",), stages=("kill switch", "model announcements"),
-    outputs=(), tables=(CONTROL_STATE.name,),
+    outputs=(), tables=(TABLE,),
 )
 
 KILL_SWITCH_KEY = b"kill_switch"
@@ -91,17 +90,16 @@ def _offset(value: dict[str, Any]) -> int:
     return int(value.get("offset", -1))
 
 
-def register(app: Any, settings: Settings, topics: dict[str, Any]) -> ControlView:
-    registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
-    codec = make_codec(registry)
-    table = make_table(app, CONTROL_STATE, settings)
-    physical = settings.topic("control")
-    dead_letters = topics["ticks.rejected"]
-    dl_physical = settings.topic("ticks.rejected")
+def register(w: Wiring) -> ControlView:
+    app, codec = w.app, w.codec
+    table = w.tables[TABLE]
+    physical = w.topic("control")
+    dead_letters = w.topics["ticks.rejected"]
+    dl_physical = w.topic("ticks.rejected")
 
     dead_letter = DeadLetters(dead_letters, dl_physical, codec, "control").send
 
-    @app.agent(topics["control"], name="control")  # type: ignore[untyped-decorator]
+    @app.agent(w.topics["control"], name="control")  # type: ignore[untyped-decorator]
     async def control(stream: Any) -> None:
         async for event in stream.events():
             try:

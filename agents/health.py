@@ -25,18 +25,18 @@ import orjson
 from agents import AgentSpec
 from agents.control import KILL_SWITCH_KEY, ControlView
 from agents.rejects import DeadLetters
-from agents.tables import make_table
+from agents.wiring import Wiring
 from agents.worker_status import WorkerStatus
-from schemas.codec import MalformedRecord, make_codec
+from schemas.codec import MalformedRecord
 from schemas.records import CollectorHealth
-from topology.settings import Settings
-from topology.tables import BROKER_QUALITY, COLLECTOR_HEALTH
 
 log = logging.getLogger(__name__)
 
+TABLE = "collector_health"
+QUALITY_TABLE = "broker_quality"  # kept by the pipeline agent
 SPEC = AgentSpec(
     name="health", sources=("collectors.health",), stages=("decode", "latest report per collector"),
-    outputs=("ticks.rejected",), tables=(COLLECTOR_HEALTH.name,),
+    outputs=("ticks.rejected",), tables=(TABLE,),
 )
 INVALID_HEALTH = "invalid_health"
 PATH = "/health/"
@@ -104,22 +104,19 @@ def health_report(
     }
 
 
-def register(
-    app: Any, settings: Settings, topics: dict[str, Any], shared: dict[str, Any]
-) -> Mapping[bytes, bytes]:
+def register(w: Wiring, control: ControlView) -> Mapping[bytes, bytes]:
     """The agent, its table and the ``/health/`` page; returns the table."""
-    registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
-    codec = make_codec(registry)
-    table = make_table(app, COLLECTOR_HEALTH, settings)
-    physical = settings.topic("collectors.health")
-    dead_letters = topics["ticks.rejected"]
-    dl_physical = settings.topic("ticks.rejected")
-    control: ControlView | None = shared.get("control")
-    worker: WorkerStatus | None = shared.get("status")
+    app, codec = w.app, w.codec
+    table = w.tables[TABLE]
+    physical = w.topic("collectors.health")
+    dead_letters = w.topics["ticks.rejected"]
+    dl_physical = w.topic("ticks.rejected")
+    worker = w.status
+    quality = w.tables.get(QUALITY_TABLE)
 
     dead_letter = DeadLetters(dead_letters, dl_physical, codec, "health").send
 
-    @app.agent(topics["collectors.health"], name="health")  # type: ignore[untyped-decorator]
+    @app.agent(w.topics["collectors.health"], name="health")  # type: ignore[untyped-decorator]
     async def health(stream: Any) -> None:
         async for event in stream.events():
             try:
@@ -141,7 +138,7 @@ def register(
         """Every collector's latest health, the model, the kill switch, broker quality."""
         return view.json(health_report(
             table, control, worker.models if worker is not None else None,
-            app.tables.get(BROKER_QUALITY.name), worker=worker,
+            quality, worker=worker,
         ))
 
     return table  # type: ignore[no-any-return]

@@ -51,41 +51,37 @@ from mode import CrashingSupervisor
 
 from agents import AgentSpec
 from agents.checkpoint import Checkpointer
+from agents.context import TABLE as CONTEXT_TABLE
 from agents.context import ContextSync
 from agents.control import MODEL_KEY, ControlView
+from agents.control import TABLE as CONTROL_TABLE
 from agents.fence import PartitionFence
 from agents.rejects import rejected
 from agents.routing import OutputRouter
-from agents.tables import make_table
-from agents.worker_status import WorkerStatus
+from agents.wiring import Wiring
 from engine.events import as_current_event
 from engine.publish import BatchPublisher
 from engine.take import ack_all, take_ready
-from schemas.codec import MalformedRecord, make_codec
+from schemas.codec import MalformedRecord
 from schemas.records import RawTick
-from stages.pipeline import Outputs, Pipeline, PipelineConfig
+from stages.pipeline import Outputs, Pipeline
 from stages.score import ModelStore
 from stages.types import BAD_KEY, Tick
-from topology.settings import Settings
-from topology.tables import (
-    BROKER_QUALITY,
-    CONTEXT,
-    CONTROL_STATE,
-    DEDUPE_SEGMENTS,
-    PIPELINE_STATE,
-)
 
 log = logging.getLogger(__name__)
 RAW_TICK = RawTick.SCHEMA
 
+STATE_TABLE = "pipeline_state"
+SEGMENT_TABLE = "dedupe_segments"
+QUALITY_TABLE = "broker_quality"
 SPEC = AgentSpec(
     name="pipeline",
     sources=("ticks.raw",),
     stages=("decode", "dedupe", "validate", "consolidate", "bars", "indicators + context",
             "score", "risk"),
     outputs=("ticks.clean", "bars.m1", "features", "trading.commands", "ticks.rejected"),
-    tables=(PIPELINE_STATE.name, DEDUPE_SEGMENTS.name, BROKER_QUALITY.name),
-    reads=(CONTEXT.name, CONTROL_STATE.name),
+    tables=(STATE_TABLE, SEGMENT_TABLE, QUALITY_TABLE),
+    reads=(CONTEXT_TABLE, CONTROL_TABLE),
 )
 QUALITY_EVERY_S = 1.0
 
@@ -95,40 +91,28 @@ BATCH_MAX = 2000
 EXIT_FATAL = 3
 
 
-def register(
-    app: Any, settings: Settings, topics: dict[str, Any], shared: dict[str, Any]
-) -> None:
+def register(w: Wiring, context: ContextSync, control: ControlView) -> None:
     """Wire the pipeline agent, its tables, rebalance hooks and timers to the objects that
     hold its logic (:class:`PipelineAgent`, :class:`~agents.checkpoint.Checkpointer`,
     :class:`~agents.fence.PartitionFence`, :class:`~agents.routing.OutputRouter`)."""
-    registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
-    codec = make_codec(registry)
-    models = ModelStore(settings.model_dir, reload_interval_s=5.0)
-    pipeline = Pipeline(
-        PipelineConfig.from_settings(settings), models=models,
-        clock_us=lambda: time.time_ns() // 1000,
-    )
-    physical = {name: settings.topic(name) for name in SPEC.outputs}
-    publisher = BatchPublisher(app, dict.fromkeys(physical.values(), settings.partitions))
+    app, cfg = w.app, w.config
+    models = ModelStore(cfg.model_dir, reload_interval_s=5.0)
+    pipeline = Pipeline(cfg.pipeline, models=models, clock_us=lambda: time.time_ns() // 1000)
+    physical = {name: w.topic(name) for name in SPEC.outputs}
+    publisher = BatchPublisher(app, dict.fromkeys(physical.values(), cfg.partitions))
     worker = PipelineAgent(
-        pipeline=pipeline, models=models, codec=codec,
-        router=OutputRouter(publisher, codec, physical),
-        state_table=make_table(app, PIPELINE_STATE, settings),
-        segment_table=make_table(app, DEDUPE_SEGMENTS, settings),
-        quality_table=make_table(app, BROKER_QUALITY, settings),
-        context=shared["context"], control=shared["control"],
-        symbols=frozenset(settings.symbols), checkpoint_interval_s=(
-            settings.checkpoint_interval_ms / 1000.0),
-        bar_idle_flush_ms=settings.bar_idle_flush_ms,
+        pipeline=pipeline, models=models, codec=w.codec,
+        router=OutputRouter(publisher, w.codec, physical),
+        state_table=w.tables[STATE_TABLE], segment_table=w.tables[SEGMENT_TABLE],
+        quality_table=w.tables[QUALITY_TABLE], context=context, control=control,
+        symbols=frozenset(cfg.symbols), checkpoint_interval_s=cfg.checkpoint_interval_ms / 1000,
+        bar_idle_flush_ms=cfg.bar_idle_flush_ms,
     )
-    status: WorkerStatus | None = shared.get("status")
-    if status is not None:
-        status.models = models
-        status.stats = worker.stats
+    w.status.models = models
+    w.status.stats = worker.stats
     # Broker-less agent tests reach the worker's objects through the app.
     app.tickstream_pipeline = pipeline
     app.tickstream_stats = worker.stats
-    app.tickstream_models = models
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
@@ -142,7 +126,7 @@ def register(
     # than restarting the agent in place: Faust's default would start a fresh agent that
     # never acks the events the dead one held, a stall that looks healthy.
     @app.agent(  # type: ignore[untyped-decorator]
-        topics["ticks.raw"], name="pipeline", supervisor_strategy=CrashingSupervisor,
+        w.topics["ticks.raw"], name="pipeline", supervisor_strategy=CrashingSupervisor,
     )
     async def run(stream: Any) -> None:
         try:
@@ -159,7 +143,7 @@ def register(
             log.info("pipeline stats: %s", worker.rounded_stats())
 
     @app.timer(  # type: ignore[untyped-decorator]
-        interval=max(0.05, settings.checkpoint_interval_ms / 1000.0))
+        interval=max(0.05, cfg.checkpoint_interval_ms / 1000.0))
     async def checkpoint_when_quiet() -> None:
         await worker.checkpoint_when_quiet()
 
@@ -343,7 +327,7 @@ class PipelineAgent:
             # and a restarted agent would skip the failing batch silently: stop the worker.
             self.pipeline.states.pop(symbol, None)
             fatal(
-                f"cannot restore the state of {symbol} from table {PIPELINE_STATE.name} "
+                f"cannot restore the state of {symbol} from table {STATE_TABLE} "
                 f"(changelog partition {msg.partition}, first event at {msg.topic} "
                 f"partition {msg.partition} offset {msg.offset}): "
                 f"{type(exc).__name__}: {exc}; the worker stops. Fix or remove that state "

@@ -9,7 +9,7 @@ partitions paused on purpose are left out):
 * lag (high watermark - position) is published on ``/health/`` (``worker.partition_lag``)
   and in the pipeline's periodic stats log (``lag``, ``lag_max``, and the consumer's
   current ``fetch_wait_ms``, and its ``fetches`` and ``starved_fetches`` so far: see
-  ``topology/transport.py``);
+  ``engine/transport.py``);
 * a partition with lag whose position has not moved for ``TICKSTREAM_STALL_WARN_S`` is
   reported as a problem (``/health/`` not-ok, naming the partition and its lag) and logged
   once as a warning; it clears when the partition moves or its lag is gone;
@@ -31,8 +31,8 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from agents.wiring import Wiring
 from agents.worker_status import WorkerStatus
-from topology.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class StallReporter:
         self, verdict: Verdict[tuple[str, int]], stats: dict[str, float] | None,
         fetch_wait: Any = None,
     ) -> None:
-        """``fetch_wait``: the consumer's :class:`~topology.transport.AdaptiveFetchWait`."""
+        """``fetch_wait``: the consumer's :class:`~engine.transport.AdaptiveFetchWait`."""
         status = self.status
         status.gauges["partition_lag"] = {
             partition_name(k): lag for k, lag in sorted(verdict.lags.items())
@@ -184,19 +184,18 @@ class StallReporter:
             self.exit_process(STALL_EXIT_CODE)
 
 
-def register(app: Any, settings: Settings, shared: dict[str, Any]) -> StallWatch[tuple[str, int]]:
+def register(w: Wiring) -> StallWatch[tuple[str, int]]:
     """The once-a-second watchdog timer; returns its policy object."""
-    from topology.transport import partition_offsets
+    from engine.transport import partition_offsets
 
-    status: WorkerStatus = shared["status"]
-    watch: StallWatch[tuple[str, int]] = StallWatch(settings.stall_warn_s, settings.stall_exit_s)
-    reporter = StallReporter(status, settings.stall_exit_s)
+    app, status = w.app, w.status
+    watch: StallWatch[tuple[str, int]] = StallWatch(w.config.stall_warn_s, w.config.stall_exit_s)
+    reporter = StallReporter(status, w.config.stall_exit_s)
 
     @app.timer(interval=INTERVAL_S)  # type: ignore[untyped-decorator]
     async def stall_watchdog() -> None:
         verdict = watch.observe(time.monotonic(), partition_offsets(app))
-        stats = getattr(app, "tickstream_stats", None)
-        reporter.apply(verdict, stats if isinstance(stats, dict) else None,
+        reporter.apply(verdict, status.stats or None,
                        getattr(app, "tickstream_fetch_wait", None))
 
     return watch

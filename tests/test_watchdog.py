@@ -16,13 +16,13 @@ import pytest
 from agents.health import health_report
 from agents.watchdog import STALL_EXIT_CODE, StallReporter, StallWatch
 from agents.worker_status import WorkerStatus
-from topology.settings import Settings, SettingsError
-from topology.transport import (
+from engine.transport import (
     AdaptiveFetchWait,
     fetch_outcome,
     install_adaptive_wait,
     partition_offsets,
 )
+from topology.settings import Settings, SettingsError
 
 P0, P1 = ("t.ticks.raw", 0), ("t.ticks.raw", 1)
 

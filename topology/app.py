@@ -17,11 +17,13 @@ from typing import Any
 
 import faust
 
+from agents.worker_status import WorkerStatus
 from engine.gc import freeze_startup_heap
 from engine.raw_schema import RawBytes
 from topology.admin import ensure_topics
 from topology.log_filters import install_reconnect_filter
 from topology.settings import Settings
+from topology.tables import ALL_TABLES, make_table
 from topology.topics import ALL_TOPICS
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ class TickstreamApp(faust.App):  # type: ignore[misc]
 
     settings: Settings
     fetch_wait_ms: int | None = None
+    #: The worker's problems and counters, shared with its agents (``Wiring.status``).
+    tickstream_status: WorkerStatus | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,7 +68,7 @@ class TickstreamApp(faust.App):  # type: ignore[misc]
 
     def _new_transport(self) -> Any:
         """Faust's aiokafka transport with the fetch wait from settings (see transport.py)."""
-        from topology.transport import Transport
+        from engine.transport import Transport
 
         return Transport(self.conf.broker_consumer, self)
 
@@ -169,8 +173,27 @@ def create_app(settings: Settings, *, web_enabled: bool = True) -> TickstreamApp
 
     native.install()  # before the agents import the stages: compiled when fresh
     from agents import register_all
+    from agents.wiring import AgentConfig, Wiring
+    from schemas.codec import make_codec
+    from stages.pipeline import PipelineConfig
 
-    register_all(app, settings, topics)
+    registry = settings.schema_registry_url.get() if settings.schema_registry_url else None
+    app.tickstream_status = status = WorkerStatus()
+    register_all(Wiring(
+        app=app,
+        config=AgentConfig(
+            symbols=settings.symbols, pipeline=PipelineConfig.from_settings(settings),
+            partitions=settings.partitions, model_dir=settings.model_dir,
+            checkpoint_interval_ms=settings.checkpoint_interval_ms,
+            bar_idle_flush_ms=settings.bar_idle_flush_ms,
+            stall_warn_s=settings.stall_warn_s, stall_exit_s=settings.stall_exit_s,
+        ),
+        topics=topics,
+        physical={spec.name: settings.topic(spec.name) for spec in ALL_TOPICS},
+        tables={spec.name: make_table(app, spec, settings) for spec in ALL_TABLES},
+        codec=make_codec(registry),
+        status=status,
+    ))
     return app
 
 

@@ -8,6 +8,7 @@ see the same list as the app factory.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from topology.settings import Settings
 
@@ -71,3 +72,19 @@ COLLECTOR_HEALTH = TableSpec(
 ALL_TABLES: tuple[TableSpec, ...] = (
     PIPELINE_STATE, DEDUPE_SEGMENTS, BROKER_QUALITY, CONTEXT, CONTROL_STATE, COLLECTOR_HEALTH,
 )
+
+
+def make_table(app: Any, spec: TableSpec, settings: Settings) -> Any:
+    """A bytes→bytes Faust table for ``spec`` (values are JSON or Avro encoded by the agent)."""
+    kwargs: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "partitions": spec.partitions(settings),
+        "help": spec.doc,
+    }
+    if spec.memory:
+        # A GlobalTable over several workers needs one partition and a recovery buffer of
+        # one to avoid Faust's recovery loop (faust/tables/globaltable.py docstring).
+        kwargs.update(store="memory://", use_partitioner=True, recovery_buffer_size=1)
+    factory = app.GlobalTable if spec.global_ else app.Table
+    return factory(spec.name, **kwargs)
