@@ -278,8 +278,9 @@ def read_vendor(
                 try:
                     t = tick(row)
                 except (ValueError, IndexError) as exc:
-                    raise TickFileError(f"{path}: line {r.line_num}: {exc}: {row!r:.200}") \
-                        from None
+                    detail = str(exc).replace("\n", "\\n")[:200]  # one line, also for a
+                    raise TickFileError(  # quoted field spanning lines
+                        f"{path}: line {r.line_num}: {detail}: {row!r:.200}") from None
                 yield t
         except (csv.Error, UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise TickFileError(f"{path}: line {r.line_num + 1}: unreadable: {exc}") from None

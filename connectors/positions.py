@@ -46,8 +46,8 @@ from connectors.resilience import FatalCollectorError
 from schemas.records import Record
 
 if TYPE_CHECKING:
+    from connectors.kafka_client import KafkaClientSettings as Settings
     from connectors.producer import RecordProducer
-    from topology.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def read_positions(
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from topology.kafka_io import consumer_config
+    from connectors.kafka_client import consumer_config
 
     consumer = Consumer(consumer_config(settings))
     try:

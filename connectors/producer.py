@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from connectors.kafka_client import KafkaClientSettings as Settings
 from schemas.codec import Codec, make_codec
 from schemas.records import Record
-from topology.settings import Settings
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "partitioner": "murmur2_random",
@@ -36,7 +36,7 @@ class RecordProducer:
     def __init__(self, settings: Settings, codec: Codec | None = None, **overrides: Any) -> None:
         from confluent_kafka import Producer
 
-        from topology.tls import check_broker_tls
+        from connectors.kafka_tls import check_broker_tls
 
         check_broker_tls(settings)  # a CA that cannot work: one clear error, not a log flood
         self.settings = settings

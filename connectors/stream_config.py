@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from connectors.collector import CollectorConfigError
 from connectors.resilience import ReconnectPolicy
-from topology.settings import Secret
+from connectors.secrets import Secret
 
 _RECONNECT_KEYS: Final = frozenset({"base_s", "cap_s", "max_attempts", "breaker_threshold",
                                     "breaker_reset_s"})

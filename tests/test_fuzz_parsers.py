@@ -253,6 +253,9 @@ def check_vendor(path: Path, fmt: str) -> None:
 @example(("multi", b"EURUSD,20120104 17:00:00.290,\xff,1.2\n", False))  # UnicodeDecodeError
 @example(("truefx", b"USD/JPY,2013\x000101,1,2\n", False))  # a NUL in the date: ValueError
 @example(("histdata", b"\x1f\x8b\x08\x00garbage", True))  # a broken gzip stream
+# a quoted field spanning lines: the error message must still be one line
+@example(("truefx", b'USD/JPY,"0130101 22:02:35.907,86.6\nUSD/JPY,20130101 22:02:35.9,1,2\n',
+          False))
 def test_vendor_files_yield_ticks_or_raise_tick_file_error(
     scratch: Path, case: tuple[str, bytes, bool],
 ) -> None:

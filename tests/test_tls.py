@@ -25,6 +25,7 @@ import yaml
 from conftest import need
 from tls_helpers import CertificateSet, TlsBroker, make_certificates, stunnel_binary
 
+from connectors.kafka_tls import KafkaTlsError, check_broker_tls
 from connectors.producer import RecordProducer
 from schemas.codec import Codec
 from schemas.records import CleanTick, RawTick
@@ -33,7 +34,6 @@ from topology.broker import free_port
 from topology.kafka_io import TopicReader
 from topology.localstack import WorkerProcess
 from topology.settings import Settings
-from topology.tls import KafkaTlsError, check_broker_tls
 
 pytestmark = pytest.mark.integration
 

@@ -58,7 +58,7 @@ def create_planned(
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    from topology.tls import check_broker_tls
+    from connectors.kafka_tls import check_broker_tls
 
     check_broker_tls(settings)  # a CA that cannot work: one clear error, not a log flood
     admin = AdminClient(settings.confluent_config())

@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     native.install()  # before any stage module is imported: compiled when fresh
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from topology.tls import KafkaTlsError
+    from connectors.kafka_tls import KafkaTlsError
 
     try:
         return int(args.func(args))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.kafka_client import consumer_config
 from topology.settings import Settings
 
 
@@ -17,20 +17,6 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes
-
-
-def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    conf = {
-        **settings.confluent_config(),
-        "group.id": f"tickstream-reader-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6000,
-        "fetch.wait.max.ms": 10,
-        "fetch.queue.backoff.ms": 10,
-    }
-    conf.update(overrides)
-    return conf
 
 
 class TopicReader:

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
+from connectors.kafka_client import KafkaSecurity
+from connectors.secrets import Secret
 from stages.config import RiskLimits, SymbolSpec
 
 PREFIX = "TICKSTREAM_"
 
-SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 ValidationLevel = Literal["basic", "advanced", "enterprise"]
 
 DEFAULT_SYMBOLS = "EURUSD,GBPUSD,USDJPY,USDCHF,AUDUSD,USDCAD,NZDUSD,EURJPY,GBPJPY,EURGBP"
@@ -36,44 +36,6 @@ class SettingsError(ValueError):
         self.expected = expected
         shown = "" if got is None else f" (got {got!r})"
         super().__init__(f"{variable}: expected {expected}{shown}")
-
-
-class Secret:
-    """A string that never shows itself in ``repr``, ``str`` or f-strings."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __format__(self, spec: str) -> str:
-        return repr(self)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> Any:
-        raise TypeError("Secret values are not picklable")
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaSecurity:
-    protocol: SecurityProtocol = "PLAINTEXT"
-    sasl_mechanism: SaslMechanism | None = None
-    sasl_username: str | None = None
-    sasl_password: Secret | None = None
-    ssl_ca_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.collector import CollectorConfigError
-from topology.settings import Secret
+from connectors.secrets import Secret
 
 #: ``copy_flags`` names → the MetaTrader5 ``COPY_TICKS_*`` values.
 COPY_FLAGS = {"INFO": 1, "TRADE": 2, "ALL": -1}

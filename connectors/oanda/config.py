@@ -19,8 +19,8 @@ from typing import Any, Final, Literal, cast
 from connectors.collector import CollectorConfigError
 from connectors.oanda.parse import symbol_to_instrument
 from connectors.resilience import ReconnectPolicy
+from connectors.secrets import Secret
 from connectors.stream_config import ConfigFields, read_secret, reconnect_policy, where_of
-from topology.settings import Secret
 
 PRACTICE_STREAM_URL: Final = "https://stream-fxpractice.oanda.com"
 LIVE_STREAM_URL: Final = "https://stream-fxtrade.oanda.com"

@@ -50,10 +50,10 @@ from connectors.resilience import (
     RetryLater,
     retry_after_s,
 )
+from connectors.secrets import Secret
 from connectors.stream_config import ConfigFields, read_secret, reconnect_policy, where_of
 from connectors.websocket.mapping import FieldPath, MappingSpec, QuoteMapper, spec_from_config
 from schemas.records import RawTick
-from topology.settings import Secret
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import ssl
 
-from topology.settings import Settings
+from connectors.kafka_client import KafkaClientSettings as Settings
 
 __all__ = ["CA_FILE_SETTING", "KafkaTlsError", "check_broker_tls"]
 
