@@ -52,8 +52,9 @@ bench: $(STAMP) $(NATIVE) ## benchmarks on a private local broker; one JSON obje
 reliability: $(STAMP) $(NATIVE) ## fault suite on real Lean ticks (kills, stall, restart, bad input, soak; ~15 min); writes docs/reliability.md, JSON on the last line
 	$(BIN)/python -m bench.reliability
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and the import-linter contracts (one-way layers; see README Layout)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP) ## mypy --strict on the packages
 	$(BIN)/mypy

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     native.install()  # the stages as users run them: compiled when fresh
     from bench import topology
-    from topology.broker import LocalBroker
+    from devstack.broker import LocalBroker
 
     started = time.monotonic()
     broker = None

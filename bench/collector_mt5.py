@@ -112,7 +112,7 @@ def measure(bootstrap: str, n_ticks: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from topology.broker import LocalBroker
+    from devstack.broker import LocalBroker
 
     args = sys.argv[1:] if argv is None else argv
     n = int(args[0]) if args else 200_000

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bootstrap:
         print(json.dumps(measure(args.bootstrap, args.ticks), indent=2))
         return 0
-    from topology.broker import LocalBroker
+    from devstack.broker import LocalBroker
 
     with tempfile.TemporaryDirectory() as tmp:
         broker = LocalBroker(log_path=Path(tmp) / "tansu.log").start()

@@ -20,7 +20,7 @@ from topology.settings import Settings
 def bench_env(bootstrap: str, data_dir: str, **extra: str) -> dict[str, str]:
     """Environment of a private app (unique prefix and app id) on ``bootstrap``."""
     u = uuid.uuid4().hex[:8]
-    from topology.broker import free_port
+    from devstack.broker import free_port
 
     return {
         "TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -73,7 +73,7 @@ class Span:
 def consumer(settings: Settings, **overrides: Any) -> Any:
     from confluent_kafka import Consumer
 
-    from topology.kafka_io import consumer_config
+    from devstack.kafka_io import consumer_config
 
     return Consumer(consumer_config(settings, **overrides))
 

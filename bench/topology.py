@@ -51,13 +51,13 @@ from bench.kafka_tools import (
 )
 from connectors.files import write_canonical
 from connectors.simulator import simulate
+from devstack.localstack import WorkerProcess
 from schemas.codec import make_codec
 from schemas.records import CleanTick, RawTick, TradingCommand
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.train import train_model
 from stages.types import Tick
 from topology.admin import ensure_topics
-from topology.localstack import WorkerProcess
 from topology.settings import Settings
 
 RISK = {"TICKSTREAM_RISK_ENTRY_THRESHOLD": "0.51", "TICKSTREAM_RISK_EXIT_THRESHOLD": "0.5",

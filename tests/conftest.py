@@ -16,7 +16,7 @@ from stages import native
 
 native.install()  # as the entry points do: the stages run compiled when the build is fresh
 
-from topology.broker import LocalBroker, free_port  # noqa: E402
+from devstack.broker import LocalBroker, free_port  # noqa: E402
 from topology.settings import Settings  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

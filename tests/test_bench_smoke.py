@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from topology.broker import LocalBroker
+from devstack.broker import LocalBroker
 
 pytestmark = pytest.mark.integration
 

@@ -31,11 +31,11 @@ from pipeline_helpers import send_ticks
 
 from connectors.producer import RecordProducer
 from connectors.simulator import simulate
+from devstack.broker import LocalBroker, free_port
+from devstack.kafka_io import TopicReader
+from devstack.localstack import WorkerProcess
 from stages.types import Tick
 from topology.admin import ensure_topics
-from topology.broker import LocalBroker, free_port
-from topology.kafka_io import TopicReader
-from topology.localstack import WorkerProcess
 from topology.settings import Settings
 from topology.state_guard import (
     EXIT_BROKER_LOST,

@@ -23,11 +23,11 @@ from standins.oanda import OandaStandIn
 
 from connectors.collector import Collector
 from connectors.resilience import Backoff, CircuitBreaker, FatalCollectorError
+from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import CollectorHealth, MarketEvent, RawTick, Record
 from topology.admin import ensure_topics
 from topology.collect import KINDS, CollectFailed, health_record, run_collector, supervise
-from topology.kafka_io import Message, TopicReader
 from topology.settings import Settings
 
 CODEC = make_codec(None)

@@ -39,10 +39,10 @@ from connectors.collector import CollectorConfigError
 from connectors.polling import StateFile
 from connectors.producer import RecordProducer
 from connectors.resilience import RateLimiter
+from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import MarketEvent, Record, RejectedRecord
 from topology.admin import ensure_topics
-from topology.kafka_io import Message, TopicReader
 from topology.settings import Settings
 
 PATH = "/ff_calendar_thisweek.xml"

@@ -38,10 +38,10 @@ from connectors.mt5.api import TICK_DTYPE, BridgeApi, Mt5Error, load_native, utc
 from connectors.mt5.ticks import RejectedRow, SymbolCursor, convert, detect_offset_ms
 from connectors.producer import RecordProducer
 from connectors.resilience import FatalCollectorError
+from devstack.kafka_io import TopicReader
 from schemas.codec import make_codec
 from schemas.records import RawTick, Record, RejectedRecord
 from topology.admin import ensure_topics
-from topology.kafka_io import TopicReader
 from topology.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -41,10 +41,10 @@ from connectors.news.parse import (
 from connectors.news.sentiment import Lexicon, default_lexicon, score
 from connectors.producer import RecordProducer
 from connectors.resilience import RateLimiter
+from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import MarketEvent, Record, RejectedRecord
 from topology.admin import ensure_topics
-from topology.kafka_io import Message, TopicReader
 from topology.settings import Settings
 
 RSS_PATH = "/rss/news"

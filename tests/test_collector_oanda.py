@@ -46,10 +46,10 @@ from connectors.oanda.parse import (
 )
 from connectors.producer import RecordProducer
 from connectors.resilience import FatalCollectorError, retry_after_s
+from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import RawTick, Record, RejectedRecord
 from topology.admin import ensure_topics
-from topology.kafka_io import Message, TopicReader
 from topology.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

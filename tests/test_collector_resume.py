@@ -47,10 +47,10 @@ from connectors.positions import (
 from connectors.producer import RecordProducer
 from connectors.simulator import build as build_sim
 from connectors.simulator.collector import SimulatorCollector
+from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import RawTick, Record
 from topology.admin import ensure_topics
-from topology.kafka_io import Message, TopicReader
 from topology.settings import Settings
 
 START = 1_700_000_000_000

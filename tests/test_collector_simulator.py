@@ -29,11 +29,11 @@ from connectors.simulator import (
     simulate_events,
 )
 from connectors.simulator.collector import SimulatorCollector
+from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import MarketEvent, RawTick, Record
 from stages.types import Tick
 from topology.admin import ensure_topics
-from topology.kafka_io import Message, TopicReader
 from topology.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -43,10 +43,10 @@ from connectors.websocket.mapping import (
     normalise_symbol,
     spec_from_config,
 )
+from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import RawTick, Record, RejectedRecord
 from topology.admin import ensure_topics
-from topology.kafka_io import Message, TopicReader
 from topology.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

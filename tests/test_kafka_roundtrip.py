@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.producer import RecordProducer
+from devstack.kafka_io import TopicReader
 from schemas.codec import make_codec
 from schemas.records import (
     Bar,
@@ -18,7 +19,6 @@ from schemas.records import (
     TradingCommand,
 )
 from topology.admin import ensure_topics
-from topology.kafka_io import TopicReader
 from topology.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -22,11 +22,11 @@ from pipeline_helpers import RISK, row, send_ticks, train_small_model
 from connectors.files import write_canonical
 from connectors.producer import RecordProducer
 from connectors.simulator import simulate
+from devstack.kafka_io import Message, TopicReader
+from devstack.localstack import WorkerProcess
 from schemas.codec import make_codec
 from schemas.records import Bar, FeatureVector, RawTick, RejectedRecord, TradingCommand
 from topology.admin import ensure_topics
-from topology.kafka_io import Message, TopicReader
-from topology.localstack import WorkerProcess
 from topology.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from connectors.files import CanonicalColumns, TickFileError, read_vendor, write_canonical
+from offline.process import run_process
+from offline.process_shard import Shard
 from stages.types import Tick
-from topology.process import run_process
-from topology.process_shard import Shard
 from topology.settings import Settings
 
 pytestmark = pytest.mark.data

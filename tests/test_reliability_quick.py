@@ -19,7 +19,7 @@ from conftest import need
 from bench.reliability import data
 from bench.reliability import scenarios as sc
 from bench.reliability.__main__ import train
-from topology.broker import LocalBroker
+from devstack.broker import LocalBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.data]
 

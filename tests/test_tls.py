@@ -27,12 +27,12 @@ from tls_helpers import CertificateSet, TlsBroker, make_certificates, stunnel_bi
 
 from connectors.kafka_tls import KafkaTlsError, check_broker_tls
 from connectors.producer import RecordProducer
+from devstack.broker import free_port
+from devstack.kafka_io import TopicReader
+from devstack.localstack import WorkerProcess
 from schemas.codec import Codec
 from schemas.records import CleanTick, RawTick
 from topology.admin import ensure_topics
-from topology.broker import free_port
-from topology.kafka_io import TopicReader
-from topology.localstack import WorkerProcess
 from topology.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -18,12 +18,12 @@ from pipeline_helpers import RISK, csv_rows, row, send_ticks, train_small_model
 from connectors.files import write_canonical
 from connectors.producer import RecordProducer
 from connectors.simulator import simulate, simulate_events
+from devstack.kafka_io import Message, TopicReader
+from devstack.localstack import WorkerProcess
+from offline.process import run_process, write_events
 from schemas.codec import make_codec
 from schemas.records import ControlMessage, FeatureVector, TradingCommand
 from topology.admin import ensure_topics
-from topology.kafka_io import Message, TopicReader
-from topology.localstack import WorkerProcess
-from topology.process import run_process, write_events
 from topology.settings import Settings
 from topology.tables import CONTEXT, CONTROL_STATE
 

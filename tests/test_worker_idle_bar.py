@@ -16,12 +16,12 @@ from pipeline_helpers import csv_rows, row, send_ticks
 from connectors.files import write_canonical
 from connectors.producer import RecordProducer
 from connectors.simulator import simulate
+from devstack.kafka_io import Message, TopicReader
+from devstack.localstack import WorkerProcess
+from offline.process import run_process
 from schemas.codec import make_codec
 from schemas.records import Bar, RawTick
 from topology.admin import ensure_topics
-from topology.kafka_io import Message, TopicReader
-from topology.localstack import WorkerProcess
-from topology.process import run_process
 from topology.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -29,12 +29,12 @@ from pipeline_helpers import send_ticks
 from agents.watchdog import STALL_EXIT_CODE
 from connectors.producer import RecordProducer
 from connectors.simulator import simulate
+from devstack.kafka_io import consumer_config
+from devstack.localstack import WorkerProcess
 from schemas.records import RawTick
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.types import Tick
 from topology.admin import ensure_topics
-from topology.kafka_io import consumer_config
-from topology.localstack import WorkerProcess
 from topology.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ import pytest
 from pipeline_helpers import send_ticks
 
 from connectors.producer import RecordProducer
+from devstack.kafka_io import TopicReader
+from devstack.localstack import WorkerProcess
 from stages.types import Tick
 from topology.admin import ensure_topics
-from topology.kafka_io import TopicReader
-from topology.localstack import WorkerProcess
 from topology.settings import Settings
 from topology.tables import PIPELINE_STATE
 

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from topology.broker import BrokerError, free_port, tansu_binary, wait_for_port
+from devstack.broker import BrokerError, free_port, tansu_binary, wait_for_port
 
 __all__ = ["CertificateSet", "Stunnel", "TlsBroker", "make_ca", "make_certificates",
            "stunnel_binary"]

@@ -28,7 +28,7 @@ def _settings() -> Settings:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from topology.broker import LocalBroker
+    from devstack.broker import LocalBroker
 
     broker = LocalBroker(port=args.port).start()
     print(f"broker ready on {broker.bootstrap} (Ctrl-C to stop)", flush=True)
@@ -94,7 +94,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine.gc import freeze_startup_heap
-    from topology.process import run_process, usable_cpus
+    from offline.process import run_process, usable_cpus
 
     settings = _settings()
     # The worker's garbage-collector tuning (topology/app.py): the imported libraries'
@@ -126,7 +126,7 @@ def _jobs(text: str) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from topology.process import train_from_files
+    from offline.process import train_from_files
 
     result = train_from_files(
         [Path(f) for f in args.files], _settings(), Path(args.model), args.version, args.horizon

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from connectors.producer import RecordProducer
+from devstack.broker import LocalBroker, free_port
+from devstack.kafka_io import TopicReader
+from devstack.localstack import WorkerProcess
 from schemas.records import RawTick
 from topology.admin import ensure_topics
-from topology.broker import LocalBroker, free_port
-from topology.kafka_io import TopicReader
-from topology.localstack import WorkerProcess
 from topology.settings import Settings
 
 

@@ -71,7 +71,7 @@ def run(only: list[str], quick: bool, *, seed: int = 7, soak_s: float | None = N
         root: Path = data.DEFAULT_ROOT, workdir: Path | None = None,
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the chosen scenarios; a scenario that raises is reported with its error."""
-    from topology.broker import LocalBroker
+    from devstack.broker import LocalBroker
 
     if not root.is_dir():
         raise FileNotFoundError(f"real data folder {root} is absent")

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from devstack.kafka_io import Message, TopicReader
+from devstack.localstack import WorkerProcess
 from schemas.codec import Codec, MalformedRecord, make_codec
 from schemas.records import (
     Bar,
@@ -30,8 +32,6 @@ from schemas.records import (
     TradingCommand,
 )
 from stages.types import Tick
-from topology.kafka_io import Message, TopicReader
-from topology.localstack import WorkerProcess
 from topology.settings import Settings
 
 OUTPUTS = ("ticks.clean", "ticks.rejected", "bars.m1", "features", "trading.commands")
@@ -45,7 +45,7 @@ def now_us() -> int:
 
 
 def free_port() -> int:
-    from topology.broker import free_port as fp
+    from devstack.broker import free_port as fp
 
     return fp()
 
@@ -123,10 +123,12 @@ class BadInput:
     in_reference: bool = True
     partition: int = -1  # where it landed (delivery report)
     offset: int = -1
+    timestamp_ms: int = 0  # the record's CreateTime
 
     def delivered(self, err: Any, msg: Any) -> None:
         if err is None:
             self.partition, self.offset = int(msg.partition()), int(msg.offset())
+            self.timestamp_ms = int(msg.timestamp()[1])
 
 
 def encode_tick(codec: Codec, t: Tick, topic: str) -> bytes:
@@ -147,7 +149,8 @@ class Sender(threading.Thread):
 
     def __init__(self, settings: Settings, ticks: Sequence[Tick], rate: float, *,
                  live: bool, bad: dict[int, list[BadInput]] | None = None,
-                 duration_s: float | None = None, keep: bool = True) -> None:
+                 duration_s: float | None = None, keep: bool = True,
+                 flush_s: float = 60.0) -> None:
         super().__init__(daemon=True, name="reliability-sender")
         self.settings = settings
         self.topic = settings.topic("ticks.raw")
@@ -158,6 +161,7 @@ class Sender(threading.Thread):
         self.bad = bad or {}
         self.duration_s = duration_s
         self.keep = keep
+        self.flush_s = flush_s
         self.sent: list[Tick] = []
         self.bad_sent: list[BadInput] = []
         self.count = 0  # records handed to the producer (ticks + bad inputs)
@@ -223,7 +227,7 @@ class Sender(threading.Thread):
             delay = next_at - time.monotonic()
             if delay > 0:
                 self.stop_event.wait(min(delay, 0.05))
-        self.undelivered = producer.flush(120)
+        self.undelivered = producer.flush(self.flush_s)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -52,6 +52,63 @@ def summary_lines(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def summary_rows(sc: dict[str, Any]) -> list[tuple[str, tuple[str, str]]]:
+    """One line per scenario: pass/FAIL against its target and the figures behind it."""
+    rows: list[tuple[str, tuple[str, str]]] = []
+    for name, res in sc.items():
+        if "error" in res:
+            rows.append((name, ("**ERROR**", f"`{res['error'][:150]}`")))
+            continue
+        if name == "steady":
+            ok = res["lost"] == 0 and res["conflicting"] == 0 and res["accounted"] == res["sent"]
+            lat = ", ".join(f"{k}/s {_fmt(v['latency_ms'].get('p50'))}/"
+                            f"{_fmt(v['latency_ms'].get('p99'))} ms"
+                            for k, v in res["rates"].items())
+            rows.append((name, (_verdict(ok), f"sent {_fmt(res['sent'])}, accounted "
+                                f"{_fmt(res['accounted'])}, lost {res['lost']}, conflicting "
+                                f"{res['conflicting']}; p50/p99 {lat}")))
+        elif name == "kills":
+            ok = res["lost"] == 0 and res["conflicting"] == 0 and res["n_kills"] >= 5
+            rows.append((name, (_verdict(ok), f"{res['n_kills']} SIGKILLs: lost "
+                                f"{res['lost']}, conflicting {res['conflicting']}, identical "
+                                f"re-emissions {res['reemitted_identical']}")))
+        elif name == "stall":
+            ok = (res["lost"] == 0 and res["conflicting"] == 0
+                  and res["health_not_ok_after_stop_s"] is not None
+                  and res["health_ok_after_cont_s"] is not None)
+            rows.append((name, (_verdict(ok), f"{res['stall_s']:.0f} s SIGSTOP: lost "
+                                f"{res['lost']}; /health/ not-ok after "
+                                f"{_fmt(res['health_not_ok_after_stop_s'])} s, ok again "
+                                f"{_fmt(res['health_ok_after_cont_s'])} s after SIGCONT")))
+        elif name == "restart":
+            p1, p2 = res["phase1_same_worker"], res["phase2_worker_restarted"]
+            ok = p2["lost"] == 0 and p2["conflicting"] == 0 and not p2["start_error"]
+            rows.append((name, (_verdict(ok), f"worker exit after "
+                                f"{_fmt(p1['worker_exit_after_restart_s'])} s (code "
+                                f"{_fmt(p1['worker_exit_code'])}); surviving producer "
+                                f"undelivered {_fmt(p2['old_producer_undelivered'])}; "
+                                f"restarted worker "
+                                f"{'did not start' if p2['start_error'] else 'started'}, "
+                                f"lost {_fmt(p2['lost'])} of "
+                                f"{_fmt(p2['ticks_on_new_broker'])} ticks on the new broker")))
+        elif name == "badinput":
+            b = res["bad"]
+            ok = b["unaccounted"] == 0 and res["lost"] == 0 and res["conflicting"] == 0
+            rows.append((name, (_verdict(ok), f"{b['bad_sent']} bad records: unaccounted "
+                                f"{b['unaccounted']}, unexpected reason "
+                                f"{b['not_the_expected_reason']}; good ticks lost "
+                                f"{res['lost']}, conflicting {res['conflicting']}")))
+        elif name == "soak":
+            rss, lag = res.get("rss_mb") or {}, res.get("lag_ticks") or {}
+            ok = res["unaccounted_at_end"] == 0 and res["worker_alive"]
+            rows.append((name, (_verdict(ok), f"{res['seconds']:.0f} s at {res['rate']:.0f}/s:"
+                                f" RSS {_fmt(rss.get('start'))} → {_fmt(rss.get('end'))} MB "
+                                f"(max {_fmt(rss.get('max'))}, {_fmt(rss.get('slope_per_min'))}"
+                                f" MB/min), lag max {_fmt(lag.get('max'))} ticks, unaccounted "
+                                f"{_fmt(res['unaccounted_at_end'])}")))
+    return rows
+
+
 def _accounting_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
     out = ["| run | output | offline (judged) | online unique | lost | extra | "
            "identical re-emissions | conflicting |", "|---|---|---|---|---|---|---|---|"]
@@ -114,6 +171,10 @@ def render(result: dict[str, Any], command: str) -> str:
         "`tests/test_tls.py`.",
         "",
     ]
+    L += ["## Summary", "", "| scenario | verdict | figures |", "|---|---|---|"]
+    for name, line in summary_rows(sc):
+        L.append(f"| {name} | {line[0]} | {line[1]} |")
+    L.append("")
     # 1
     st = sc.get("steady")
     if st is not None:
@@ -223,15 +284,25 @@ def render(result: dict[str, Any], command: str) -> str:
                   f"{_fmt(p1['first_clean_after_restart_s'])} s) |",
                   f"| phase 2: old worker stopped in / rc | {p2['old_worker_stop_s']} s / "
                   f"{_fmt(p2['old_worker_rc'])} |",
-                  f"| phase 2: new worker ready | {_fmt(p2['new_worker_ready_s'])} s "
-                  f"{p2['start_error'] or ''} |",
-                  f"| phase 2: ticks on the new broker / never reached it | "
-                  f"{_fmt(p2['ticks_on_new_broker'])} / "
+                  f"| phase 2: new worker ready | {_fmt(p2['new_worker_ready_s'])} s"
+                  f"{' (did not start: see below)' if p2['start_error'] else ''} |",
+                  f"| producer that lived through the restart: ticks sent since / "
+                  f"undelivered at its flush | "
+                  f"{_fmt(p2['old_producer_ticks_sent_total'] - r['sent_before_stop'])} / "
+                  f"{_fmt(p2['old_producer_undelivered'])} |",
+                  f"| phase 2: a fresh producer (restarted collector): sent / undelivered | "
+                  f"{_fmt(p2['fresh_producer_ticks_sent'])} / "
+                  f"{_fmt(p2['fresh_producer_undelivered'])} |",
+                  f"| phase 2: ticks on the new broker / sent after the stop but never "
+                  f"reached it | {_fmt(p2['ticks_on_new_broker'])} / "
                   f"{_fmt(p2['ticks_never_reached_new_broker'])} |",
                   f"| phase 2: lost / conflicting vs offline | {p2['lost']} / "
                   f"{p2['conflicting']} |", "",
                   "Health transitions: " + "; ".join(
                       f"{t} {st_}" for t, st_ in r["health_transitions"]), ""]
+            if p2.get("start_error"):
+                L += ["The new worker did not start; the end of its error:", "", "```text",
+                      str(p2["start_error"]), "```", ""]
             L += [*_examples(p2), ""]
     # 5
     b = sc.get("badinput")

@@ -3,7 +3,7 @@
 The very same :class:`~stages.pipeline.Pipeline` the worker drives. Every input row is
 accounted for: ``ticks_in == clean + duplicates + sum(rejected)`` (malformed rows count as
 ``malformed`` rejects). With ``jobs`` > 1 the per-symbol stages run in forked processes
-(:mod:`topology.process_shard`) and give the same results.
+(:mod:`offline.process_shard`) and give the same results.
 """
 
 from __future__ import annotations
@@ -25,13 +25,7 @@ from typing import Any
 import orjson
 
 from connectors.files import canonical_table, csv_fields, read_canonical
-from schemas.records import MarketEvent, TradingCommand
-from stages import native
-from stages.context import ContextBook
-from stages.pipeline import Outputs, Pipeline, PipelineConfig
-from stages.score import ModelStore
-from stages.types import Tick
-from topology.process_shard import (
+from offline.process_shard import (
     SHARD_OUTPUTS,
     Chunk,
     KeyedParts,
@@ -42,7 +36,13 @@ from topology.process_shard import (
     merge_parts,
     record_row,
 )
-from topology.settings import Settings
+from schemas.records import MarketEvent, TradingCommand
+from stages import native
+from stages.context import ContextBook
+from stages.pipeline import Outputs, Pipeline, PipelineConfig
+from stages.pipeline import PipelineSettings as Settings
+from stages.score import ModelStore
+from stages.types import Tick
 
 
 def read_events(path: Path) -> list[MarketEvent]:

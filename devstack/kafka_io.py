@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.kafka_client import KafkaClientSettings as Settings
 from connectors.kafka_client import consumer_config
-from topology.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ A shard owns whole symbols, so its dedupe, validation, consolidation, bars and f
 exactly what one process over every row would compute for them. What spans symbols, the
 model score and the risk limits, is left to the caller: the shard's pipeline defers each
 scored bar (:attr:`~stages.pipeline.Pipeline.defer_decisions`) with the *key* of the input
-row that produced it, and :func:`topology.process.run_process` decides every bar of every
+row that produced it, and :func:`offline.process.run_process` decides every bar of every
 shard in key order, which is the order one process would have decided them in.
 
 Keys: ``file_index << 40 | record_number`` for what a row produced; what the end-of-input
