@@ -27,8 +27,8 @@ LOGIN = 1000
 
 
 def _standins() -> Any:
-    if str(REPO / "tests") not in sys.path:
-        sys.path.insert(0, str(REPO / "tests"))
+    if str(REPO / "tests" / "fixtures") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests" / "fixtures"))
     from standins import mt5
 
     return mt5

@@ -1,6 +1,6 @@
 """OANDA collector throughput: stand-in stream → OandaCollector → RecordProducer → broker.
 
-The stand-in server (tests/standins/oanda.py) runs on its own event loop in a thread and
+The stand-in server (tests/fixtures/standins/oanda.py) runs on its own event loop in a thread and
 writes ``n_ticks`` pre-rendered PRICE lines as fast as the socket takes them; the collector
 runs on the main loop into a real broker under a unique topic prefix. The clock runs from
 ``collector.run()`` until every tick was emitted and ``sink.flush()`` returned (all
@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests"))
+if str(REPO / "tests" / "fixtures") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests" / "fixtures"))
 
 from standins.oanda import Hang, OandaStandIn, Raw  # noqa: E402
 

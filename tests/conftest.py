@@ -6,6 +6,8 @@ Under ``CI=true`` nothing skips: a missing broker binary or data folder is a fai
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,9 @@ from devstack.broker import LocalBroker, free_port  # noqa: E402
 from topology.settings import Settings  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LEFTOVER_GRACE_S = 5.0
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def need(condition: bool, reason: str) -> None:
@@ -30,6 +34,39 @@ def need(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: missing services or data are failures)")
     pytest.skip(reason)
+
+
+def _children() -> set[int]:
+    """Live (not zombie) child processes of this process."""
+    me, out = os.getpid(), set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == me and state != "Z":
+            out.add(int(entry))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def leaves_nothing_behind() -> Iterator[None]:
+    """Fail a test that leaves a thread or a child process running (session fixtures, set
+    up before this one, are not counted). What a test stops gets a few seconds to end."""
+    threads, children = set(threading.enumerate()), _children()
+    yield
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    while True:
+        left = [t.name for t in threading.enumerate() if t not in threads and t.is_alive()]
+        kids = sorted(_children() - children)
+        if not (left or kids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if left or kids:
+        pytest.fail(f"left behind: threads {left}, child processes {kids}")
 
 
 @pytest.fixture(scope="session")

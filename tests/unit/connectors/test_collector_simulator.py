@@ -9,12 +9,13 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from aiokafka.partitioner import murmur2
+from conftest import REPO_ROOT
+from sinks import ListSink
 
 from connectors.collector import CollectorConfigError
 from connectors.producer import RecordProducer
@@ -31,28 +32,14 @@ from connectors.simulator import (
 from connectors.simulator.collector import SimulatorCollector
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
-from schemas.records import MarketEvent, RawTick, Record
+from schemas.records import MarketEvent, RawTick
 from stages.types import Tick
 from topology.admin import ensure_topics
 from topology.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 START = 1_700_000_000_000
 NONE = Anomalies(duplicate=0, crossed=0, spike=0, out_of_order=0, jump_every_s=0)
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str | bytes, Record]] = []
-
-    def send(self, topic: str, key: str | bytes, record: Record) -> None:
-        self.sent.append((topic, key, record))
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        return 0
-
-    def records(self, topic: str) -> list[Any]:
-        return [r for t, _k, r in self.sent if t == topic]
 
 
 def digest(items: Iterable[object]) -> str:

@@ -1,7 +1,7 @@
 """Fuzzing every parser of outside input: no exception escapes but the module's typed one.
 
 Each parser is fed arbitrary input and mutations of real samples (recorded payloads in
-``tests/standins``, lines and files from ``../shared/data``). The property is the contract
+``tests/fixtures/standins``, lines and files from ``../shared/data``). The property is the contract
 each module states:
 
 * tick files (``connectors/files.py``): canonical CSV yields :class:`Tick` or

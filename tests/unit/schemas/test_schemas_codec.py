@@ -7,11 +7,11 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import fastavro
 import pytest
+from conftest import REPO_ROOT
 from fake_schema_registry import FakeSchemaRegistry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -635,7 +635,7 @@ def test_import_is_lazy() -> None:
         "assert a._parsed.cache_info().currsize == 0\n"
         "assert a._fingerprint_index.cache_info().currsize == 0\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
 
 
 def test_samples_are_independent_of_codec_cache() -> None:

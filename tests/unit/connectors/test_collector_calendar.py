@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import pytest_asyncio
 from aiokafka.partitioner import DefaultPartitioner
+from sinks import ListSink
 from standins.feeds import (
     RECORDED_FF_JSON,
     RECORDED_FF_XML,
@@ -41,7 +42,7 @@ from connectors.producer import RecordProducer
 from connectors.resilience import RateLimiter
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
-from schemas.records import MarketEvent, Record, RejectedRecord
+from schemas.records import MarketEvent, RejectedRecord
 from topology.admin import ensure_topics
 from topology.settings import Settings
 
@@ -74,25 +75,6 @@ WEEK = [
 ]
 BAD_DATE_ITEM = {"title": "Retail Sales m/m", "country": "USD", "date": "13-45-2025",
                  "time": "1:30pm", "impact": "High"}
-
-
-class ListSink:
-    """A RecordSink that keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str | bytes, Record]] = []
-
-    def send(self, topic: str, key: str | bytes, record: Record) -> None:
-        self.sent.append((topic, key, record))
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        return 0
-
-    def events(self) -> list[MarketEvent]:
-        return [r for _, _, r in self.sent if isinstance(r, MarketEvent)]
-
-    def rejects(self) -> list[RejectedRecord]:
-        return [r for _, _, r in self.sent if isinstance(r, RejectedRecord)]
 
 
 class CountingLimiter(RateLimiter):

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import yaml
 from aiokafka.partitioner import murmur2
+from conftest import REPO_ROOT
+from sinks import ListSink
 from standins import mt5 as standin
 from standins.mt5 import (
     COPY_TICKS_ALL,
@@ -40,11 +42,11 @@ from connectors.producer import RecordProducer
 from connectors.resilience import FatalCollectorError
 from devstack.kafka_io import TopicReader
 from schemas.codec import make_codec
-from schemas.records import RawTick, Record, RejectedRecord
+from schemas.records import RawTick, RejectedRecord
 from topology.admin import ensure_topics
 from topology.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 BOTH = TICK_FLAG_BID | TICK_FLAG_ASK
 
 # Recorded payloads: copy_ticks_from("EURUSD", 2020-01-10 UTC, ...) and
@@ -94,25 +96,6 @@ def run_convert(rows: np.ndarray, cursor: SymbolCursor, offset_ms: int = 0,
                 symbol: str = "EURUSD") -> list[RawTick | RejectedRow]:
     return convert(rows, cursor, broker="ICM", symbol=symbol, terminal_symbol=symbol,
                    offset_ms=offset_ms, recv_time_us=1).items
-
-
-class ListSink:
-    """A RecordSink that keeps what it is given (thread-safe enough for one producer)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str | bytes, Record]] = []
-
-    def send(self, topic: str, key: str | bytes, record: Record) -> None:
-        self.sent.append((topic, key, record))
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        return 0
-
-    def ticks(self) -> list[RawTick]:
-        return [r for t, _, r in self.sent if t == "ticks.raw" and isinstance(r, RawTick)]
-
-    def rejects(self) -> list[RejectedRecord]:
-        return [r for t, _, r in self.sent if isinstance(r, RejectedRecord)]
 
 
 @pytest.fixture(autouse=True)

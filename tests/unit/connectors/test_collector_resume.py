@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from sinks import ListSink
 from standins.mt5 import TICK_DTYPE, TICK_FLAG_ASK, TICK_FLAG_BID, Terminal, serve
 from standins.oanda import OandaStandIn, Prices, Snapshot
 
@@ -112,17 +113,6 @@ class LaggyProducer:
 
     def records(self, topic: str | None = None) -> list[Record]:
         return [r for t, _k, r in self.sent if topic is None or t == topic]
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str | bytes, Record]] = []
-
-    def send(self, topic: str, key: str | bytes, record: Record) -> None:
-        self.sent.append((topic, key, record))
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        return 0
 
 
 def tick(i: int) -> RawTick:

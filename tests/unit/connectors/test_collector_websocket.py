@@ -1,5 +1,5 @@
 """Generic WebSocket quote feed: the pure mapping and time formats, the configuration, and
-the collector against a local WebSocket stand-in (tests/standins/websocket_feed.py) and the
+the collector against a local WebSocket stand-in (tests/fixtures/standins/websocket_feed.py) and the
 real broker."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import orjson
 import pytest
 import yaml
 from aiokafka.partitioner import murmur2
+from conftest import REPO_ROOT
+from sinks import ListSink
 from standins.websocket_feed import (
     START_MS,
     CloseWs,
@@ -45,11 +47,11 @@ from connectors.websocket.mapping import (
 )
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
-from schemas.records import RawTick, Record, RejectedRecord
+from schemas.records import RawTick, RejectedRecord
 from topology.admin import ensure_topics
 from topology.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 T_MS = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z
 
 
@@ -300,24 +302,6 @@ def test_shipped_example_builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 # ---- the collector against the stand-in (no broker) --------------------------------------
-class ListSink:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str | bytes, Record]] = []
-
-    def send(self, topic: str, key: str | bytes, record: Record) -> None:
-        self.sent.append((topic, key, record))
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        return 0
-
-    def ticks(self) -> list[RawTick]:
-        return [r for t, _, r in self.sent if t == "ticks.raw" and isinstance(r, RawTick)]
-
-    def rejects(self) -> list[RejectedRecord]:
-        return [r for t, _, r in self.sent
-                if t == "ticks.rejected" and isinstance(r, RejectedRecord)]
-
-
 def make_collector(
     feed: WebSocketStandIn, sink: Any, token: str | None = None, **overrides: Any
 ) -> WebSocketCollector:

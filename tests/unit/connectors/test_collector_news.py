@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiokafka.partitioner import DefaultPartitioner
+from sinks import ListSink
 from standins.feeds import (
     RECORDED_ATOM,
     RECORDED_RSS,
@@ -43,7 +44,7 @@ from connectors.producer import RecordProducer
 from connectors.resilience import RateLimiter
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
-from schemas.records import MarketEvent, Record, RejectedRecord
+from schemas.records import MarketEvent, RejectedRecord
 from topology.admin import ensure_topics
 from topology.settings import Settings
 
@@ -64,23 +65,6 @@ def _rfc822(minutes_ago: float) -> str:
 
 def _iso(minutes_ago: float) -> str:
     return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).replace(microsecond=0).isoformat()
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str | bytes, Record]] = []
-
-    def send(self, topic: str, key: str | bytes, record: Record) -> None:
-        self.sent.append((topic, key, record))
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        return 0
-
-    def events(self) -> list[MarketEvent]:
-        return [r for _, _, r in self.sent if isinstance(r, MarketEvent)]
-
-    def rejects(self) -> list[RejectedRecord]:
-        return [r for _, _, r in self.sent if isinstance(r, RejectedRecord)]
 
 
 class CountingLimiter(RateLimiter):

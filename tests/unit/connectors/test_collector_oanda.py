@@ -1,5 +1,5 @@
 """OANDA v20 pricing stream: the parser on documented payloads, the configuration, and the
-collector against a local stand-in server (tests/standins/oanda.py) and the real broker."""
+collector against a local stand-in server (tests/fixtures/standins/oanda.py) and the real broker."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import orjson
 import pytest
 import yaml
 from aiokafka.partitioner import murmur2
+from conftest import REPO_ROOT
+from sinks import ListSink
 from standins.oanda import (
     START_NS,
     Close,
@@ -48,11 +50,11 @@ from connectors.producer import RecordProducer
 from connectors.resilience import FatalCollectorError, retry_after_s
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
-from schemas.records import RawTick, Record, RejectedRecord
+from schemas.records import RawTick, RejectedRecord
 from topology.admin import ensure_topics
 from topology.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 
 # The documented v20 payloads (developer.oanda.com, "Pricing Endpoints" stream example).
 DOC_PRICE = (
@@ -256,26 +258,6 @@ def test_retry_after_forms() -> None:
 
 
 # ---- the collector against the stand-in (no broker) --------------------------------------
-class ListSink:
-    """Records what a collector sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str | bytes, Record]] = []
-
-    def send(self, topic: str, key: str | bytes, record: Record) -> None:
-        self.sent.append((topic, key, record))
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        return 0
-
-    def ticks(self) -> list[RawTick]:
-        return [r for t, _, r in self.sent if t == "ticks.raw" and isinstance(r, RawTick)]
-
-    def rejects(self) -> list[RejectedRecord]:
-        return [r for t, _, r in self.sent
-                if t == "ticks.rejected" and isinstance(r, RejectedRecord)]
-
-
 def make_collector(
     standin: OandaStandIn, sink: Any, token: str | None = None, **overrides: Any
 ) -> OandaCollector:

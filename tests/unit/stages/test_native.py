@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import need
+from conftest import REPO_ROOT, need
 
 from connectors.files import read_vendor, write_canonical
 from stages import native
 from stages.types import Tick
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 SUFFIX = native.importlib.machinery.EXTENSION_SUFFIXES[0]
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from conftest import REPO_ROOT
+
 from topology.describe import describe_mermaid, describe_text
 from topology.settings import Settings
 from topology.tables import ALL_TABLES
@@ -45,8 +47,7 @@ def test_describe_shows_every_topic_table_and_partitions() -> None:
 
 
 def test_docs_embed_the_current_diagram() -> None:
-    from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "topology.md").read_text()
+    doc = (REPO_ROOT / "docs" / "topology.md").read_text()
     s = Settings.from_env({}, env_file=None)
     assert describe_mermaid(s) in doc, "docs/topology.md is stale: run make docs"

@@ -7,6 +7,7 @@ import logging
 import random
 
 import pytest
+from sinks import ListSink
 
 from connectors.collector import Collector
 from connectors.resilience import (
@@ -18,7 +19,7 @@ from connectors.resilience import (
     ReconnectExhausted,
     retry_after_s,
 )
-from schemas.records import RawTick, Record
+from schemas.records import RawTick
 
 
 class Clock:
@@ -77,17 +78,6 @@ def test_retry_after_header_forms() -> None:
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
     assert retry_after_s("soon") is None and retry_after_s(None) is None
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str | bytes, Record]] = []
-
-    def send(self, topic: str, key: str | bytes, record: Record) -> None:
-        self.sent.append((topic, key, record))
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        return 0
 
 
 class Flaky(Collector):

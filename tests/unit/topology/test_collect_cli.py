@@ -19,35 +19,21 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 import yaml
+from conftest import REPO_ROOT
+from sinks import ListSink
 from standins.oanda import OandaStandIn
 
 from connectors.collector import Collector
 from connectors.resilience import Backoff, CircuitBreaker, FatalCollectorError
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
-from schemas.records import CollectorHealth, MarketEvent, RawTick, Record
+from schemas.records import CollectorHealth, MarketEvent, RawTick
 from topology.admin import ensure_topics
 from topology.collect import KINDS, CollectFailed, health_record, run_collector, supervise
 from topology.settings import Settings
 
 CODEC = make_codec(None)
 SECRET = "s3cret-token-0042"
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str | bytes, Record]] = []
-        self.flushes = 0
-
-    def send(self, topic: str, key: str | bytes, record: Record) -> None:
-        self.sent.append((topic, key, record))
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        self.flushes += 1
-        return 0
-
-    def health(self) -> list[CollectorHealth]:
-        return [r for t, _k, r in self.sent if isinstance(r, CollectorHealth)]
 
 
 class Scripted(Collector):
@@ -121,7 +107,7 @@ def test_venue_counters_go_to_detail_redacted() -> None:
 
 
 def test_procfile_runs_every_kind_with_a_shipped_config() -> None:
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO_ROOT
     lines = [ln.split(":", 1) for ln in (repo / "Procfile").read_text().splitlines()]
     collect = {name: cmd.split() for name, cmd in lines if name.startswith("collect-")}
     kinds = set()

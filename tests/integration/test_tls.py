@@ -1,6 +1,6 @@
 """TLS end to end: SSL settings through a TLS terminator (stunnel) in front of the broker.
 
-The broker of this module is reachable only over TLS (``tests/tls_helpers.TlsBroker``: its
+The broker of this module is reachable only over TLS (``tests/fixtures/tls_helpers.TlsBroker``: its
 advertised listener is the stunnel port). A tick goes in through the project's producer
 path, a ``tickstream worker`` consumes it over TLS, and the clean tick comes back out; a CA
 that did not sign the broker's certificate gives one clear line from the producer path,
