@@ -56,7 +56,6 @@ from agents.context import ContextSync
 from agents.control import MODEL_KEY, ControlView
 from agents.control import TABLE as CONTROL_TABLE
 from agents.fence import PartitionFence
-from agents.rejects import rejected
 from agents.routing import OutputRouter
 from agents.wiring import Wiring
 from engine.events import as_current_event
@@ -64,6 +63,7 @@ from engine.publish import BatchPublisher
 from engine.take import ack_all, take_ready
 from schemas.codec import MalformedRecord
 from schemas.records import RawTick
+from schemas.rejects import rejected
 from stages.pipeline import Outputs, Pipeline
 from stages.score import ModelStore
 from stages.types import BAD_KEY, Tick

@@ -42,7 +42,8 @@ from connectors.resilience import (
     FatalCollectorError,
     RateLimiter,
 )
-from schemas.records import MarketEvent, RawTick, Record, RejectedRecord
+from schemas.records import MarketEvent, RawTick, Record
+from schemas.rejects import rejected
 
 if TYPE_CHECKING:
     from connectors.positions import Position, PositionTracker
@@ -288,17 +289,9 @@ class Collector(abc.ABC):
     ) -> None:
         """Route an unparseable payload, byte for byte, to the dead-letter topic."""
         original = payload.encode() if isinstance(payload, str) else bytes(payload)
-        rec = RejectedRecord(
-            original=original,
-            key=key.encode() if key else None,
-            source_topic=f"collector:{self.kind}:{self.name}",
-            source_partition=-1,
-            source_offset=-1,
-            reason=reason,
-            detail=self.redact(detail)[:1000],
-            stage="collect",
-            time_us=time.time_ns() // 1000,
-        )
+        rec = rejected(original, key.encode() if key else None,
+                       f"collector:{self.kind}:{self.name}", -1, -1, reason,
+                       self.redact(detail), "collect")
         self.sink.send(DEAD_LETTER_TOPIC, key or self.name, rec)
         self.health.rejected += 1
 
