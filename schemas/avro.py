@@ -148,7 +148,7 @@ def fingerprint(parsed: Schema) -> bytes:
 
     This is exactly the fingerprint that Avro single-object encoding puts after ``C3 01``.
     fastavro returns it as hex already in little-endian byte order (as the Java
-    implementation writes it); ``tests/test_schemas_codec.py`` checks this against an
+    implementation writes it); ``tests/unit/schemas/test_schemas_codec.py`` checks this against an
     independent implementation of the spec.
     """
     return bytes.fromhex(fastavro.schema.fingerprint(canonical_form(parsed), "CRC-64-AVRO"))

@@ -13,9 +13,9 @@ and writes them in order:
 * two-branch unions with ``null`` and enums are a branch and a dict lookup.
 
 The encoding is Avro's, so the bytes equal fastavro's for every valid record
-(``tests/test_schemas_compiled.py`` checks it on generated records of every schema, and on
-random and truncated bytes for the readers). Schemas using anything else (arrays, maps,
-nested records, wider unions, fixed) are not compiled: :func:`compile_writer` and
+(``tests/unit/schemas/test_schemas_compiled.py`` checks it on generated records of every
+schema, and on random and truncated bytes for the readers). Schemas using anything else
+(arrays, maps, nested records, wider unions, fixed) are not compiled: :func:`compile_writer` and
 :func:`compile_reader` return ``None`` and the codec keeps using fastavro for them.
 
 Errors: a reader raises :class:`EOFError` (or ``IndexError``/``struct.error``) for a body

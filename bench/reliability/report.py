@@ -168,7 +168,7 @@ def render(result: dict[str, Any], command: str) -> str:
         "day and the test suite's risk thresholds make commands happen.",
         "",
         "Fuzzing and TLS are covered by tests, not here: `tests/test_fuzz_*.py`, "
-        "`tests/test_tls.py`.",
+        "`tests/integration/test_tls.py`.",
         "",
     ]
     L += ["## Summary", "", "| scenario | verdict | figures |", "|---|---|---|"]
@@ -265,9 +265,11 @@ def render(result: dict[str, Any], command: str) -> str:
             L += [f"Live feed at {r['rate']:.0f} ticks/s. The broker is stopped (SIGTERM) "
                   "and a new, empty one started on the same port; the harness recreates "
                   "the topics on it at once (as an operator or the deployment would). "
-                  f"Phase 1 watches the running worker for {r['observe_s']:.0f} s; phase 2 "
-                  "restarts the worker and judges what the new broker holds against "
-                  "offline.", "",
+                  f"Phase 1 watches the running worker (and the sender's producer, which "
+                  f"lives through the restart like a collector's) for {r['observe_s']:.0f} s;"
+                  " phase 2 starts a new worker, sends 10 s more through a fresh producer "
+                  "(a restarted collector), and judges everything the new broker's "
+                  "`ticks.raw` holds against offline `process` on the same ticks.", "",
                   "| figure | value |", "|---|---|",
                   f"| ticks sent before the stop / outputs read by then | "
                   f"{_fmt(r['sent_before_stop'])} / {_fmt(r['outputs_read_before_stop'])} |",

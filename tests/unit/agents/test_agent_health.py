@@ -1,5 +1,5 @@
 """Broker-less tests of the health agent and the worker's ``/health/`` page (Faust
-``agent.test_context()`` with the memory store, as in tests/test_agents.py)."""
+``agent.test_context()`` with the memory store, as in tests/unit/agents/test_agents.py)."""
 
 from __future__ import annotations
 

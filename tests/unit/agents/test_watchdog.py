@@ -1,6 +1,7 @@
 """The stall watchdog's policy and the adaptive fetch wait, without Faust or a broker.
 
-The integration side (a real worker on a long log) is ``tests/test_worker_live_rate.py``.
+The integration side (a real worker on a long log) is
+``tests/integration/test_worker_live_rate.py``.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def digest(items: Iterable[object]) -> str:
 
 # ---- simulate(): outputs other tests depend on ------------------------------------------
 def test_seeded_outputs_are_pinned() -> None:
-    """The exact outputs tests/test_online_offline.py and test_worker_context_control.py
+    """The exact outputs tests/integration/test_online_offline.py and test_worker_context_control.py
     rely on: these digests were taken from the simulator before stalls existed."""
     assert digest(simulate(7, seconds=120)) == (
         "f9ddc9667d234ccaef801d58dc5012dc30e7b2422098fc6727c0900a1185af03")
