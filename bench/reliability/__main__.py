@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.reliability import data, report, scenarios
 
-SOAK_S = 240.0
+SOAK_S = 300.0
 SCENARIOS = ("steady", "kills", "stall", "restart", "badinput", "soak")
 
 

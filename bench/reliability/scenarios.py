@@ -246,6 +246,7 @@ def kills(ctx: Context, n_kills: int, rate: float, gap_s: tuple[float, float],
     acc = account(codec, coll.arrivals, off, tail)
     res = summary_of(acc, off, len(sender.sent))
     res.update({"rate": rate, "kills": events, "n_kills": len(events),
+                "n_kills_planned": n_kills,
                 "drain_wait_s": waited, "worker_rc": rc,
                 "tracebacks": stack.tracebacks(),
                 "sender_error": repr(sender.error) if sender.error else None,
@@ -362,6 +363,7 @@ def restart(ctx: Context, observe_s: float, rate: float = 120.0) -> dict[str, An
         sent_before = sender.ticks_sent
         t_stop = watch.rel(time.monotonic())
         broker.stop()
+        sent_gone = sender.ticks_sent
         coll.stop()
         pre_out = coll.count("ticks.clean") + coll.count("ticks.rejected")
         new = ctx.private_broker("restart-new", port=port)
@@ -393,7 +395,8 @@ def restart(ctx: Context, observe_s: float, rate: float = 120.0) -> dict[str, An
         proc = stack.worker.process if stack.worker else None
         rc_exit = proc.returncode if proc is not None and proc.poll() is not None else None
         res.update({
-            "sent_before_stop": sent_before, "outputs_read_before_stop": pre_out,
+            "sent_before_stop": sent_before, "sent_when_broker_gone": sent_gone,
+            "outputs_read_before_stop": pre_out,
             "new_broker_up_after_stop_s": round(t_up - t_stop, 2),
             "topics_recreated_after_s": round(t_topics - t_up, 2),
             "topics_error": topics_error,
