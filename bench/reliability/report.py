@@ -159,7 +159,11 @@ def render(result: dict[str, Any], command: str) -> str:
         "a bar (a live worker may close a quiet bar on its idle timer) are not compared. "
         "The last 3 ticks of each broker/symbol stream are not judged (the validator may "
         "still hold them when the input stops; offline releases them at end of input), nor "
-        "are bars that only offline's end-of-input flush closes.",
+        "are bars that only offline's end-of-input flush closes. *Lost*: a key offline "
+        "produced that never came out online; *identical re-emissions*: a key that came "
+        "out again with the same content (at-least-once output after a crash: expected); "
+        "*conflicting*: a key that came out with two contents, or with a content that "
+        "differs from offline's.",
         "",
         "Every app is private (unique topic prefix and app id); the stall, restart and soak "
         "scenarios run on their own broker. Worker settings are the defaults, with the "
@@ -345,7 +349,12 @@ def render(result: dict[str, Any], command: str) -> str:
                   f"private broker: {_fmt(so['sent'])} ticks, {_fmt(so['clean'])} clean, "
                   f"{_fmt(so['rejected'])} rejected, unaccounted after draining "
                   f"{_fmt(so['unaccounted_at_end'])}; worker alive {so['worker_alive']}. "
-                  "Slopes are least squares over the samples after the first 20%.", "",
+                  "Slopes are least squares over the samples after the first 20%. The "
+                  "dedupe window holds 600 s of event time (`TICKSTREAM_DEDUPE_WINDOW_MS`), "
+                  "so at a steady rate the state grows until the window is full: a soak "
+                  "shorter than 10 minutes shows growth by design. The 10-minute soak is "
+                  "`python -m bench.reliability --only soak --soak-s 600` (it does not fit "
+                  "the 15-minute budget of the whole suite on 2 shared cores).", "",
                   "| series | start | end | max | slope per minute |", "|---|---|---|---|---|"]
             for name, label in (("rss_mb", "worker RSS (MB, /proc/PID/status)"),
                                 ("state_bytes", "state: latest pipeline_state + "
