@@ -102,6 +102,17 @@ class Stack:
             return None
         return int(w.process.pid)
 
+    def stage_modules(self) -> str | None:
+        """The worker's own line on which stage modules ran compiled."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return None
+        for line in text.splitlines():
+            if "stage modules:" in line:
+                return line.split("stage modules:", 1)[1].strip()
+        return None
+
     def tracebacks(self) -> int:
         try:
             return self.log_path.read_text(errors="replace").count("Traceback")

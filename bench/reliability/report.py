@@ -195,7 +195,8 @@ def render(result: dict[str, Any], command: str) -> str:
                   f"{_fmt(st['offline']['duplicates'])}: *accounted* (clean + rejected + "
                   f"duplicates) {_fmt(st['accounted'])}; lost **{st['lost']}**, conflicting "
                   f"**{st['conflicting']}**: {_verdict(ok)}. Worker ready "
-                  f"{st['ready_s']} s after start.", "",
+                  f"{st['ready_s']} s after start; its stage modules: "
+                  f"{st.get('stage_modules') or 'not logged'}.", "",
                   "| ticks/s asked | achieved | sent | clean out | latency p50 / p99 / max "
                   "(ms) | worker CPU (cores) |", "|---|---|---|---|---|---|"]
             for rate, r in st["rates"].items():

@@ -188,6 +188,7 @@ def steady(ctx: Context, rates: list[float], seconds: float) -> dict[str, Any]:
     acc = account(codec, coll.arrivals, off, tail)
     res = summary_of(acc, off, len(sent))
     res.update({"seconds_per_rate": seconds, "rates": phases, "ready_s": round(ready_s, 1),
+                "stage_modules": stack.stage_modules(),
                 "drain_wait_s": waited, "judged_excludes_tail": len(tail), "worker_rc": rc,
                 "tracebacks": stack.tracebacks()})
     ctx.log(f"steady: sent {res['sent']} accounted {res['accounted']} lost {res['lost']} "
