@@ -656,10 +656,14 @@ def test_mt5_process_sigkilled_and_restarted_resumes_after_the_last_delivered_ti
     t = t0
     for i in range(12_000):  # fed while the collector runs: a kill lands part-way
         sym = ("EURUSD", "USDJPY")[i % 2]
-        t += rng.choice((0, 0, 1, 7))
+        # Fewer ticks per second and symbol than a poll batch: a fuller second doubles the
+        # poll count, and the bound below (``batch`` per poll) would not apply.
+        t += rng.choice((0, 20, 40, 60))
         px = (1.1 if sym == "EURUSD" else 150.0) + i * 1e-6
         rows[sym].append((t // 1000, round(px, 6), round(px + 0.0002, 6), 0.0, 0, t, BOTH, 0.0))
         want.append((sym, t, round(px, 6), round(px + 0.0002, 6)))
+    per_second = Counter((sym, r[0]) for sym, rs in rows.items() for r in rs[:6000])
+    assert max(per_second.values()) < batch, "the feed must not make the poll count double"
     for sym in rows:  # the first tick of each symbol is there before the collector starts
         term.add_ticks(sym, np.array(rows[sym][:1], dtype=TICK_DTYPE))
     name = f"mt5-{settings_env['TICKSTREAM_APP_ID']}"
