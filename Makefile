@@ -38,7 +38,7 @@ stunnel: ## install stunnel4 (and openssl), the TLS terminator tests/test_tls.py
 		(apt-get update -qq && apt-get install -y -qq stunnel4 openssl)
 
 test: $(STAMP) $(NATIVE) stunnel lint typecheck ## lint, type-check and run every test (starts its own broker)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 test-unit: $(STAMP) $(NATIVE) ## tests that need no broker
 	$(BIN)/python -m pytest -q -m "not integration"
