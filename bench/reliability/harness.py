@@ -281,7 +281,9 @@ class Collector(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop_event.is_set():
-                batch = self.reader.poll(0.1)
+                # consume() returns only at its timeout unless max_messages are waiting:
+                # a short timeout keeps the reader's own batching out of the latency
+                batch = self.reader.poll(0.002, 1000)
                 if not batch:
                     continue
                 at = now_us()
