@@ -143,7 +143,8 @@ def render(result: dict[str, Any], command: str) -> str:
         f"({result.get('cpus')} cores shared with other work, Tansu on the same cores; "
         f"1-minute load average {result.get('load_average_1min_at_start')} at the start). "
         "Re-run with `make reliability`; `python -m bench.reliability --quick` is the short "
-        "variant, and `tests/test_reliability_quick.py` runs part of it in `make test`.",
+        "variant, and `tests/integration/test_reliability_quick.py` runs part of it in "
+        "`make test`.",
         "",
         "Input: real quotes of two brokers, OANDA and FXCM, EURUSD and NZDUSD, from "
         "`../shared/data/lean` (2014-05-12, merged by time from the moment all four "
@@ -172,7 +173,7 @@ def render(result: dict[str, Any], command: str) -> str:
         "ListOffsets bug (docs/platform-notes.md). A small model trained on another Lean "
         "day and the test suite's risk thresholds make commands happen.",
         "",
-        "Fuzzing and TLS are covered by tests, not here: `tests/test_fuzz_*.py`, "
+        "Fuzzing and TLS are covered by tests, not here: `tests/unit/*/test_fuzz_*.py`, "
         "`tests/integration/test_tls.py`.",
         "",
     ]
