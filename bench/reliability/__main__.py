@@ -134,7 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    result = run(args.only, args.quick, seed=args.seed, soak_s=args.soak_s, root=args.data)
+    if not args.data.is_dir():
+        print(f"python -m bench.reliability: real data folder {args.data} is absent: pass "
+              "--data PATH (the lean/ folder of ../shared/data)", file=sys.stderr)
+        return 2
+    try:
+        result = run(args.only, args.quick, seed=args.seed, soak_s=args.soak_s, root=args.data)
+    except KeyboardInterrupt:  # run() stops what it started on the way out
+        print("python -m bench.reliability: interrupted; nothing written", file=sys.stderr)
+        return 130
     saved = Path(__file__).resolve().parents[2] / "var" / "reliability-last.json"
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(result, sort_keys=True, default=str, indent=1))
