@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import orjson
 import pytest
+from fuzzing import mutated_bytes
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from standins.feeds import (
@@ -113,26 +114,6 @@ def mutated_text(draw: st.DrawFn, text: str) -> str:
     return out
 
 
-@st.composite
-def mutated_bytes(draw: st.DrawFn, data: bytes) -> bytes:
-    """``data`` with one to four byte edits (flip, set, insert, delete, truncate, append)."""
-    out = bytearray(data)
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "append"]))
-        at = draw(st.integers(0, max(len(out) - 1, 0)))
-        if op == "flip" and out:
-            out[at] ^= 1 << draw(st.integers(0, 7))
-        elif op == "set" and out:
-            out[at] = draw(st.sampled_from([0x00, 0x0A, 0x22, 0x2C, 0x7F, 0x80, 0xC3, 0xFF]))
-        elif op == "insert":
-            out[at:at] = draw(st.binary(min_size=1, max_size=9))
-        elif op == "delete":
-            del out[at:at + draw(st.integers(1, 16))]
-        elif op == "truncate":
-            del out[at:]
-        else:
-            out += draw(st.binary(min_size=1, max_size=9))
-    return bytes(out)
 
 
 #: JSON values as a decoder hands them out (orjson: integers within 64 bits).
