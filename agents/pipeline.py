@@ -44,6 +44,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -56,11 +57,13 @@ from agents.context import ContextSync
 from agents.control import MODEL_KEY, ControlView
 from agents.control import TABLE as CONTROL_TABLE
 from agents.fence import PartitionFence
+from agents.idle import waiting_symbols
 from agents.routing import OutputRouter
 from agents.wiring import Wiring
 from engine.events import as_current_event
 from engine.publish import BatchPublisher
 from engine.take import ack_all, take_ready
+from engine.transport import fetch_state
 from schemas.codec import MalformedRecord
 from schemas.records import RawTick
 from schemas.rejects import rejected
@@ -106,7 +109,7 @@ def register(w: Wiring, context: ContextSync, control: ControlView) -> None:
         state_table=w.tables[STATE_TABLE], segment_table=w.tables[SEGMENT_TABLE],
         quality_table=w.tables[QUALITY_TABLE], context=context, control=control,
         symbols=frozenset(cfg.symbols), checkpoint_interval_s=cfg.checkpoint_interval_ms / 1000,
-        bar_idle_flush_ms=cfg.bar_idle_flush_ms,
+        bar_idle_flush_ms=cfg.bar_idle_flush_ms, fetch_state=lambda: fetch_state(app),
     )
     w.status.models = models
     w.status.stats = worker.stats
@@ -176,6 +179,8 @@ class PipelineAgent:
         state_table: Any, segment_table: Any, quality_table: Any, context: ContextSync,
         control: ControlView, symbols: frozenset[str], checkpoint_interval_s: float,
         bar_idle_flush_ms: int,
+        fetch_state: Callable[[], Mapping[tuple[str, int], tuple[int | None, float | None]]]
+        = dict,
     ) -> None:
         self.pipeline = pipeline
         self.models = models
@@ -188,6 +193,8 @@ class PipelineAgent:
         self.control = control
         self.symbols = symbols
         self.bar_idle_flush_ms = bar_idle_flush_ms
+        self.fetch_state = fetch_state  # see agents/idle.py
+        self._processed_to: dict[tuple[str, int], int] = {}  # partition -> next offset
         self.fence = PartitionFence()
         self.checkpointer = Checkpointer(checkpoint_interval_s, self._write_state, self._ack)
         self.lock = asyncio.Lock()
@@ -296,6 +303,10 @@ class PipelineAgent:
         stats["batches"] += 1
         stats["events"] += len(events)
         self._last_event.update(last_event_of_symbol)
+        processed_to = self._processed_to
+        for event in events:  # in offset order within a partition: the last one wins
+            msg = event.message
+            processed_to[(msg.topic, msg.partition)] = msg.offset + 1
         self.checkpointer.processed(events, last_event_of_symbol, deliveries)
         if self.checkpointer.due():
             await self._checkpoint()
@@ -423,7 +434,11 @@ class PipelineAgent:
             if self.stopped.is_set():
                 return
             now_ms = self._event_ms + int((time.monotonic() - self._event_wall_s) * 1000)
-            self.pipeline.idle_flush(now_ms, self.bar_idle_flush_ms, out)
+            sources = {sym: (e.message.topic, e.message.partition)
+                       for sym, e in self._last_event.items()}
+            keep_open = waiting_symbols(sources, self._processed_to, self.fetch_state(),
+                                        time.time())
+            self.pipeline.idle_flush(now_ms, self.bar_idle_flush_ms, out, keep_open)
             if not out.bars:
                 return
             # The closed bars (and their features and commands) go out now, and the bar

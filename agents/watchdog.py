@@ -2,11 +2,12 @@
 
 A worker whose fetches come back empty although its partitions have records to read (the
 local broker on a long log: ``docs/platform-notes.md``) used to sit "healthy" doing
-nothing. Once a second the watchdog compares each assigned stream partition's position
-with its high watermark (from the consumer's fetch responses; table changelogs and
-partitions paused on purpose are left out):
+nothing. Once a second the watchdog compares each assigned stream partition's progress
+(its committed offset: what the worker has processed, not what the consumer has fetched
+into the stream buffer ahead of it) with its high watermark (from the consumer's fetch
+responses; table changelogs and partitions paused on purpose are left out):
 
-* lag (high watermark - position) is published on ``/health/`` (``worker.partition_lag``)
+* lag (high watermark - committed offset) is published on ``/health/`` (``worker.partition_lag``)
   and in the pipeline's periodic stats log (``lag``, ``lag_max``, and the consumer's
   current ``fetch_wait_ms``, and its ``fetches`` and ``starved_fetches`` so far: see
   ``engine/transport.py``);

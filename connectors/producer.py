@@ -3,6 +3,13 @@
 confluent-kafka's default partitioner (consistent_random, CRC32) and Faust/aiokafka's
 (murmur2) put the same key on different partitions; ``murmur2_random`` makes a key land
 where a Faust producer would put it, so collectors and agents stay co-partitioned.
+
+Producers never create topics (``allow.auto.create.topics`` false): a broker that auto-creates
+would make ``ticks.raw`` with its default partition count, and the worker then cannot use it
+(its changelogs have the declared count). This happened after a broker restart with empty
+storage, when a collector produced before the restarted worker had recreated its topics.
+Records for a missing topic wait in the producer's queue until the topic exists (the worker
+creates its topics at start-up) or ``message.timeout.ms`` passes and their delivery fails.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from schemas.records import Record
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "partitioner": "murmur2_random",
+    "allow.auto.create.topics": False,
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 5,

@@ -53,11 +53,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import TopicPartition
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from engine.high_watermarks import exact_end_offsets
 
 log = logging.getLogger(__name__)
 
@@ -148,20 +150,56 @@ def install_adaptive_wait(fetcher: Any, policy: AdaptiveFetchWait) -> None:
     fetcher._proc_fetch_request = proc_fetch_request
 
 
-def partition_offsets(app: Any) -> dict[tuple[str, int], tuple[int | None, int | None]]:
-    """``(topic, partition) -> (position, high watermark)`` of the worker's stream partitions.
-
-    Table changelogs and partitions paused on purpose (Faust pauses stream partitions
-    while it recovers tables) are left out. Read from the consumer's subscription state
-    without a call into the consumer thread: plain attribute reads. Empty while the
-    consumer is not running or has no assignment.
-    """
+def _assignment(app: Any) -> Any:
+    """The aiokafka consumer's active assignment (``None`` when it has none or is not up)."""
     thread = getattr(getattr(app, "_consumer", None), "_thread", None)
     consumer = getattr(thread, "_consumer", None)
     subscription = getattr(getattr(consumer, "_subscription", None), "subscription", None)
     assignment = getattr(subscription, "assignment", None)
     if assignment is None or not assignment.active:
+        return None
+    return assignment
+
+
+def fetch_state(app: Any) -> dict[tuple[str, int], tuple[int | None, float | None]]:
+    """``(topic, partition) -> (high watermark, wall time in s of the last Fetch response)``
+    of every assigned partition, from the consumer's subscription state (plain reads).
+
+    The idle bar timer uses it to tell a quiet partition (nothing beyond what was
+    processed, and the broker answered just now) from one whose records are still waiting
+    or whose broker has stopped answering.
+    """
+    assignment = _assignment(app)
+    if assignment is None:
         return {}
+    out: dict[tuple[str, int], tuple[int | None, float | None]] = {}
+    for tp in list(assignment.tps):
+        state = assignment.state_value(tp)
+        if state is None:
+            continue
+        at_ms = getattr(state, "timestamp", None)
+        out[(tp.topic, tp.partition)] = (state.highwater, at_ms / 1000 if at_ms else None)
+    return out
+
+
+def partition_offsets(app: Any) -> dict[tuple[str, int], tuple[int | None, int | None]]:
+    """``(topic, partition) -> (progress, high watermark)`` of the worker's stream partitions.
+
+    *Progress* is the partition's committed offset (the next offset to process once every
+    earlier record is processed and acknowledged), not the consumer's fetch position: Faust
+    fetches ahead into the stream buffer, so the fetch position reached the high watermark
+    while thousands of records still waited to be processed and a worker that was far
+    behind showed lag 0. Before the first commit of a partition the fetch position stands
+    in. Table changelogs and partitions paused on purpose (Faust pauses stream partitions
+    while it recovers tables) are left out. Plain attribute reads of the consumer's state,
+    no call into the consumer thread. Empty while the consumer is not running or has no
+    assignment.
+    """
+    faust_consumer_ = getattr(app, "_consumer", None)
+    assignment = _assignment(app)
+    if assignment is None:
+        return {}
+    committed: Any = getattr(faust_consumer_, "_committed_offset", None) or {}
     changelogs = set(app.tables.changelog_topics)
     out: dict[tuple[str, int], tuple[int | None, int | None]] = {}
     for tp in list(assignment.tps):
@@ -170,8 +208,10 @@ def partition_offsets(app: Any) -> dict[tuple[str, int], tuple[int | None, int |
         state = assignment.state_value(tp)
         if state is None or state.paused:
             continue
-        position = state.position if state.has_valid_position else None
-        out[(tp.topic, tp.partition)] = (position, state.highwater)
+        done = committed.get(tp)
+        if done is None:
+            done = state.position if state.has_valid_position else None
+        out[(tp.topic, tp.partition)] = (done, state.highwater)
     return out
 
 
@@ -195,6 +235,15 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mi
         policy = AdaptiveFetchWait(base, most)
         install_adaptive_wait(consumer._fetcher, policy)
         app.tickstream_fetch_wait = policy  # read by the stall watchdog's stats
+
+    async def _highwaters(self, partitions: list[Any]) -> Any:
+        # Recovery's end offsets, corrected where the broker's ListOffsets reports less than
+        # its Fetch high watermark (engine/high_watermarks.py).
+        reported = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return reported
+        return await exact_end_offsets(
+            lambda: self._create_client_consumer(cast(Any, self.transport)), reported)
 
 
 class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]

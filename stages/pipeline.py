@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -347,9 +347,14 @@ class Pipeline:
             if bar is not None:
                 self.on_bar(st, bar, out)
 
-    def idle_flush(self, now_event_ms: int, idle_ms: int, out: Outputs) -> None:
-        """Close bars of symbols that have gone quiet (called from a timer)."""
-        for st in self.states.values():
+    def idle_flush(
+        self, now_event_ms: int, idle_ms: int, out: Outputs, keep_open: Container[str] = (),
+    ) -> None:
+        """Close bars of symbols that have gone quiet (called from a timer); the bars of
+        symbols in ``keep_open`` (ticks still on their way) stay open."""
+        for symbol, st in self.states.items():
+            if symbol in keep_open:
+                continue
             bar = st.bars.idle_flush(now_event_ms, idle_ms)
             if bar is not None:
                 self.on_bar(st, bar, out)

@@ -90,10 +90,6 @@ class TickstreamApp(faust.App):  # type: ignore[misc]
                                            status)
         if check.stale and status is not None:
             self.add_future(self._clear_when_recovered(status, LOCAL_STATE_PROBLEM))
-        elif check.underreported:
-            # A fetch found the records that Tansu's ListOffsets leaves out: the state is
-            # sound, and Faust's check (on ListOffsets) would stop recovery for nothing.
-            self.conf.recovery_consistency_check = False
 
     async def _clear_when_recovered(self, status: Any, key: str) -> None:
         tables: Any = self.tables  # faust.tables.TableManager: its Recovery service

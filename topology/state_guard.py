@@ -12,10 +12,9 @@ restarted broker has no topics, no committed offsets and no changelogs):
   before Faust does, and when any partition is ahead it discards the local state (one
   WARNING line) so Faust rebuilds every table from the changelogs: the changelogs are the
   source of truth and the local store is only a cache of them. It compares with the end
-  offsets that Faust's own check uses (ListOffsets). On Tansu that is the first offset of
-  the last batch + 1 (``docs/platform-notes.md``), so a partition that looks ahead is
-  fetched at its persisted offset: when the record is there the state is sound, it is
-  kept, and Faust's check (which would refuse it for nothing) is off for that start.
+  offsets that the worker's recovery uses: ListOffsets raised to a Fetch response's high
+  watermark (Tansu's ListOffsets reports the first offset of the last batch + 1,
+  ``docs/platform-notes.md``; ``engine/high_watermarks.py``).
 
 * **While running**, :class:`BrokerWatch` asks the broker every couple of seconds for the
   worker's topics and their end offsets. While the broker does not answer, ``/health/`` is
@@ -101,12 +100,16 @@ def local_offsets(tabledir: Path) -> dict[tuple[str, int], int]:
 def changelog_ends(
     settings: Settings, tps: list[tuple[str, int]], timeout_s: float = 10.0
 ) -> dict[tuple[str, int], int]:
-    """End offset (ListOffsets latest, as Faust's recovery sees it) of each ``(topic,
-    partition)``; a partition the broker does not have ends at 0."""
+    """End offset of each ``(topic, partition)`` as the worker's recovery sees it: the
+    ListOffsets end raised to the high watermark of a Fetch response where that is larger
+    (Tansu's ListOffsets reports the start of the last batch + 1; the worker's recovery
+    corrects it the same way, ``engine/high_watermarks.py``). A partition the broker does
+    not have ends at 0."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     consumer = Consumer({**settings.confluent_config(), "group.id": "tickstream-state-guard",
-                         "enable.auto.commit": False})
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         "fetch.wait.max.ms": 100})
     try:
         out = {}
         for topic, partition in tps:
@@ -118,33 +121,24 @@ def changelog_ends(
                     raise
                 high = 0
             out[(topic, partition)] = int(high)
+        fetch = [TopicPartition(t, p, out[(t, p)] - 1) for t, p in tps if out[(t, p)] > 0]
+        if fetch:
+            consumer.assign(fetch)
+            pending = {(tp.topic, tp.partition) for tp in fetch}
+            deadline = time.monotonic() + timeout_s
+            while pending and time.monotonic() < deadline:
+                msg = consumer.poll(0.1)
+                if msg is None:
+                    continue
+                key = (msg.topic(), msg.partition())
+                if key not in pending:
+                    continue
+                _low, hw = consumer.get_watermark_offsets(
+                    TopicPartition(key[0], key[1]), cached=True)
+                if hw is not None and hw >= 0:
+                    out[key] = max(out[key], int(hw))
+                    pending.discard(key)
         return out
-    finally:
-        consumer.close()
-
-
-def record_at(settings: Settings, topic: str, partition: int, offset: int,
-              timeout_s: float = 5.0) -> bool:
-    """Whether the broker serves a record at ``offset`` or later in ``(topic, partition)``:
-    a fetch, whose answer carries the real end of the partition (Tansu's ListOffsets can
-    report less, ``docs/platform-notes.md``)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({
-        **settings.confluent_config(), "group.id": "tickstream-state-guard",
-        "enable.auto.commit": False, "auto.offset.reset": "error",
-        "enable.partition.eof": True, "fetch.wait.max.ms": 100,
-    })
-    try:
-        consumer.assign([TopicPartition(topic, partition, offset)])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            # an error: the end of the partition (EOF) or an offset out of range
-            return msg.error() is None and (msg.offset() or 0) >= offset
-        return False
     finally:
         consumer.close()
 
@@ -155,10 +149,6 @@ class StateCheck:
 
     #: Partitions whose persisted offset is past the changelog's end: the state must go.
     stale: list[StalePartition]
-    #: Partitions whose persisted offset is at or past the end ListOffsets reports but whose
-    #: record a fetch returns (Tansu's ListOffsets under-reports): the state is sound, and
-    #: Faust's consistency check, which uses ListOffsets, would refuse it wrongly.
-    underreported: list[StalePartition]
 
 
 def check_local_state(settings: Settings, tabledir: Path) -> StateCheck:
@@ -166,16 +156,13 @@ def check_local_state(settings: Settings, tabledir: Path) -> StateCheck:
     changelogs = {t.name: t.changelog(settings) for t in ALL_TABLES}
     offsets = {k: v for k, v in local_offsets(tabledir).items() if k[0] in changelogs}
     if not offsets:
-        return StateCheck([], [])
+        return StateCheck([])
     ends = changelog_ends(settings, [(changelogs[t], p) for t, p in offsets])
-    ahead = [
+    return StateCheck([
         StalePartition(t, p, off, ends[(changelogs[t], p)])
         for (t, p), off in sorted(offsets.items())
         if off >= ends[(changelogs[t], p)]
-    ]
-    sound = [a for a in ahead if a.changelog_end > 0
-             and record_at(settings, changelogs[a.table], a.partition, a.local_offset)]
-    return StateCheck([a for a in ahead if a not in sound], sound)
+    ])
 
 
 def stale_partitions(settings: Settings, tabledir: Path) -> list[StalePartition]:
@@ -187,15 +174,10 @@ def guard_local_state(
     settings: Settings, tabledir: Path, status: WorkerStatus | None = None
 ) -> StateCheck:
     """Discard the local table state under ``tabledir`` when any partition of it is ahead
-    of its changelog (see the module docstring). Returns what the check found; when only
-    ``underreported`` partitions are ahead, the caller turns Faust's own check off."""
+    of its changelog (see the module docstring). Returns what the check found."""
     check = check_local_state(settings, tabledir)
     stale = check.stale
     if not stale:
-        if check.underreported:
-            log.info("local table state matches the changelogs, which ListOffsets reports "
-                     "short (%s): Faust's recovery consistency check is off for this start",
-                     check.underreported[0])
         return check
     more = f"; and {len(stale) - 1} more" if len(stale) > 1 else ""
     detail = (

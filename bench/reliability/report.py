@@ -168,9 +168,9 @@ def render(result: dict[str, Any], command: str) -> str:
         "",
         "Every app is private (unique topic prefix and app id); the stall, restart and soak "
         "scenarios run on their own broker. Worker settings are the defaults, with the "
-        "memory table store the tests use; the SIGKILL runs also set "
-        "`TICKSTREAM_PRODUCER_MAX_BATCH_BYTES=1`, the documented workaround for Tansu's "
-        "ListOffsets bug (docs/platform-notes.md). A small model trained on another Lean "
+        "memory table store the tests use (table recovery reads each changelog to the high "
+        "watermark of a Fetch response, so Tansu's short ListOffsets needs no workaround: "
+        "docs/platform-notes.md). A small model trained on another Lean "
         "day and the test suite's risk thresholds make commands happen.",
         "",
         "Fuzzing and TLS are covered by tests, not here: `tests/unit/*/test_fuzz_*.py`, "

@@ -205,9 +205,9 @@ def kills(ctx: Context, n_kills: int, rate: float, gap_s: tuple[float, float],
     per_kill = (gap_s[0] + gap_s[1]) / 2 + restart_s  # the feed must outlast every kill
     n = int(rate * (n_kills * per_kill + 10))
     ticks = data.historical(data.real_slice(ctx.root, n))
-    # The documented workaround for Tansu's ListOffsets bug (docs/platform-notes.md): one
-    # record per changelog batch, so table recovery reads every snapshot.
-    stack = ctx.stack("kills", TICKSTREAM_PRODUCER_MAX_BATCH_BYTES="1")
+    # Default settings: table recovery reads each changelog to its Fetch high watermark
+    # (engine/high_watermarks.py), so no workaround for Tansu's ListOffsets is needed.
+    stack = ctx.stack("kills")
     coll = Collector(stack.settings)
     coll.start()
     stack.start_worker()
@@ -251,7 +251,7 @@ def kills(ctx: Context, n_kills: int, rate: float, gap_s: tuple[float, float],
                 "drain_wait_s": waited, "worker_rc": rc,
                 "tracebacks": stack.tracebacks(),
                 "sender_error": repr(sender.error) if sender.error else None,
-                "settings": "defaults + memory store + PRODUCER_MAX_BATCH_BYTES=1"})
+                "settings": "defaults + memory store"})
     ctx.log(f"kills: {len(events)} kills, lost {res['lost']} conflicting {res['conflicting']} "
             f"re-emitted {res['reemitted_identical']}")
     return res
@@ -583,7 +583,7 @@ def bad_inputs(ctx: Context, n: int, rate: float, per_kind: int = 2) -> dict[str
     rng = random.Random(ctx.seed + 5)
     codec = make_codec(None)
     ticks = data.historical(data.real_slice(ctx.root, n, skip=50_000))
-    stack = ctx.stack("badinput", TICKSTREAM_PRODUCER_MAX_BATCH_BYTES="1")
+    stack = ctx.stack("badinput")
     topic = stack.settings.topic("ticks.raw")
     bad: dict[int, list[BadInput]] = {}
     half = n // 2

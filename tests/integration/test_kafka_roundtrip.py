@@ -90,3 +90,24 @@ def test_every_record_type_round_trips_through_kafka(kafka_settings: Settings) -
         m = by_topic[kafka_settings.topic(topic)]
         assert m.key == key.encode()
         assert codec.decode(m.value, type(record), m.topic) == record
+
+
+def test_a_producer_never_creates_a_topic_and_delivers_once_it_exists(
+        kafka_settings: Settings) -> None:
+    # A broker that auto-creates would make ticks.raw with its own default partition count
+    # (4 here), which the worker cannot use: the record must wait for the declared topic.
+    from confluent_kafka.admin import AdminClient
+
+    producer = RecordProducer(kafka_settings)
+    topic, key, record = SAMPLES[0]
+    producer.send(topic, key, record)
+    assert producer.flush(timeout_s=3) == 1, "nothing to deliver to before the topic exists"
+    admin = AdminClient(kafka_settings.confluent_config())
+    assert kafka_settings.topic(topic) not in admin.list_topics(timeout=10).topics
+    ensure_topics(kafka_settings)
+    assert producer.flush(timeout_s=30) == 0
+    parts = admin.list_topics(timeout=10).topics[kafka_settings.topic(topic)].partitions
+    assert len(parts) == kafka_settings.partitions
+    with TopicReader(kafka_settings, [kafka_settings.topic(topic)]) as reader:
+        got = reader.read_until(lambda ms: len(ms) >= 1, timeout_s=20)
+    assert [m.key for m in got] == [key.encode()]

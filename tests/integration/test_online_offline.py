@@ -41,7 +41,7 @@ def _csv_rows(path: Path, skip: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
 def test_online_equals_offline_across_a_sigkill(
     settings_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**settings_env, **RISK, "TICKSTREAM_PRODUCER_MAX_BATCH_BYTES": "1",
+    env = {**settings_env, **RISK,
            # static membership: the restarted worker replaces the killed one at once
            "TICKSTREAM_GROUP_INSTANCE_ID": "worker-1",
            # offline has no idle timer: a slow wait here must not close a bar early online

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 def test_context_and_kill_switch_survive_a_restart(
     settings_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**settings_env, **RISK, "TICKSTREAM_PRODUCER_MAX_BATCH_BYTES": "1",
+    env = {**settings_env, **RISK,
            # static membership: the restarted worker replaces the killed one at once
            "TICKSTREAM_GROUP_INSTANCE_ID": "worker-1",
            "TICKSTREAM_RISK_EVENT_BLACKOUT_MIN": "0",

@@ -32,7 +32,7 @@ SYMBOLS = ("EURUSD", "USDJPY", "GBPUSD", "AUDUSD", "USDCHF", "USDCAD")
 
 
 def test_bars_survive_two_rebalances(settings_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**settings_env, "TICKSTREAM_PRODUCER_MAX_BATCH_BYTES": "1",
+    env = {**settings_env,
            # offline has no idle timer: waits for the rebalances must not close bars early
            "TICKSTREAM_BAR_IDLE_FLUSH_MS": "3600000"}
     settings = Settings.from_env(env, env_file=None)

@@ -302,6 +302,34 @@ def test_partition_offsets_leaves_out_changelogs_and_paused_partitions() -> None
     assert partition_offsets(object()) == {}
 
 
+def test_partition_offsets_measure_progress_at_the_committed_offset_not_the_fetch_pos() -> None:
+    # Faust fetches ahead into the stream buffer: a worker far behind had its fetch position
+    # at the high watermark and showed lag 0. Progress is what it has committed.
+    from aiokafka import TopicPartition
+    from faust.types import TP
+
+    assignment = _Assignment({
+        TopicPartition("raw", 0): _State(9_000, 9_000),   # fetched everything...
+        TopicPartition("raw", 1): _State(40, 50),          # ...not yet committed here
+    })
+
+    class App:
+        class tables:
+            changelog_topics: set[str] = set()
+
+        class _consumer:
+            _committed_offset = {TP("raw", 0): 1_200}  # ...but processed only to 1,200
+
+            class _thread:
+                class _consumer:
+                    class _subscription:
+                        subscription = type("S", (), {"assignment": assignment})
+
+    assert partition_offsets(App) == {("raw", 0): (1_200, 9_000), ("raw", 1): (40, 50)}
+    verdict = StallWatch(warn_s=30, exit_s=0).observe(0.0, partition_offsets(App))
+    assert verdict.lags == {("raw", 0): 7_800, ("raw", 1): 10}
+
+
 # ---- settings ---------------------------------------------------------------------------
 
 

@@ -66,3 +66,16 @@ def test_configuration_wins_over_a_restored_snapshot() -> None:
     after.restore_symbol("EURUSD", snapshot)
     out = run(after, [tick("ICM", T0 + 600), tick("PEP", T0 + 600)])
     assert out.clean[-1].best_bid_broker == "PEP"
+
+
+def test_idle_flush_keeps_the_bars_it_is_told_to_keep_open() -> None:
+    p = pipeline()
+    ticks = [Tick("ICM", sym, T0 + i * 1_000, 1.1, 1.1002, recv_time_us=(T0 + i * 1_000) * 1000)
+             for i in range(3) for sym in ("EURUSD", "NZDUSD")]
+    run(p, ticks)
+    out = Outputs()
+    late = T0 - T0 % 60_000 + 60_000 + 5_000
+    p.idle_flush(late, 5_000, out, keep_open={"EURUSD"})
+    assert [b.symbol for b in out.bars] == ["NZDUSD"]
+    p.idle_flush(late, 5_000, out)
+    assert [b.symbol for b in out.bars] == ["NZDUSD", "EURUSD"]
