@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from connectors.resilience import FatalCollectorError
+from connectors.base.resilience import FatalCollectorError
 from schemas.records import Record
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class _Epoch:
 
 
 class PositionTracker:
-    """The :class:`~connectors.collector.RecordSink` of a resumable collector; see the
+    """The :class:`~connectors.base.collector.RecordSink` of a resumable collector; see the
     module docstring. ``loaded`` is the position read back at construction."""
 
     def __init__(

@@ -11,8 +11,8 @@ A resumable collector (simulator, MT5) first reads its stored position from
 ``collectors.positions`` and keeps it there (:mod:`connectors.positions`).
 
 Exit codes: 0 after a requested stop with everything delivered; 1 when the collector fails
-(:class:`~connectors.resilience.FatalCollectorError`,
-:class:`~connectors.resilience.ReconnectExhausted`, anything unexpected) or records could
+(:class:`~connectors.base.resilience.FatalCollectorError`,
+:class:`~connectors.base.resilience.ReconnectExhausted`, anything unexpected) or records could
 not be delivered; 2 for a configuration error. Failures print one line on stderr with the
 collector's credentials redacted.
 """
@@ -34,8 +34,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from connectors.collector import Collector, CollectorConfigError, RecordSink
-from connectors.resilience import FatalCollectorError, ReconnectExhausted
+from connectors.base.collector import Collector, CollectorConfigError, RecordSink
+from connectors.base.resilience import FatalCollectorError, ReconnectExhausted
 from schemas.records import CollectorHealth, Record
 from topology.settings import Settings
 
@@ -153,7 +153,7 @@ def health_record(
     collector: Collector, state: str, *, started_ms: int, interval_s: float,
     now_ms: int | None = None,
 ) -> CollectorHealth:
-    """The collector's :meth:`~connectors.collector.Collector.health_dict` as a record."""
+    """The collector's :meth:`~connectors.base.collector.Collector.health_dict` as a record."""
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     h = collector.health_dict()
     extra = {k: v for k, v in h.items() if k not in _HEALTH_FIELDS}

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
+from connectors.base.secrets import Secret
 from connectors.kafka_client import KafkaSecurity
-from connectors.secrets import Secret
 from stages.config import RiskLimits, SymbolSpec
 
 PREFIX = "TICKSTREAM_"

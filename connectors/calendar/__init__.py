@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from connectors.base.collector import RecordSink
 from connectors.calendar.collector import CalendarCollector, build_calendar
-from connectors.collector import RecordSink
 
 __all__ = ["CalendarCollector", "build"]
 
@@ -20,6 +20,6 @@ def build(
 ) -> CalendarCollector:
     """A calendar collector from its configuration mapping (the parsed YAML file).
 
-    Raises :class:`~connectors.collector.CollectorConfigError` naming the field and the file.
+    Raises :class:`~connectors.base.collector.CollectorConfigError` naming the field and the file.
     """
     return build_calendar(config, sink, config_path=config_path)

@@ -15,7 +15,8 @@ lives in a small JSON file (``state_path``), written after the records it covers
 flushed to the broker, so a restart does not emit everything again; an absent or unreadable
 file starts from nothing.
 
-The HTTP, configuration and state-file helpers live in :mod:`connectors.polling`.
+The file is read by :mod:`connectors.calendar.config`; the HTTP and state-file helpers live
+in :mod:`connectors.base.http` and :mod:`connectors.base.state`.
 """
 
 from __future__ import annotations
@@ -30,39 +31,22 @@ from dataclasses import dataclass
 from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
 
+from connectors.base.collector import Collector, RecordSink
+from connectors.base.http import Conditional, HttpSessionMixin, HTTPStatusError, fetch_document
+from connectors.base.resilience import Backoff, CircuitBreaker, RateLimiter
+from connectors.base.secrets import url_secrets
+from connectors.base.state import DAY_MS, RejectMemo, StateFile, now_ms, reject_payload
+from connectors.calendar.config import load_config
 from connectors.calendar.parse import FORMATS, DocumentError, parse_calendar
-from connectors.collector import Collector, RecordSink
-from connectors.polling import (
-    DAY_MS,
-    Conditional,
-    ConfigReader,
-    HttpSessionMixin,
-    HTTPStatusError,
-    RejectMemo,
-    StateFile,
-    backoff_from,
-    breaker_from,
-    fetch_document,
-    limiter_from,
-    now_ms,
-    reject_payload,
-    unwrap,
-    url_secrets,
-)
-from connectors.resilience import (
-    Backoff,
-    CircuitBreaker,
-    RateLimiter,
-)
 from schemas.records import MarketEvent
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CalendarCollector", "CalendarTracker", "build_calendar"]
+
 
 @dataclass(slots=True)
 class _Seen:
@@ -220,7 +204,7 @@ class CalendarCollector(HttpSessionMixin, Collector):
         except DocumentError as exc:
             dirty = self._reject_once(body, exc.reason, exc.detail, now)
             if self._conditional is not None:  # refetch the whole document next time
-                self._conditional.etag = self._conditional.last_modified = None
+                self._conditional.forget()
             await self._commit(dirty, now)
             self.polls += 1
             return 0
@@ -270,38 +254,24 @@ def build_calendar(
     config: Mapping[str, Any], sink: RecordSink, *, config_path: str | None = None
 ) -> CalendarCollector:
     """A :class:`CalendarCollector` from a configuration mapping (see ``config/collectors``)."""
-    r = ConfigReader(unwrap(config, "calendar"), config_path or "<calendar config>")
-    kind = r.text("kind", "calendar")
-    if kind != "calendar":
-        r.fail("kind", "'calendar'", kind)
-    name = r.text("name", "calendar")
-    url = r.url("url")
-    fmt = r.choice("format", FORMATS, "auto")
-    tzname = r.text("timezone", "UTC")
-    try:
-        tz: tzinfo = ZoneInfo(tzname)
-    except (ZoneInfoNotFoundError, ValueError):
-        r.fail("timezone", "an IANA time-zone name such as UTC or America/New_York", tzname)
-    poll_interval_s = r.number("poll_interval_s", 300.0, above=True)
-    collector = CalendarCollector(
-        name, sink,
-        url=url,
-        fmt=fmt,
-        tz=tz,
-        source=r.text("source", name),
-        poll_interval_s=poll_interval_s,
-        timeout_s=r.number("timeout_s", 30.0, above=True),
-        state_path=r.optional_text("state_path"),
-        retention_s=r.number("state_retention_days", 14.0, above=True) * 86_400.0,
-        currencies=r.currencies("currencies"),
-        headers=r.headers("headers"),
-        max_bytes=r.integer("max_bytes", 8 * 1024 * 1024, minimum=1024),
-        max_retry_after_s=r.number("max_retry_after_s", 600.0),
-        flush_timeout_s=r.number("flush_timeout_s", 30.0, above=True),
-        conditional=r.flag("conditional_requests", True),
-        backoff=backoff_from(r.section("backoff")),
-        breaker=breaker_from(r.section("circuit")),
-        rate_limit=limiter_from(r.section("rate_limit"), per_s=0.2),
+    cfg = load_config(config, config_path=config_path)
+    return CalendarCollector(
+        cfg.name, sink,
+        url=cfg.url,
+        fmt=cfg.fmt,
+        tz=cfg.tz,
+        source=cfg.source,
+        poll_interval_s=cfg.poll_interval_s,
+        timeout_s=cfg.timeout_s,
+        state_path=cfg.state_path,
+        retention_s=cfg.retention_s,
+        currencies=cfg.currencies,
+        headers=cfg.headers,
+        max_bytes=cfg.max_bytes,
+        max_retry_after_s=cfg.max_retry_after_s,
+        flush_timeout_s=cfg.flush_timeout_s,
+        conditional=cfg.conditional,
+        backoff=cfg.backoff.backoff(),
+        breaker=cfg.breaker.breaker(),
+        rate_limit=cfg.rate_limit.limiter(),
     )
-    r.finish()
-    return collector

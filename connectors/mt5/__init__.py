@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from connectors.collector import RecordSink
+from connectors.base.collector import RecordSink
 from connectors.mt5.api import Mt5Api
 from connectors.mt5.collector import Mt5Collector
 from connectors.mt5.config import Mt5Config, load_config, parse_bridge, parse_config
@@ -32,7 +32,7 @@ def build(
     ``config_path`` names the file in error messages; ``bridge`` (``host:port``, the CLI's
     ``--bridge``) overrides the file's ``bridge``; ``env`` (default ``os.environ``) is where
     ``password_env`` is looked up; ``api`` replaces how a session obtains the terminal API
-    (tests pass a stand-in). Raises :class:`~connectors.collector.CollectorConfigError`.
+    (tests pass a stand-in). Raises :class:`~connectors.base.collector.CollectorConfigError`.
     """
     cfg = parse_config(config, source=config_path, env=env)
     if bridge:

@@ -30,7 +30,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 import numpy.typing as npt
 
-from connectors.resilience import FatalCollectorError
+from connectors.base.resilience import FatalCollectorError
 
 # Return codes of ``last_error()``, as in the MetaTrader5 module.
 RES_S_OK = 1

@@ -1,7 +1,7 @@
 """The MetaTrader 5 collector: one instance per broker terminal, polling ``copy_ticks_from``.
 
 Session = ``initialize`` (with the account from the config) + ``symbol_select`` of every
-symbol; the stream polls each symbol from its :class:`~connectors.mt5.ticks.SymbolCursor`
+symbol; the stream polls each symbol from its :class:`~connectors.mt5.parse.SymbolCursor`
 at ``poll_interval_s`` (at once again when a batch came back full). A call that returns
 ``None``/``False`` raises :class:`~connectors.mt5.api.Mt5Error` with ``last_error()``; the
 base class then calls ``shutdown`` and re-initializes with backoff. Cursors and carried
@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from connectors.collector import Collector, RecordSink
+from connectors.base.collector import Collector, RecordSink
+from connectors.base.resilience import Backoff, CircuitBreaker, FatalCollectorError, RateLimiter
 from connectors.mt5.api import (
     IPC_ERRORS,
     RES_E_AUTH_FAILED,
@@ -41,7 +42,7 @@ from connectors.mt5.api import (
     utc,
 )
 from connectors.mt5.config import Mt5Config
-from connectors.mt5.ticks import (
+from connectors.mt5.parse import (
     RejectedRow,
     SymbolCursor,
     TickFormatError,
@@ -50,7 +51,6 @@ from connectors.mt5.ticks import (
     price,
 )
 from connectors.positions import Position
-from connectors.resilience import Backoff, CircuitBreaker, FatalCollectorError, RateLimiter
 from schemas.records import RawTick
 
 log = logging.getLogger(__name__)

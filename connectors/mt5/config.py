@@ -2,40 +2,41 @@
 
 A file names the terminal (``name``, ``broker``, ``server``, ``login``, ``terminal_path``),
 the symbols to collect and how to poll them. The account password is never written in the
-file: ``password_env`` names an environment variable and ``password_file`` a file (a
-Docker/Kubernetes secret) that holds it; with neither, the terminal's saved password is
-used. A plain ``password`` field is refused, so a secret cannot slip into version control.
+file: ``password_env`` names an environment variable (or its ``_FILE`` twin) and
+``password_file`` a file (a Docker/Kubernetes secret; relative to the config file) that
+holds it; with neither, the terminal's saved password is used. A plain ``password`` field
+is refused, so a secret cannot slip into version control.
 
-Every error is a :class:`~connectors.collector.CollectorConfigError` naming the field and
-the file; it never shows a secret value.
+Every error is a :class:`~connectors.base.collector.CollectorConfigError` that reads
+``"{file}: {dotted.key}: {what is wrong}"`` (:mod:`connectors.base.config`); it never shows a
+secret value.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from connectors.collector import CollectorConfigError
-from connectors.secrets import Secret
+from connectors.base.collector import CollectorConfigError
+from connectors.base.config import ConfigReader, read_yaml
+from connectors.base.secrets import Secret
 
 #: ``copy_flags`` names → the MetaTrader5 ``COPY_TICKS_*`` values.
 COPY_FLAGS = {"INFO": 1, "TRADE": 2, "ALL": -1}
 
 _CANONICAL = re.compile(r"^[A-Z0-9]{3,12}$")
 _HOSTPORT = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
-_KNOWN = {
+_KNOWN: Final = frozenset({
     "name", "broker", "server", "login", "password_env", "password_file", "terminal_path",
     "portable", "timeout_ms", "symbols", "priority", "poll_interval_s", "batch_size",
     "copy_flags", "server_utc_offset_hours", "detect_server_offset", "offset_redetect_s",
     "backfill_s", "bridge", "bridge_timeout_s", "max_requests_per_s", "backoff",
     "position_every", "position_interval_s",
-}
-_BACKOFF_KNOWN = {"base_s", "cap_s", "max_attempts"}
+})
+_BACKOFF_KNOWN: Final = frozenset({"base_s", "cap_s", "max_attempts"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,10 @@ class Mt5Config:
 
 
 def parse_bridge(value: str, where: str = "bridge") -> tuple[str, int]:
-    """``host:port`` (``[v6addr]:port`` for IPv6) → ``(host, port)``."""
+    """``host:port`` (``[v6addr]:port`` for IPv6) → ``(host, port)``.
+
+    ``where`` starts the error message (``"mt5.yaml: bridge"``, ``"--bridge"``).
+    """
     m = _HOSTPORT.match(value.strip())
     port = int(m.group("port")) if m else 0
     if m is None or not 0 < port < 65536:
@@ -100,206 +104,92 @@ def parse_bridge(value: str, where: str = "bridge") -> tuple[str, int]:
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Mt5Config:
     """Read and validate a YAML collector file."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CollectorConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise CollectorConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise CollectorConfigError(f"{path}: expected a mapping of settings at the top level")
-    return parse_config(data, source=str(path), env=env)
+    return parse_config(read_yaml(path), source=str(path), env=env)
 
 
 def parse_config(
     data: Mapping[str, Any], source: str | None = None, env: Mapping[str, str] | None = None
 ) -> Mt5Config:
-    """Validate a mapping (a parsed YAML file); ``env`` defaults to ``os.environ``."""
-    p = _Parser(data, source or "<config>", os.environ if env is None else env)
-    return p.config()
+    """Validate a mapping (a parsed YAML file); ``env`` defaults to ``os.environ``.
+
+    ``source`` is the file: errors name it, and a relative ``password_file`` is relative to
+    its folder.
+    """
+    r = ConfigReader.for_file(data, source, "mt5", env=env)
+    r.refuse_plain_secrets("password_env", "password_file")
+    r.only(_KNOWN)
+    name = r.text("name")
+    flags = r.text("copy_flags", "INFO").upper()
+    if flags not in COPY_FLAGS:
+        raise r.expected("copy_flags", f"one of {', '.join(COPY_FLAGS)}", flags)
+    bridge = r.optional_text("bridge")
+    password, _ = r.optional_secret(env_key="password_env", file_key="password_file",
+                                    what="account password")
+    return Mt5Config(
+        name=name,
+        broker=r.optional_text("broker") or name,
+        symbols=_symbols(r),
+        server=r.optional_text("server"),
+        login=r.optional_integer("login", lo=1),
+        password=password,
+        terminal_path=r.optional_text("terminal_path"),
+        portable=r.flag("portable", False),
+        timeout_ms=r.integer("timeout_ms", 60_000, lo=1),
+        priority=r.integer("priority", 100, lo=0),
+        poll_interval_s=r.number("poll_interval_s", 0.1, 0.001, 60.0),
+        batch_size=r.integer("batch_size", 1000, 1, 1_000_000),
+        copy_flags=flags,
+        server_utc_offset_hours=r.number("server_utc_offset_hours", 0.0, -14.0, 14.0),
+        detect_server_offset=r.flag("detect_server_offset", False),
+        offset_redetect_s=r.number("offset_redetect_s", 600.0, 1.0, 86_400.0),
+        backfill_s=r.number("backfill_s", 0.0, 0.0, 7 * 86_400.0),
+        bridge=parse_bridge(bridge, r.where + ": bridge") if bridge else None,
+        bridge_timeout_s=r.number("bridge_timeout_s", 30.0, 0.1, 600.0),
+        max_requests_per_s=r.optional_number("max_requests_per_s", 0.01),
+        backoff=_backoff(r.section("backoff", _BACKOFF_KNOWN)),
+        position_every=r.integer("position_every", 1000, lo=1),
+        position_interval_s=r.number("position_interval_s", 1.0, 0.001, 3600.0),
+        source_file=r.where,
+    )
 
 
-class _Parser:
-    def __init__(self, data: Mapping[str, Any], source: str, env: Mapping[str, str]) -> None:
-        self.data = data
-        self.source = source
-        self.env = env
-
-    def fail(self, key: str, message: str) -> CollectorConfigError:
-        return CollectorConfigError(f"{self.source}: {key}: {message}")
-
-    def config(self) -> Mt5Config:
-        d = self.data
-        if "password" in d:
-            raise self.fail(
-                "password",
-                "plain passwords are not accepted in collector files; "
-                "use password_env (an environment variable name) or password_file",
+def _symbols(r: ConfigReader) -> dict[str, str]:
+    raw = r.raw("symbols")
+    if raw is None:
+        raise r.error("symbols", "required (a list of symbols or a mapping canonical symbol "
+                                 "-> terminal symbol)")
+    pairs: list[tuple[Any, Any]]
+    if isinstance(raw, Mapping):
+        pairs = [(k, v if v is not None else k) for k, v in raw.items()]
+    elif isinstance(raw, list):
+        pairs = []
+        for item in raw:
+            if isinstance(item, Mapping) and len(item) == 1:
+                pairs.append(next(iter(item.items())))
+            else:
+                pairs.append((item, item))
+    else:
+        raise r.expected("symbols", "a list or a mapping", raw)
+    out: dict[str, str] = {}
+    for canonical, terminal in pairs:
+        if not isinstance(canonical, str) or not _CANONICAL.match(canonical):
+            raise r.error(
+                "symbols", f"{canonical!r} is not a canonical symbol (upper case, no "
+                           "separators, e.g. EURUSD); map it: {EURUSD: EURUSD.a}",
             )
-        unknown = sorted(str(k) for k in d if k not in _KNOWN)
-        if unknown:
-            raise self.fail(unknown[0], f"unknown setting (known: {', '.join(sorted(_KNOWN))})")
-        name = self.string("name", required=True)
-        assert name is not None
-        login = self.integer("login", None, lo=1)
-        flags = (self.string("copy_flags") or "INFO").upper()
-        if flags not in COPY_FLAGS:
-            raise self.fail("copy_flags", f"expected one of {', '.join(COPY_FLAGS)}, got {flags!r}")
-        bridge = self.string("bridge")
-        return Mt5Config(
-            name=name,
-            broker=self.string("broker") or name,
-            symbols=self.symbols(),
-            server=self.string("server"),
-            login=login,
-            password=self.password(),
-            terminal_path=self.string("terminal_path"),
-            portable=self.boolean("portable", False),
-            timeout_ms=self.integer("timeout_ms", 60_000, lo=1),
-            priority=self.integer("priority", 100, lo=0),
-            poll_interval_s=self.number("poll_interval_s", 0.1, lo=0.001, hi=60.0),
-            batch_size=self.integer("batch_size", 1000, lo=1, hi=1_000_000),
-            copy_flags=flags,
-            server_utc_offset_hours=self.number(
-                "server_utc_offset_hours", 0.0, lo=-14.0, hi=14.0
-            ),
-            detect_server_offset=self.boolean("detect_server_offset", False),
-            offset_redetect_s=self.number("offset_redetect_s", 600.0, lo=1.0, hi=86_400.0),
-            backfill_s=self.number("backfill_s", 0.0, lo=0.0, hi=7 * 86_400.0),
-            bridge=parse_bridge(bridge, f"{self.source}: bridge") if bridge else None,
-            bridge_timeout_s=self.number("bridge_timeout_s", 30.0, lo=0.1, hi=600.0),
-            max_requests_per_s=self.optional_number("max_requests_per_s", lo=0.01),
-            backoff=self.backoff(),
-            position_every=self.integer("position_every", 1000, lo=1),
-            position_interval_s=self.number("position_interval_s", 1.0, lo=0.001, hi=3600.0),
-            source_file=self.source,
-        )
+        if not isinstance(terminal, str) or not terminal.strip():
+            raise r.error("symbols", f"{canonical}: terminal symbol must be a string")
+        if canonical in out:
+            raise r.error("symbols", f"{canonical} is listed twice")
+        out[canonical] = terminal.strip()
+    if not out:
+        raise r.error("symbols", "at least one symbol is required")
+    return out
 
-    # ---- field parsers ------------------------------------------------------------------
-    def string(self, key: str, required: bool = False) -> str | None:
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                raise self.fail(key, "required")
-            return None
-        if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
-            raise self.fail(key, f"expected a non-empty string, got {value!r}")
-        return str(value).strip()
 
-    def integer(self, key: str, default: Any, lo: int | None = None, hi: int | None = None) -> Any:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise self.fail(key, f"expected an integer, got {value!r}")
-        try:
-            n = int(value)
-        except ValueError:
-            raise self.fail(key, f"expected an integer, got {value!r}") from None
-        if (lo is not None and n < lo) or (hi is not None and n > hi):
-            raise self.fail(key, f"expected an integer in [{lo}, {hi}], got {n}")
-        return n
-
-    def optional_number(self, key: str, lo: float) -> float | None:
-        if self.data.get(key) is None:
-            return None
-        return self.number(key, 0.0, lo=lo, hi=math.inf)
-
-    def number(self, key: str, default: float, lo: float, hi: float) -> float:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise self.fail(key, f"expected a number, got {value!r}")
-        try:
-            x = float(value)
-        except ValueError:
-            raise self.fail(key, f"expected a number, got {value!r}") from None
-        if not math.isfinite(x) or x < lo or x > hi:
-            raise self.fail(key, f"expected a number in [{lo}, {hi}], got {value!r}")
-        return x
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise self.fail(key, f"expected true or false, got {value!r}")
-        return value
-
-    def symbols(self) -> dict[str, str]:
-        raw = self.data.get("symbols")
-        if raw is None:
-            raise self.fail("symbols", "required (a list of symbols or a mapping "
-                                       "canonical symbol -> terminal symbol)")
-        pairs: list[tuple[Any, Any]]
-        if isinstance(raw, Mapping):
-            pairs = [(k, v if v is not None else k) for k, v in raw.items()]
-        elif isinstance(raw, list):
-            pairs = []
-            for item in raw:
-                if isinstance(item, Mapping) and len(item) == 1:
-                    pairs.append(next(iter(item.items())))
-                else:
-                    pairs.append((item, item))
-        else:
-            raise self.fail("symbols", f"expected a list or a mapping, got {raw!r}")
-        out: dict[str, str] = {}
-        for canonical, terminal in pairs:
-            if not isinstance(canonical, str) or not _CANONICAL.match(canonical):
-                raise self.fail(
-                    "symbols", f"{canonical!r} is not a canonical symbol (upper case, no "
-                               "separators, e.g. EURUSD); map it: {EURUSD: EURUSD.a}",
-                )
-            if not isinstance(terminal, str) or not terminal.strip():
-                raise self.fail("symbols", f"{canonical}: terminal symbol must be a string")
-            if canonical in out:
-                raise self.fail("symbols", f"{canonical} is listed twice")
-            out[canonical] = terminal.strip()
-        if not out:
-            raise self.fail("symbols", "at least one symbol is required")
-        return out
-
-    def password(self) -> Secret | None:
-        var = self.string("password_env")
-        file = self.string("password_file")
-        if var and file:
-            raise self.fail("password_env", "set password_env or password_file, not both")
-        if var:
-            value = self.env.get(var)
-            if value is None or value == "":
-                raise self.fail("password_env", f"environment variable {var} is not set")
-            return Secret(value)
-        if file:
-            try:
-                text = Path(file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise self.fail("password_file", f"cannot read {file}: {exc.strerror}") from None
-            if not text:
-                raise self.fail("password_file", f"{file} is empty")
-            return Secret(text)
-        return None
-
-    def backoff(self) -> BackoffConfig:
-        raw = self.data.get("backoff")
-        if raw is None:
-            return BackoffConfig()
-        if not isinstance(raw, Mapping):
-            raise self.fail("backoff", f"expected a mapping, got {raw!r}")
-        unknown = sorted(str(k) for k in raw if k not in _BACKOFF_KNOWN)
-        if unknown:
-            raise self.fail(f"backoff.{unknown[0]}", "unknown setting")
-        sub = _Parser(raw, self.source, self.env)
-        try:
-            return BackoffConfig(
-                base_s=sub.number("base_s", 0.5, lo=0.0, hi=3600.0),
-                cap_s=sub.number("cap_s", 30.0, lo=0.0, hi=3600.0),
-                max_attempts=sub.integer("max_attempts", 0, lo=0),
-            )
-        except CollectorConfigError as exc:
-            raise CollectorConfigError(
-                str(exc).replace(f"{self.source}: ", f"{self.source}: backoff.", 1)
-            ) from None
+def _backoff(r: ConfigReader) -> BackoffConfig:
+    return BackoffConfig(
+        base_s=r.number("base_s", 0.5, 0.0, 3600.0),
+        cap_s=r.number("cap_s", 30.0, 0.0, 3600.0),
+        max_attempts=r.integer("max_attempts", 0, lo=0),
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.collector import RecordSink
+from connectors.base.collector import RecordSink
 from connectors.news.collector import NewsCollector, build_news
 
 __all__ = ["NewsCollector", "build"]
@@ -20,6 +20,6 @@ def build(
 ) -> NewsCollector:
     """A news collector from its configuration mapping (the parsed YAML file).
 
-    Raises :class:`~connectors.collector.CollectorConfigError` naming the field and the file.
+    Raises :class:`~connectors.base.collector.CollectorConfigError` naming the field and the file.
     """
     return build_news(config, sink, config_path=config_path)

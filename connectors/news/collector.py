@@ -14,25 +14,28 @@ topic with their bytes and a reason.
 Feeds fail independently: HTTP 429/5xx or a network error on one feed defers that feed alone
 (exponential backoff with jitter, at least its ``Retry-After``), counted in the health; the
 others keep being polled and the session does not end. 401/403 are fatal. The seen-state is
-persisted (``state_path``) after the records it covers are flushed, like the calendar's.
+persisted (``state_path``) after the records it covers are flushed, like the calendar's. The
+file is read by :mod:`connectors.news.config`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from connectors.collector import Collector, RecordSink
+from connectors.base.collector import Collector, RecordSink
+from connectors.base.http import Conditional, HttpSessionMixin, HTTPStatusError, fetch_document
+from connectors.base.resilience import Backoff, CircuitBreaker, FatalCollectorError, RateLimiter
+from connectors.base.secrets import url_secrets
+from connectors.base.state import DAY_MS, RejectMemo, StateFile, now_ms, reject_payload
+from connectors.news.config import load_config
 from connectors.news.currencies import MAJORS, currencies_in
 from connectors.news.parse import (
     DocumentError,
@@ -42,28 +45,10 @@ from connectors.news.parse import (
     parse_feed,
 )
 from connectors.news.sentiment import Lexicon, default_lexicon
-from connectors.polling import (
-    Conditional,
-    ConfigReader,
-    HttpSessionMixin,
-    HTTPStatusError,
-    RejectMemo,
-    StateFile,
-    backoff_from,
-    fetch_document,
-    limiter_from,
-    now_ms,
-    unwrap,
-    url_secrets,
-)
-from connectors.resilience import Backoff, CircuitBreaker, FatalCollectorError, RateLimiter
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Feed", "NewsCollector", "NewsTracker", "build_news"]
-
-DAY_MS = 86_400_000
-MAX_REJECT_BYTES = 512 * 1024
 
 
 @dataclass(slots=True)
@@ -236,7 +221,7 @@ class NewsCollector(HttpSessionMixin, Collector):
         except DocumentError as exc:
             self._reject_once(feed, body, exc.reason, exc.detail, now)
             if feed.conditional is not None:
-                feed.conditional.etag = feed.conditional.last_modified = None
+                feed.conditional.forget()
             feed.polls += 1
             return 0
         self.mark_alive()
@@ -286,10 +271,8 @@ class NewsCollector(HttpSessionMixin, Collector):
         if not self.tracker.rejects.first_time(reason, raw, now):
             return
         self.tracker.dirty = True
-        note = ""
-        if len(raw) > MAX_REJECT_BYTES:
-            raw, note = raw[:MAX_REJECT_BYTES], f" (payload truncated from {len(raw)} bytes)"
-        self.reject(raw, reason, f"{feed.name} {feed.url}: {detail}{note}")
+        payload, note = reject_payload(raw)
+        self.reject(payload, reason, f"{feed.name} {feed.url}: {detail}{note}")
         log.warning("%s: %s: dead-lettered %s: %s", self.name, feed.name, reason,
                     self.redact(detail))
 
@@ -307,57 +290,25 @@ class NewsCollector(HttpSessionMixin, Collector):
         self._saved_ms = now
 
 
-def _feeds(r: ConfigReader, template: Backoff) -> list[Feed]:
-    feeds: list[Feed] = []
-    names: set[str] = set()
-    for i, entry in enumerate(r.sections("feeds")):
-        if isinstance(entry, str):
-            entry = {"url": entry}
-        fr = ConfigReader(entry, r.where, f"feeds[{i}].")
-        url = fr.url("url")
-        name = fr.text("name", urlsplit(url).hostname or url)
-        fr.finish()
-        if name in names:
-            fr.fail("name", "a name unique among the feeds", name)
-        names.add(name)
-        backoff = dataclasses.replace(template, attempts=0, rng=random.Random())
-        feeds.append(Feed(name=name, url=url, backoff=backoff))
-    return feeds
-
-
 def build_news(
     config: Mapping[str, Any], sink: RecordSink, *, config_path: str | None = None
 ) -> NewsCollector:
     """A :class:`NewsCollector` from a configuration mapping (see ``config/collectors``)."""
-    r = ConfigReader(unwrap(config, "news"), config_path or "<news config>")
-    kind = r.text("kind", "news")
-    if kind != "news":
-        r.fail("kind", "'news'", kind)
-    # Per-feed backoff: unbounded attempts (a dead feed must not stop the others).
-    template = backoff_from(r.section("backoff"), base_s=5.0, cap_s=900.0, max_attempts=0)
-    feeds = _feeds(r, template)
-    word_list = r.optional_text("word_list")
-    try:
-        lexicon = Lexicon.load(word_list) if word_list else default_lexicon()
-    except (OSError, ValueError) as exc:
-        r.fail("word_list", "a readable word list", f"{word_list}: {exc}")
-    max_age_s = r.number("max_age_s", 6 * 3600.0)
-    collector = NewsCollector(
-        r.text("name", "news"), sink,
-        feeds=feeds,
-        poll_interval_s=r.number("poll_interval_s", 120.0, above=True),
-        timeout_s=r.number("timeout_s", 20.0, above=True),
-        max_age_s=max_age_s or None,
-        dedupe_window_s=r.number("dedupe_window_days", 7.0, above=True) * 86_400.0,
-        currencies=r.currencies("currencies") or MAJORS,
-        use_summary=r.flag("use_summary", True),
-        lexicon=lexicon,
-        state_path=r.optional_text("state_path"),
-        headers=r.headers("headers"),
-        max_bytes=r.integer("max_bytes", 4 * 1024 * 1024, minimum=1024),
-        max_retry_after_s=r.number("max_retry_after_s", 900.0),
-        flush_timeout_s=r.number("flush_timeout_s", 30.0, above=True),
-        rate_limit=limiter_from(r.section("rate_limit"), per_s=1.0, burst=2),
+    cfg = load_config(config, config_path=config_path)
+    return NewsCollector(
+        cfg.name, sink,
+        feeds=[Feed(name=f.name, url=f.url, backoff=cfg.backoff.backoff()) for f in cfg.feeds],
+        poll_interval_s=cfg.poll_interval_s,
+        timeout_s=cfg.timeout_s,
+        max_age_s=cfg.max_age_s,
+        dedupe_window_s=cfg.dedupe_window_s,
+        currencies=cfg.currencies,
+        use_summary=cfg.use_summary,
+        lexicon=cfg.lexicon,
+        state_path=cfg.state_path,
+        headers=cfg.headers,
+        max_bytes=cfg.max_bytes,
+        max_retry_after_s=cfg.max_retry_after_s,
+        flush_timeout_s=cfg.flush_timeout_s,
+        rate_limit=cfg.rate_limit.limiter(),
     )
-    r.finish()
-    return collector

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from connectors.collector import RecordSink
+    from connectors.base.collector import RecordSink
     from connectors.oanda.collector import OandaCollector
 
 __all__ = ["build"]
@@ -22,7 +22,7 @@ def build(
     """An :class:`~connectors.oanda.collector.OandaCollector` from a parsed config mapping.
 
     The API token is read from the environment or a secret file now; raises
-    :class:`~connectors.collector.CollectorConfigError` naming the file and the field.
+    :class:`~connectors.base.collector.CollectorConfigError` naming the file and the field.
     """
     from connectors.oanda.collector import OandaCollector
     from connectors.oanda.config import load_config

@@ -41,11 +41,8 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
-from connectors.collector import Collector, RecordSink, SessionEnded
-from connectors.oanda.config import OandaConfig
-from connectors.oanda.parse import NOT_TRADEABLE, Heartbeat, ParseError, PriceParser
-from connectors.positions import Position
-from connectors.resilience import (
+from connectors.base.collector import Collector, RecordSink, SessionEnded
+from connectors.base.resilience import (
     Backoff,
     CircuitBreaker,
     FatalCollectorError,
@@ -54,6 +51,9 @@ from connectors.resilience import (
     RetryLater,
     retry_after_s,
 )
+from connectors.oanda.config import OandaConfig
+from connectors.oanda.parse import NOT_TRADEABLE, Heartbeat, ParseError, PriceParser
+from connectors.positions import Position
 from schemas.records import RawTick
 
 log = logging.getLogger(__name__)

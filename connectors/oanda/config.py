@@ -4,23 +4,21 @@ The API token is never written in the file: it comes from an environment variabl
 (``token_env``, default ``OANDA_API_TOKEN``), from the file that variable's ``_FILE``
 twin names (``OANDA_API_TOKEN_FILE``, the docker/systemd secrets convention), or from
 ``token_file`` (relative paths are relative to the config file). It is held as a
-:class:`~topology.settings.Secret`, so printing the config cannot reveal it. Every error
-names the file and the field and never quotes a secret.
+:class:`~connectors.base.secrets.Secret`, so printing the config cannot reveal it. Every
+error reads ``"{file}: {dotted.key}: {what is wrong}"`` (:mod:`connectors.base.config`) and
+never quotes a secret.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, Literal, cast
 
-from connectors.collector import CollectorConfigError
+from connectors.base.config import ConfigReader, reconnect_from
+from connectors.base.resilience import ReconnectPolicy
+from connectors.base.secrets import Secret
 from connectors.oanda.parse import symbol_to_instrument
-from connectors.resilience import ReconnectPolicy
-from connectors.secrets import Secret
-from connectors.stream_config import ConfigFields, read_secret, reconnect_policy, where_of
 
 PRACTICE_STREAM_URL: Final = "https://stream-fxpractice.oanda.com"
 LIVE_STREAM_URL: Final = "https://stream-fxtrade.oanda.com"
@@ -73,74 +71,63 @@ def load_config(
     env: Mapping[str, str] | None = None,
 ) -> OandaConfig:
     """Validate a parsed YAML mapping; raises :class:`CollectorConfigError`."""
-    where = where_of(config_path, "<oanda config>")
-    if not isinstance(data, Mapping):
-        raise CollectorConfigError(f"{where}: the configuration must be a mapping")
-    env = os.environ if env is None else env
-    r = ConfigFields(data, where)
-    unknown = set(data) - _KEYS - {"token", "api_key", "password", "kind"}
-    if unknown:
-        raise CollectorConfigError(
-            f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))} "
-            f"(allowed: {', '.join(sorted(_KEYS))})"
-        )
-    base_dir = Path(config_path).resolve().parent if config_path else None
-    token, token_source = read_secret(
-        r, env, env_key="token_env", file_key="token_file", default_env=DEFAULT_TOKEN_ENV,
-        base_dir=base_dir, what="OANDA API token",
+    r = ConfigReader.for_file(data, config_path, "oanda", env=env)
+    r.refuse_plain_secrets("token_env", "token_file")
+    r.only(_KEYS)
+    token, token_source = r.secret(
+        env_key="token_env", file_key="token_file", default_env=DEFAULT_TOKEN_ENV,
+        what="OANDA API token",
     )
-    environment = r.str_("environment", "practice")
-    if environment not in STREAM_URLS:
-        raise r.fail("environment", "must be 'practice' or 'live'")
-    stream_url = r.str_("stream_url", STREAM_URLS[environment])
-    if not stream_url.startswith(("https://", "http://")):
-        raise r.fail("stream_url", "must be an http(s) URL")
-    if "account_id" in data:
-        account_id = r.str_("account_id")
+    environment = r.choice("environment", STREAM_URLS, "practice")
+    stream_url = r.url("stream_url", STREAM_URLS[environment])
+    if r.has("account_id"):
+        account_id = r.text("account_id")
     else:
-        var = r.str_("account_id_env", "OANDA_ACCOUNT_ID")
-        account_id = env.get(var, "").strip()
+        var = r.text("account_id_env", "OANDA_ACCOUNT_ID")
+        account_id = r.env.get(var, "").strip()
         if not account_id:
-            raise r.fail("account_id", f"is missing: set it, or export {var}")
+            raise r.error("account_id", f"required: set it, or export {var}")
     if "/" in account_id or "?" in account_id:
-        raise r.fail("account_id", "must look like 101-004-1234567-001")
-    raw_instruments = data.get("instruments")
+        raise r.expected("account_id", "an account id such as 101-004-1234567-001", account_id)
+    raw_instruments = r.raw("instruments")
     if isinstance(raw_instruments, str):
         raw_instruments = [s for s in raw_instruments.split(",") if s.strip()]
     if not isinstance(raw_instruments, list) or not raw_instruments or not all(
         isinstance(i, str) for i in raw_instruments
     ):
-        raise r.fail("instruments", "must be a non-empty list such as [EUR_USD, USD_JPY]")
+        raise r.expected("instruments", "a non-empty list such as [EUR_USD, USD_JPY]",
+                         raw_instruments)
     try:
         instruments = tuple(dict.fromkeys(symbol_to_instrument(i) for i in raw_instruments))
     except ValueError as exc:
-        raise r.fail("instruments", f"has an entry OANDA cannot take: {exc}") from None
-    symbols = data.get("symbols") or {}
-    if not isinstance(symbols, Mapping) or not all(
+        raise r.error("instruments", f"has an entry OANDA cannot take: {exc}") from None
+    symbols = r.mapping("symbols")
+    if not all(
         isinstance(k, str) and isinstance(v, str) and v.isalnum() for k, v in symbols.items()
     ):
-        raise r.fail("symbols", "must map OANDA instruments to symbols, e.g. {DE30_EUR: GER30}")
-    non_tradeable = r.str_("non_tradeable", "reject")
-    if non_tradeable not in ("reject", "skip"):
-        raise r.fail("non_tradeable", "must be 'reject' (dead-letter them) or 'skip' (count)")
-    return OandaConfig(
+        raise r.expected("symbols", "a mapping of OANDA instrument to symbol, e.g. "
+                                    "{DE30_EUR: GER30}", dict(symbols))
+    non_tradeable = r.choice("non_tradeable", ("reject", "skip"), "reject")
+    config = OandaConfig(
         account_id=account_id,
         token=token,
         instruments=instruments,
-        name=r.str_("name", "oanda"),
-        broker=r.str_("broker", "OANDA"),
+        name=r.text("name", "oanda"),
+        broker=r.text("broker", "OANDA"),
         environment=environment,
         stream_url=stream_url,
         symbols=dict(symbols),
         token_source=token_source,
-        snapshot=r.bool_("snapshot", True),
-        heartbeat_timeout_s=r.float_("heartbeat_timeout_s", 10.0, 0.01, 3600),
-        connect_timeout_s=r.float_("connect_timeout_s", 10.0, 0.01, 600),
+        snapshot=r.flag("snapshot", True),
+        heartbeat_timeout_s=r.number("heartbeat_timeout_s", 10.0, 0.01, 3600),
+        connect_timeout_s=r.number("connect_timeout_s", 10.0, 0.01, 600),
         non_tradeable=cast(NonTradeable, non_tradeable),
-        max_line_bytes=r.int_("max_line_bytes", 1 << 20, 1024, 1 << 30),
-        max_retry_after_s=r.float_("max_retry_after_s", 300.0, 0.0, 86_400),
-        connections_per_s=r.float_("connections_per_s", 2.0, 0.001, 1000),
-        position_every=r.int_("position_every", 1000, 1, 10_000_000),
-        position_interval_s=r.float_("position_interval_s", 1.0, 0.001, 3600),
-        reconnect=reconnect_policy(r),
+        max_line_bytes=r.integer("max_line_bytes", 1 << 20, 1024, 1 << 30),
+        max_retry_after_s=r.number("max_retry_after_s", 300.0, 0.0, 86_400),
+        connections_per_s=r.number("connections_per_s", 2.0, 0.001, 1000),
+        position_every=r.integer("position_every", 1000, 1, 10_000_000),
+        position_interval_s=r.number("position_interval_s", 1.0, 0.001, 3600),
+        reconnect=reconnect_from(r),
     )
+    r.finish()
+    return config

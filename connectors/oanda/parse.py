@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import orjson
 
-from connectors.websocket.mapping import MappingError, day_start_ms, epoch_to_ms, iso8601_to_ms
+from connectors.websocket.parse import MappingError, day_start_ms, epoch_to_ms, iso8601_to_ms
 from schemas.records import RawTick
 
 __all__ = [

@@ -4,7 +4,9 @@ Several brokers quote the same symbols from one random walk per symbol, each wit
 spread, latency and noise, with duplicates, crossed quotes, one-tick spikes, genuine jumps,
 out-of-order ticks and stalls injected at configurable rates; plus calendar events and
 headlines (:mod:`connectors.simulator.ticks`, :mod:`connectors.simulator.events`). Plain
-Python, no Kafka, and seeded: the same seed gives the same ticks.
+Python, no Kafka, and seeded: the same seed gives the same ticks. The collector's file is
+read by :mod:`connectors.simulator.config`; :mod:`connectors.simulator.parse` turns the
+generated quotes into ``RawTick`` records.
 
 Tests and the offline tools call :func:`simulate` / :func:`simulate_events` directly;
 :class:`~connectors.simulator.collector.SimulatorCollector` streams the same kind of data
@@ -29,7 +31,7 @@ from connectors.simulator.ticks import (
 )
 
 if TYPE_CHECKING:
-    from connectors.collector import RecordSink
+    from connectors.base.collector import RecordSink
     from connectors.simulator.collector import SimulatorCollector
 
 __all__ = [
@@ -52,8 +54,9 @@ def build(
 ) -> SimulatorCollector:
     """A :class:`~connectors.simulator.collector.SimulatorCollector` from a config mapping.
 
-    Raises :class:`~connectors.collector.CollectorConfigError` naming the file and the field.
+    Raises :class:`~connectors.base.collector.CollectorConfigError` naming the file and the field.
     """
-    from connectors.simulator.collector import SimulatorCollector, load_config
+    from connectors.simulator.collector import SimulatorCollector
+    from connectors.simulator.config import load_config
 
     return SimulatorCollector(load_config(config, config_path=config_path), sink)

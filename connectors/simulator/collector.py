@@ -1,7 +1,7 @@
 """The simulator as a collector: seeded multi-broker ticks and events into Kafka.
 
 ``tickstream collect simulate --config config/collectors/simulate.yaml`` runs it like any
-venue collector (same :class:`~connectors.collector.Collector` lifecycle, same producer
+venue collector (same :class:`~connectors.base.collector.Collector` lifecycle, same producer
 path, same health reports), so the demo, the tests and the benchmarks exercise the real
 collector machinery without a broker account.
 
@@ -29,209 +29,28 @@ in real time. A changed configuration (seed, symbols, brokers, rates, ...) start
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from connectors.collector import Collector, CollectorConfigError, RecordSink
-from connectors.polling import ConfigReader, unwrap
-from connectors.positions import DEFAULT_POSITION_EVERY, DEFAULT_POSITION_INTERVAL_S, Position
-from connectors.resilience import Backoff
+from connectors.base.collector import Collector, RecordSink
+from connectors.base.resilience import Backoff
+from connectors.positions import Position
+from connectors.simulator.config import SimulatorConfig
 from connectors.simulator.events import EventStream
-from connectors.simulator.ticks import (
-    DEFAULT_PRICES,
-    Anomalies,
-    BrokerProfile,
-    TickStream,
-    broker_profiles,
-)
-from schemas.records import MarketEvent, RawTick
+from connectors.simulator.parse import SOURCE, raw_tick
+from connectors.simulator.ticks import TickStream
+from schemas.records import MarketEvent
 from stages.types import Tick
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "AUDUSD")
-DEFAULT_BROKERS = ("ICM", "PEP", "FXCM")
 #: Simulated time generated per round when not in real time (then the loop yields).
 FAST_CHUNK_MS = 250
 #: Longest real-time sleep, so health and stop stay responsive whatever the rate.
 MAX_SLEEP_S = 0.25
 #: Simulated time generated per round while catching up after a real-time restart.
 CATCH_UP_MS = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatorConfig:
-    """Everything the simulator collector needs; build it with :func:`load_config`."""
-
-    name: str = "simulator"
-    seed: int = 1
-    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
-    brokers: tuple[BrokerProfile, ...] = broker_profiles(DEFAULT_BROKERS)
-    ticks_per_s: float = 2.0  # per symbol and broker
-    realtime: bool = True
-    start_ms: int | None = None  # simulated start when not in real time (None: now)
-    max_ticks: int = 0  # 0 = endless
-    anomalies: Anomalies = field(default_factory=Anomalies)
-    calendar_every_s: float = 900.0  # 0 = no calendar events
-    news_every_s: float = 180.0  # 0 = no headlines
-    prices: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
-    position_every: int = DEFAULT_POSITION_EVERY  # records between stored positions
-    position_interval_s: float = DEFAULT_POSITION_INTERVAL_S  # ... or seconds
-
-    def fingerprint(self) -> str:
-        """What fixes the generated stream (not the name, max_ticks or position settings)."""
-        parts = (self.seed, self.symbols, self.brokers, self.ticks_per_s, self.realtime,
-                 self.start_ms, self.anomalies, self.calendar_every_s, self.news_every_s,
-                 sorted(self.prices.items()))
-        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
-class _Reader(ConfigReader):
-    def raw(self, key: str) -> Any:
-        """The value as written (marked as used); the caller validates it."""
-        return self._get(key)
-
-
-def _symbols(r: _Reader) -> tuple[str, ...]:
-    raw = r.raw("symbols")
-    if raw is None:
-        return DEFAULT_SYMBOLS
-    if isinstance(raw, str):
-        raw = [s for s in raw.split(",") if s.strip()]
-    if not isinstance(raw, list) or not raw or not all(
-        isinstance(s, str) and len(s.strip()) == 6 and s.strip().isalpha() for s in raw
-    ):
-        r.fail("symbols", "a non-empty list of 6-letter symbols such as [EURUSD, USDJPY]", raw)
-    return tuple(dict.fromkeys(s.strip().upper() for s in raw))
-
-
-def _brokers(r: _Reader) -> tuple[BrokerProfile, ...]:
-    raw = r.raw("brokers")
-    if raw is None:
-        return broker_profiles(DEFAULT_BROKERS)
-    if not isinstance(raw, list) or not raw:
-        r.fail("brokers", "a non-empty list of broker names or {name, spread_pips, ...}", raw)
-    defaults = broker_profiles([f"b{i}" for i in range(len(raw))])
-    out: list[BrokerProfile] = []
-    for i, item in enumerate(raw):
-        if isinstance(item, str) and item.strip():
-            d = defaults[i]
-            out.append(BrokerProfile(item.strip(), d.spread_pips, d.latency_ms))
-            continue
-        if not isinstance(item, Mapping):
-            r.fail(f"brokers[{i}]", "a broker name or a mapping", item)
-        b = ConfigReader(item, r.where, f"{r.prefix}brokers[{i}].")
-        d = defaults[i]
-        out.append(BrokerProfile(
-            name=b.required_text("name"),
-            spread_pips=b.number("spread_pips", d.spread_pips, above=True),
-            latency_ms=b.integer("latency_ms", d.latency_ms),
-            noise_pips=b.number("noise_pips", d.noise_pips),
-            latency_jitter_ms=b.number("latency_jitter_ms", d.latency_jitter_ms),
-        ))
-        b.finish()
-    names = [b.name for b in out]
-    if len(set(names)) != len(names):
-        r.fail("brokers", "unique broker names", names)
-    return tuple(out)
-
-
-def _anomalies(r: ConfigReader) -> Anomalies:
-    d = Anomalies()
-
-    def rate(key: str, default: float) -> float:
-        value = r.number(key, default)
-        if value > 1:
-            r.fail(key, "a probability from 0 to 1", value)
-        return value
-
-    an = Anomalies(
-        duplicate=rate("duplicate", d.duplicate),
-        crossed=rate("crossed", d.crossed),
-        spike=rate("spike", d.spike),
-        out_of_order=rate("out_of_order", d.out_of_order),
-        jump_every_s=r.number("jump_every_s", d.jump_every_s),
-        stall_every_s=r.number("stall_every_s", d.stall_every_s),
-        stall_min_s=r.number("stall_min_s", d.stall_min_s, above=True),
-        stall_max_s=r.number("stall_max_s", d.stall_max_s, above=True),
-    )
-    if an.crossed + an.spike > 1:
-        r.fail("crossed", "crossed + spike <= 1", an.crossed + an.spike)
-    if an.stall_min_s > an.stall_max_s:
-        r.fail("stall_min_s", f"at most stall_max_s ({an.stall_max_s:g})", an.stall_min_s)
-    r.finish()
-    return an
-
-
-def _prices(r: _Reader, symbols: Sequence[str]) -> dict[str, float]:
-    raw = r.raw("prices")
-    prices = dict(DEFAULT_PRICES)
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping) or not all(
-        isinstance(k, str) and not isinstance(v, bool) and isinstance(v, int | float) and v > 0
-        for k, v in raw.items()
-    ):
-        r.fail("prices", "a mapping of symbol to a positive start price", raw)
-    prices.update({k.upper(): float(v) for k, v in raw.items()})
-    missing = [s for s in symbols if s not in prices]
-    if missing:
-        r.fail("prices", f"a start price for {', '.join(missing)}", raw)
-    return prices
-
-
-def load_config(
-    config: Mapping[str, Any], *, config_path: str | None = None
-) -> SimulatorConfig:
-    """Validate a parsed YAML mapping; raises :class:`CollectorConfigError`."""
-    where = config_path or "<simulate config>"
-    if not isinstance(config, Mapping):
-        raise CollectorConfigError(f"{where}: the configuration must be a mapping")
-    r = _Reader(unwrap(config, "simulate"), where)
-    kind = r.text("kind", "simulate")
-    if kind != "simulate":
-        r.fail("kind", "'simulate'", kind)
-    symbols = _symbols(r)
-    ticks_per_s = r.number("ticks_per_s", 2.0, above=True)
-    if ticks_per_s > 1000:
-        r.fail("ticks_per_s", "at most 1000 (per symbol and broker)", ticks_per_s)
-    realtime = r.flag("realtime", True)
-    start_ms = r.raw("start_ms")
-    if start_ms is not None and (isinstance(start_ms, bool) or not isinstance(start_ms, int)
-                                 or start_ms < 0):
-        r.fail("start_ms", "epoch milliseconds (an integer >= 0)", start_ms)
-    if start_ms is not None and realtime:
-        r.fail("start_ms", "absent in real time (the clock starts now); set realtime: false",
-               start_ms)
-    events = r.section("events")
-    cfg = SimulatorConfig(
-        name=r.text("name", "simulator"),
-        seed=r.integer("seed", 1),
-        symbols=symbols,
-        brokers=_brokers(r),
-        ticks_per_s=ticks_per_s,
-        realtime=realtime,
-        start_ms=start_ms,
-        max_ticks=r.integer("max_ticks", 0),
-        anomalies=_anomalies(r.section("anomalies")),
-        calendar_every_s=events.number("calendar_every_s", 900.0),
-        news_every_s=events.number("news_every_s", 180.0),
-        prices=_prices(r, symbols),
-        position_every=r.integer("position_every", DEFAULT_POSITION_EVERY, minimum=1),
-        position_interval_s=r.number("position_interval_s", DEFAULT_POSITION_INTERVAL_S,
-                                     above=True),
-    )
-    for key in ("calendar_every_s", "news_every_s"):
-        value = getattr(cfg, key)
-        if 0 < value < 1:
-            events.fail(key, "0 (off) or at least 1 second", value)
-    events.finish()
-    r.finish()
-    return cfg
 
 
 def now_ms() -> int:
@@ -243,7 +62,7 @@ class SimulatorCollector(Collector):
     :class:`~connectors.simulator.events.EventStream` through the collector lifecycle."""
 
     kind: ClassVar[str] = "simulate"
-    source: ClassVar[str] = "SIMULATOR"
+    source: ClassVar[str] = SOURCE
     resumable: ClassVar[bool] = True
 
     def __init__(self, config: SimulatorConfig, sink: RecordSink) -> None:
@@ -362,11 +181,7 @@ class SimulatorCollector(Collector):
             if i == limit:
                 return False
             if i >= skip:
-                emit_tick(RawTick(
-                    broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask, time_msc=t.time_msc,
-                    recv_time_us=time.time_ns() // 1000 if realtime else t.recv_time_us,
-                    source="SIMULATOR",
-                ))
+                emit_tick(raw_tick(t, time.time_ns() // 1000 if realtime else t.recv_time_us))
             self.tick_index = i + 1
             if tracker is not None and tracker.open_sent >= every:
                 tracker.checkpoint(self._position())

@@ -9,17 +9,18 @@ the ``subscribe`` messages: JSON templates (or plain strings) in which ``${token
 ``token_env`` / ``token_file`` and is redacted from every log line and error.
 
 Every text or binary frame is decoded as JSON and mapped by
-:class:`~connectors.websocket.mapping.QuoteMapper`: quotes become ticks on ``ticks.raw``
+:class:`~connectors.websocket.parse.QuoteMapper`: quotes become ticks on ``ticks.raw``
 (keyed by symbol), quotes that cannot be mapped go to ``ticks.rejected`` with the frame's
 exact bytes and a reason (``malformed``, ``unknown_symbol``), frames that are not JSON are
 dead-lettered as ``malformed``, and messages that are not quotes (``match`` does not hold:
 acknowledgements, status, vendor heartbeats) are counted as ``ignored``. A message matching
 ``fatal`` (e.g. ``{status: auth_failed}``) stops the collector with
-:class:`~connectors.resilience.FatalCollectorError`, as do handshake answers 400, 401, 403
+:class:`~connectors.base.resilience.FatalCollectorError`, as do handshake answers 400, 401, 403
 and 404; 429 and 5xx are retried no sooner than ``Retry-After``. Any JSON message proves the
 feed alive; none for ``heartbeat_timeout_s`` drops and reconnects the session. As for OANDA,
 the first quote per symbol after a reconnect is skipped when it repeats the last one emitted
-(vendors that replay the latest quote on subscribe).
+(vendors that replay the latest quote on subscribe). The file is read by
+:func:`connectors.websocket.config.load_config`.
 """
 
 from __future__ import annotations
@@ -27,219 +28,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Final
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 
-from connectors.collector import Collector, CollectorConfigError, RecordSink, SessionEnded
-from connectors.resilience import (
+from connectors.base.collector import Collector, RecordSink, SessionEnded
+from connectors.base.resilience import (
     Backoff,
     CircuitBreaker,
     FatalCollectorError,
     HeartbeatTimeout,
     RateLimiter,
-    ReconnectPolicy,
     RetryLater,
     retry_after_s,
 )
-from connectors.secrets import Secret
-from connectors.stream_config import ConfigFields, read_secret, reconnect_policy, where_of
-from connectors.websocket.mapping import FieldPath, MappingSpec, QuoteMapper, spec_from_config
+from connectors.websocket.config import WebSocketConfig, expand
+from connectors.websocket.parse import FieldPath, QuoteMapper
 from schemas.records import RawTick
 
 log = logging.getLogger(__name__)
 
-_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
-_NAMES: Final = frozenset({"token", "symbols", "symbol", "symbols_list"})
-_KEYS: Final = frozenset({
-    "kind", "name", "broker", "url", "headers", "token_env", "token_file", "subscribe",
-    "mapping", "fatal", "heartbeat_timeout_s", "ping_interval_s", "connect_timeout_s",
-    "max_message_bytes", "max_retry_after_s", "connections_per_s", "reconnect",
-    "skip_replayed_quote",
-})
-_SUBSCRIBE_KEYS: Final = frozenset({"symbols", "symbol_format", "separator", "messages",
-                                    "per_symbol"})
 _FATAL_STATUS: Final = {
     400: "the vendor refused the WebSocket request (HTTP 400; check url)",
     401: "the vendor rejected the credential (HTTP 401 Unauthorized)",
     403: "the credential is not authorised for this feed (HTTP 403 Forbidden)",
     404: "the vendor has no WebSocket at this URL (HTTP 404; check url)",
 }
-
-
-def expand(template: Any, values: Mapping[str, Any]) -> Any:
-    """Substitute ``${name}`` in every string of a JSON-like template.
-
-    A string that is exactly one placeholder takes the value as is (so ``${symbols_list}``
-    becomes a list); otherwise values are inserted as text. Unknown names raise KeyError.
-    """
-    if isinstance(template, str):
-        whole = _PLACEHOLDER.fullmatch(template)
-        if whole is not None:
-            return values[whole.group(1)]
-        return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
-    if isinstance(template, Mapping):
-        return {expand(k, values): expand(v, values) for k, v in template.items()}
-    if isinstance(template, list | tuple):
-        return [expand(v, values) for v in template]
-    return template
-
-
-def _uses_token(template: Any) -> bool:
-    if isinstance(template, str):
-        return "${token}" in template
-    if isinstance(template, Mapping):
-        return any(_uses_token(k) or _uses_token(v) for k, v in template.items())
-    if isinstance(template, list | tuple):
-        return any(_uses_token(v) for v in template)
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class SubscribeSpec:
-    """What to send after connecting (see the module docstring)."""
-
-    symbols: tuple[str, ...] = ()
-    symbol_format: str = "${symbol}"
-    separator: str = ","
-    messages: tuple[Any, ...] = ()
-    per_symbol: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class WebSocketConfig:
-    """Everything the collector needs; build it with :func:`load_config`."""
-
-    url: str
-    mapping: MappingSpec
-    name: str = "websocket"
-    broker: str = "WEBSOCKET"
-    token: Secret | None = None
-    token_source: str = "none"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    subscribe: SubscribeSpec = field(default_factory=SubscribeSpec)
-    fatal: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    heartbeat_timeout_s: float = 30.0
-    ping_interval_s: float | None = None
-    connect_timeout_s: float = 10.0
-    max_message_bytes: int = 4 << 20
-    max_retry_after_s: float = 300.0
-    connections_per_s: float = 2.0
-    skip_replayed_quote: bool = True
-    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
-
-    def values(self, symbol: str | None = None) -> dict[str, Any]:
-        """Placeholder values (the real token: never log the result)."""
-        sub = self.subscribe
-        written = [expand(sub.symbol_format, {"symbol": s}) for s in sub.symbols]
-        return {
-            "token": self.token.get() if self.token is not None else "",
-            "symbols": sub.separator.join(written),
-            "symbols_list": written,
-            "symbol": expand(sub.symbol_format, {"symbol": symbol}) if symbol else "",
-        }
-
-    def subscribe_messages(self) -> list[Any]:
-        sub = self.subscribe
-        if sub.per_symbol:
-            return [expand(m, self.values(s)) for s in sub.symbols for m in sub.messages]
-        return [expand(m, self.values()) for m in sub.messages]
-
-
-def load_config(
-    data: Mapping[str, Any],
-    *,
-    config_path: str | None = None,
-    env: Mapping[str, str] | None = None,
-) -> WebSocketConfig:
-    """Validate a parsed YAML mapping; raises :class:`CollectorConfigError`."""
-    where = where_of(config_path, "<websocket config>")
-    if not isinstance(data, Mapping):
-        raise CollectorConfigError(f"{where}: the configuration must be a mapping")
-    env = os.environ if env is None else env
-    r = ConfigFields(data, where)
-    unknown = set(data) - _KEYS - {"token", "api_key", "password"}
-    if unknown:
-        raise CollectorConfigError(
-            f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))} "
-            f"(allowed: {', '.join(sorted(_KEYS))})"
-        )
-    url = r.str_("url")
-    if not url.startswith(("wss://", "ws://", "https://", "http://")):
-        raise r.fail("url", "must be a ws:// or wss:// URL")
-    headers = data.get("headers") or {}
-    if not isinstance(headers, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise r.fail("headers", "must map header names to strings")
-    sr = r.section("subscribe", _SUBSCRIBE_KEYS)
-    sub_raw = sr.data
-    symbols = sub_raw.get("symbols") or []
-    if not isinstance(symbols, list) or not all(isinstance(s, str) and s for s in symbols):
-        raise sr.fail("symbols", "must be a list of vendor symbols")
-    messages = sub_raw.get("messages") or []
-    if not isinstance(messages, list):
-        raise sr.fail("messages", "must be a list of messages (mappings or strings)")
-    subscribe = SubscribeSpec(
-        symbols=tuple(symbols),
-        symbol_format=sr.str_("symbol_format", "${symbol}"),
-        separator=str(sub_raw.get("separator", ",")),
-        messages=tuple(messages),
-        per_symbol=sr.bool_("per_symbol", False),
-    )
-    for name in _PLACEHOLDER.findall(orjson.dumps([url, dict(headers), messages]).decode()):
-        if name not in _NAMES:
-            raise r.fail("subscribe", f"uses an unknown placeholder ${{{name}}} (known: "
-                                      f"{', '.join(sorted(_NAMES))})")
-    token: Secret | None = None
-    token_source = "none"
-    if "token_env" in data or "token_file" in data or "token" in data or _uses_token(
-        [url, dict(headers), messages]
-    ):
-        token, token_source = read_secret(
-            r, env, env_key="token_env", file_key="token_file", default_env="WEBSOCKET_TOKEN",
-            base_dir=Path(config_path).resolve().parent if config_path else None,
-            what="feed credential",
-        )
-    mapping_raw = data.get("mapping")
-    if not isinstance(mapping_raw, Mapping):
-        raise r.fail("mapping", "must be a mapping with at least 'fields'")
-    try:
-        mapping = spec_from_config(mapping_raw, f"{where}: mapping")
-    except ValueError as exc:
-        raise CollectorConfigError(str(exc)) from None
-    fatal_raw = data.get("fatal") or {}
-    if not isinstance(fatal_raw, Mapping):
-        raise r.fail("fatal", "must map field paths to values, e.g. {status: auth_failed}")
-    fatal = {str(k): tuple(v) if isinstance(v, list) else (v,) for k, v in fatal_raw.items()}
-    ping = data.get("ping_interval_s")
-    return WebSocketConfig(
-        url=url,
-        mapping=mapping,
-        name=r.str_("name", "websocket"),
-        broker=r.str_("broker", "WEBSOCKET"),
-        token=token,
-        token_source=token_source,
-        headers=dict(headers),
-        subscribe=subscribe,
-        fatal=fatal,
-        heartbeat_timeout_s=r.float_("heartbeat_timeout_s", 30.0, 0.01, 3600),
-        ping_interval_s=None if ping is None else r.float_("ping_interval_s", 0, 0.01, 3600),
-        connect_timeout_s=r.float_("connect_timeout_s", 10.0, 0.01, 600),
-        max_message_bytes=r.int_("max_message_bytes", 4 << 20, 1024, 1 << 30),
-        max_retry_after_s=r.float_("max_retry_after_s", 300.0, 0.0, 86_400),
-        connections_per_s=r.float_("connections_per_s", 2.0, 0.001, 1000),
-        skip_replayed_quote=r.bool_("skip_replayed_quote", True),
-        reconnect=reconnect_policy(r),
-    )
 
 
 class WebSocketCollector(Collector):

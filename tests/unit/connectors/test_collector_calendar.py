@@ -29,6 +29,9 @@ from standins.feeds import (
     until,
 )
 
+from connectors.base.collector import CollectorConfigError
+from connectors.base.resilience import RateLimiter
+from connectors.base.state import StateFile
 from connectors.calendar import build
 from connectors.calendar.collector import CalendarCollector, CalendarTracker
 from connectors.calendar.parse import (
@@ -36,10 +39,7 @@ from connectors.calendar.parse import (
     calendar_event_id,
     parse_calendar,
 )
-from connectors.collector import CollectorConfigError
-from connectors.polling import StateFile
 from connectors.producer import RecordProducer
-from connectors.resilience import RateLimiter
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import MarketEvent, RejectedRecord
@@ -302,7 +302,7 @@ def test_build_rejects_bad_configuration(tmp_path: Path) -> None:
     for cfg, field_name in cases:
         with pytest.raises(CollectorConfigError) as info:
             build(cfg, sink, config_path="conf/calendar.yaml")
-        assert "conf/calendar.yaml" in str(info.value) and field_name in str(info.value)
+        assert str(info.value).startswith(f"conf/calendar.yaml: {field_name}: ")
 
 
 # ---- collector against the stand-in server (no broker) ------------------------------------
@@ -396,7 +396,7 @@ async def test_conditional_requests_and_json_export(tmp_path: Path) -> None:
 
 
 async def test_access_denied_is_fatal(server: FeedServer, tmp_path: Path) -> None:
-    from connectors.resilience import FatalCollectorError
+    from connectors.base.resilience import FatalCollectorError
 
     server.then(PATH, Reply(403, b"forbidden"))
     collector = build(_config(server.url(PATH), tmp_path,

@@ -34,12 +34,12 @@ from standins.mt5 import (
     wait_for,
 )
 
-from connectors.collector import CollectorConfigError
+from connectors.base.collector import CollectorConfigError
+from connectors.base.resilience import FatalCollectorError
 from connectors.mt5 import Mt5Collector, build, load_config, parse_config
 from connectors.mt5.api import TICK_DTYPE, BridgeApi, Mt5Error, load_native, utc
-from connectors.mt5.ticks import RejectedRow, SymbolCursor, convert, detect_offset_ms
+from connectors.mt5.parse import RejectedRow, SymbolCursor, convert, detect_offset_ms
 from connectors.producer import RecordProducer
-from connectors.resilience import FatalCollectorError
 from devstack.kafka_io import TopicReader
 from schemas.codec import make_codec
 from schemas.records import RawTick, RejectedRecord
@@ -323,6 +323,9 @@ def test_example_configs_load(name: str, tmp_path: Path) -> None:
         ({"bridge": "wine-host"}, "bridge"),
         ({"copy_flags": "BOTH"}, "copy_flags"),
         ({"backoff": {"cap_s": -1}}, "backoff.cap_s"),
+        ({"backoff": {"factor": 3}}, "backoff.factor"),
+        ({"password_file": "/run/secrets/pw"}, "password_env"),  # with password_env: not both
+        ({"login": "51234567"}, "login"),
         ({"surprise": 1}, "surprise"),
     ],
 )
@@ -331,7 +334,7 @@ def test_config_errors_name_the_field_and_the_file(change: dict[str, Any], field
     with pytest.raises(CollectorConfigError) as err:
         parse_config(data, source="config/collectors/x.yaml",
                      env={"ICM_MT5_PASSWORD": PASSWORD})
-    assert f"config/collectors/x.yaml: {field}" in str(err.value)
+    assert str(err.value).startswith(f"config/collectors/x.yaml: {field}: ")
     assert PASSWORD not in str(err.value)
 
 

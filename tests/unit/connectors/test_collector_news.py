@@ -26,7 +26,8 @@ from standins.feeds import (
     until,
 )
 
-from connectors.collector import CollectorConfigError
+from connectors.base.collector import CollectorConfigError
+from connectors.base.resilience import RateLimiter
 from connectors.news import build
 from connectors.news.collector import NewsCollector
 from connectors.news.currencies import currencies_in
@@ -41,7 +42,6 @@ from connectors.news.parse import (
 )
 from connectors.news.sentiment import Lexicon, default_lexicon, score
 from connectors.producer import RecordProducer
-from connectors.resilience import RateLimiter
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import MarketEvent, RejectedRecord
@@ -274,7 +274,7 @@ def test_build_rejects_bad_configuration(tmp_path: Path) -> None:
     for cfg, field_name in cases:
         with pytest.raises(CollectorConfigError) as info:
             build(cfg, ListSink(), config_path="conf/news.yaml")
-        assert "conf/news.yaml" in str(info.value) and field_name in str(info.value)
+        assert str(info.value).startswith(f"conf/news.yaml: {field_name}: ")
 
 
 # ---- collector against the stand-in server (no broker) ----------------------------------------

@@ -33,7 +33,8 @@ from standins.oanda import (
     rfc3339_ns,
 )
 
-from connectors.collector import CollectorConfigError
+from connectors.base.collector import CollectorConfigError
+from connectors.base.resilience import FatalCollectorError, retry_after_s
 from connectors.oanda import build
 from connectors.oanda.collector import OandaCollector
 from connectors.oanda.config import LIVE_STREAM_URL, PRACTICE_STREAM_URL, load_config
@@ -47,7 +48,6 @@ from connectors.oanda.parse import (
     symbol_to_instrument,
 )
 from connectors.producer import RecordProducer
-from connectors.resilience import FatalCollectorError, retry_after_s
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import RawTick, RejectedRecord
@@ -213,16 +213,34 @@ def test_token_from_secret_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "env", "message"),
     [
-        ({**BASE, "token": TOKEN}, {}, "'token' must not be written in the config file"),
-        (BASE, {}, "export OANDA_API_TOKEN"),
-        ({**BASE, "token_file": "/nonexistent/x"}, {}, "'token_file' names an unreadable"),
-        ({**BASE, "instrument": ["EUR_USD"]}, {"OANDA_API_TOKEN": TOKEN}, "unknown keys"),
-        ({**BASE, "instruments": []}, {"OANDA_API_TOKEN": TOKEN}, "'instruments'"),
-        ({**BASE, "environment": "demo"}, {"OANDA_API_TOKEN": TOKEN}, "'environment'"),
+        ({**BASE, "token": TOKEN}, {}, "oanda.yaml: token: must not be written in the config "
+         "file: set token_env (the name of an environment variable) or token_file"),
+        ({**BASE, "api_key": TOKEN}, {}, "oanda.yaml: api_key: must not be written in the "
+         "config file"),
+        (BASE, {}, "oanda.yaml: token_env: the OANDA API token is not set: export "
+         "OANDA_API_TOKEN or point token_file (or OANDA_API_TOKEN_FILE) at a secret file"),
+        ({**BASE, "token_file": "/nonexistent/x"}, {},
+         "oanda.yaml: token_file: cannot read '/nonexistent/x': "),
+        ({**BASE, "token_env": TOKEN}, {},
+         "oanda.yaml: token_env: expected the name of an environment variable"),
+        ({**BASE, "token_env": "X", "token_file": "/run/x"}, {},
+         "oanda.yaml: token_env: set token_env or token_file, not both"),
+        ({**BASE, "instrument": ["EUR_USD"]}, {"OANDA_API_TOKEN": TOKEN},
+         "oanda.yaml: instrument: unknown setting (known: account_id, account_id_env, "),
+        ({**BASE, "instruments": []}, {"OANDA_API_TOKEN": TOKEN},
+         "oanda.yaml: instruments: expected a non-empty list such as [EUR_USD, USD_JPY], got []"),
+        ({**BASE, "environment": "demo"}, {"OANDA_API_TOKEN": TOKEN},
+         "oanda.yaml: environment: expected one of 'practice', 'live', got 'demo'"),
         ({**BASE, "heartbeat_timeout_s": 0}, {"OANDA_API_TOKEN": TOKEN},
-         "'heartbeat_timeout_s'"),
-        ({**BASE, "non_tradeable": "emit"}, {"OANDA_API_TOKEN": TOKEN}, "'non_tradeable'"),
-        ({"instruments": ["EUR_USD"]}, {"OANDA_API_TOKEN": TOKEN}, "OANDA_ACCOUNT_ID"),
+         "oanda.yaml: heartbeat_timeout_s: expected a number from 0.01 to 3600, got 0"),
+        ({**BASE, "non_tradeable": "emit"}, {"OANDA_API_TOKEN": TOKEN},
+         "oanda.yaml: non_tradeable: expected one of 'reject', 'skip', got 'emit'"),
+        ({**BASE, "reconnect": {"base_s": "x"}}, {"OANDA_API_TOKEN": TOKEN},
+         "oanda.yaml: reconnect.base_s: expected a number from 0.001 to 3600, got 'x'"),
+        ({**BASE, "reconnect": {"base": 1}}, {"OANDA_API_TOKEN": TOKEN},
+         "oanda.yaml: reconnect.base: unknown setting (known: base_s, breaker_reset_s, "),
+        ({"instruments": ["EUR_USD"]}, {"OANDA_API_TOKEN": TOKEN},
+         "oanda.yaml: account_id: required: set it, or export OANDA_ACCOUNT_ID"),
     ],
 )
 def test_config_errors_name_the_file_and_field(

@@ -305,7 +305,7 @@ async def test_another_configuration_starts_afresh() -> None:
 def test_position_settings_are_validated() -> None:
     c = build_sim({**SIM, "position_every": 7, "position_interval_s": 0.5}, ListSink())
     assert (c.position_every, c.position_interval_s) == (7, 0.5)
-    from connectors.collector import CollectorConfigError
+    from connectors.base.collector import CollectorConfigError
 
     with pytest.raises(CollectorConfigError, match="position_every"):
         build_sim({**SIM, "position_every": 0}, ListSink())

@@ -31,19 +31,20 @@ from standins.websocket_feed import (
     WebSocketStandIn,
 )
 
-from connectors.collector import CollectorConfigError
+from connectors.base.collector import CollectorConfigError
+from connectors.base.config import ConfigReader
+from connectors.base.resilience import FatalCollectorError
 from connectors.producer import RecordProducer
-from connectors.resilience import FatalCollectorError
 from connectors.websocket import build
-from connectors.websocket.collector import WebSocketCollector, expand, load_config
-from connectors.websocket.mapping import (
+from connectors.websocket.collector import WebSocketCollector
+from connectors.websocket.config import expand, load_config, spec_from_config
+from connectors.websocket.parse import (
     MappingError,
     MappingSpec,
     QuoteMapper,
     epoch_to_ms,
     iso8601_to_ms,
     normalise_symbol,
-    spec_from_config,
 )
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
@@ -149,13 +150,13 @@ def test_polygon_shape_with_control_messages() -> None:
 
 def test_positional_records_iso_times_and_symbol_map() -> None:
     # Tiingo-like: {"service":"fx","messageType":"A","data":["Q","eurusd",time,size,bid,...]}
-    spec = spec_from_config({
+    spec = spec_from_config(ConfigReader({
         "match": {"messageType": "A"},
         "fields": {"symbol": "data.1", "time": "data.2", "bid": "data.4", "ask": "data.7",
                    "volume": "data.3"},
         "time_format": "iso8601",
         "symbols": {"eurusd": "EURUSD", "xauusd": "GOLD"},
-    }, "test")
+    }, "test", "mapping."))
     m = QuoteMapper(spec, "TIINGO")
     msg = {"service": "fx", "messageType": "A",
            "data": ["Q", "xauusd", "2023-11-14T22:13:20.123456+00:00", 1000000.0, 1990.5,
@@ -207,18 +208,25 @@ def test_unmappable_quotes_are_rejections_naming_field_and_record() -> None:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"fields": {"symbol": "p", "bid": "b", "ask": "a"}}, "lacks time"),
+        ({"fields": {"symbol": "p", "bid": "b", "ask": "a"}}, "mapping.fields: lacks time"),
         ({"fields": {"symbol": "p", "bid": "b", "ask": "a", "time": "t", "px": "x"}},
-         "unknown entries"),
+         "mapping.fields.px: unknown setting"),
         ({"fields": {"symbol": "p", "bid": "b", "ask": "a", "time": "t"},
-          "time_format": "epoch_minutes"}, "'time_format'"),
-        ({"fields": {"symbol": "p", "bid": "b..x", "ask": "a", "time": "t"}}, "bad field path"),
-        ({"fields": "p,b,a,t"}, "'fields'"),
+          "time_format": "epoch_minutes"},
+         "mapping.time_format: expected one of 'epoch_s', 'epoch_ms', "),
+        ({"fields": {"symbol": "p", "bid": "b..x", "ask": "a", "time": "t"}},
+         "mapping.fields.bid: bad field path 'b..x'"),
+        ({"fields": "p,b,a,t"}, "mapping.fields: expected a mapping, got 'p,b,a,t'"),
+        ({"fields": {"symbol": "p", "bid": "b", "ask": "a", "time": "t"}, "match": {"a..b": 1}},
+         "mapping.match: bad field path 'a..b'"),
+        ({"fields": {"symbol": "p", "bid": "b", "ask": "a", "time": "t"}, "record": "x"},
+         "mapping.record: unknown setting"),
     ],
 )
 def test_mapping_config_errors(section: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        spec_from_config(section, "f.yaml: mapping")
+    with pytest.raises(CollectorConfigError) as err:
+        spec_from_config(ConfigReader(section, "f.yaml", "mapping."))
+    assert str(err.value).startswith(f"f.yaml: {message}")
 
 
 # ---- configuration -----------------------------------------------------------------------
@@ -268,13 +276,25 @@ def test_no_credential_needed_when_none_is_used() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"token": TOKEN}, "must not be written in the config file"),
-        ({"url": "ftp://x"}, "'url'"),
-        ({"subscribe": {"messages": ["${apikey}"]}}, "unknown placeholder ${apikey}"),
-        ({"subscribe": {"symbols": "EUR/USD"}}, "'symbols'"),
-        ({"mapping": None}, "'mapping'"),
-        ({"heartbeat": 3}, "unknown keys heartbeat"),
-        ({"token_env": "MISSING_KEY"}, "export MISSING_KEY"),
+        ({"token": TOKEN}, "ws.yaml: token: must not be written in the config file"),
+        ({"url": "ftp://x"}, "ws.yaml: url: expected a ws:// or wss:// URL, got 'ftp://x'"),
+        ({"url": f"ftp://x.example/q?apiKey={TOKEN}"},
+         "ws.yaml: url: expected a ws:// or wss:// URL, got 'ftp://x.example/q?apiKey=***'"),
+        ({"url": "wss://x.example/q?k=${key}"},
+         "ws.yaml: url: uses an unknown placeholder ${key}"),
+        ({"subscribe": {"messages": ["${apikey}"]}},
+         "ws.yaml: subscribe.messages: uses an unknown placeholder ${apikey}"),
+        ({"subscribe": {"symbols": "EUR/USD"}},
+         "ws.yaml: subscribe.symbols: expected a list of vendor symbols, got 'EUR/USD'"),
+        ({"subscribe": {"symbol": "EUR/USD"}}, "ws.yaml: subscribe.symbol: unknown setting"),
+        ({"headers": {"Authorization": f"Bearer {TOKEN}", "X-Retry": 3}},
+         "ws.yaml: headers.X-Retry: expected a string value, got type int"),
+        ({"mapping": None}, "ws.yaml: mapping: required (a mapping with at least 'fields')"),
+        ({"heartbeat": 3}, "ws.yaml: heartbeat: unknown setting (known: broker, "),
+        ({"ping_interval_s": 0}, "ws.yaml: ping_interval_s: expected a number from 0.01 to "
+         "3600, got 0"),
+        ({"token_env": "MISSING_KEY"}, "ws.yaml: token_env: the feed credential is not set: "
+         "export MISSING_KEY or point token_file (or MISSING_KEY_FILE) at a secret file"),
     ],
 )
 def test_config_errors(change: dict[str, Any], message: str) -> None:

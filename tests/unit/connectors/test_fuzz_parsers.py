@@ -63,7 +63,7 @@ from connectors.files import (
     read_vendor,
     write_canonical,
 )
-from connectors.mt5.ticks import RejectedRow, SymbolCursor, TickFormatError, convert
+from connectors.mt5.parse import RejectedRow, SymbolCursor, TickFormatError, convert
 from connectors.news.parse import (
     FeedParse,
     dedupe_keys,
@@ -72,7 +72,7 @@ from connectors.news.parse import (
     parse_feed,
 )
 from connectors.oanda.parse import Heartbeat, ParseError, PriceParser
-from connectors.websocket.mapping import MappingSpec, QuoteMapper
+from connectors.websocket.parse import MappingSpec, QuoteMapper
 from schemas.codec import Codec
 from schemas.records import MarketEvent, RawTick
 from stages.types import Tick

@@ -9,8 +9,8 @@ import random
 import pytest
 from sinks import ListSink
 
-from connectors.collector import Collector
-from connectors.resilience import (
+from connectors.base.collector import Collector
+from connectors.base.resilience import (
     Backoff,
     CircuitBreaker,
     CircuitOpen,

@@ -23,8 +23,8 @@ from conftest import REPO_ROOT
 from sinks import ListSink
 from standins.oanda import OandaStandIn
 
-from connectors.collector import Collector
-from connectors.resilience import Backoff, CircuitBreaker, FatalCollectorError
+from connectors.base.collector import Collector
+from connectors.base.resilience import Backoff, CircuitBreaker, FatalCollectorError
 from devstack.kafka_io import Message, TopicReader
 from schemas.codec import make_codec
 from schemas.records import CollectorHealth, MarketEvent, RawTick
@@ -138,7 +138,9 @@ def test_configuration_error_is_one_clear_line(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip() == (
-        f"tickstream collect simulate: configuration error: {path}: unknown setting(s) colour")
+        f"tickstream collect simulate: configuration error: {path}: colour: unknown setting "
+        "(known: anomalies, brokers, events, max_ticks, name, position_every, "
+        "position_interval_s, prices, realtime, seed, start_ms, symbols, ticks_per_s)")
     missing = subprocess.run(
         tickstream("collect", "oanda", "--config", str(tmp_path / "nope.yaml")),
         capture_output=True, text=True, env=env, timeout=60)

@@ -10,11 +10,11 @@ A venue module subclasses :class:`Collector` and implements three hooks:
 * ``_disconnect()`` — release the session (idempotent).
 
 The base class owns what every venue shares: exponential backoff with jitter that raises
-:class:`~connectors.resilience.ReconnectExhausted` when exhausted, a circuit breaker, a
+:class:`~connectors.base.resilience.ReconnectExhausted` when exhausted, a circuit breaker, a
 request rate limit for the venue to use, health counters, credential redaction, and the
 routing of records (ticks to ``ticks.raw`` keyed by symbol, events to ``events.calendar`` /
 ``events.news`` keyed by currency, unparseable payloads to ``ticks.rejected`` with their
-original bytes). :class:`~connectors.resilience.FatalCollectorError` (bad credentials, bad
+original bytes). :class:`~connectors.base.resilience.FatalCollectorError` (bad credentials, bad
 configuration) stops the collector at once: retrying cannot fix it.
 
 A venue that can resume (``resumable = True``) implements ``_position()`` and
@@ -35,7 +35,7 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from connectors.resilience import (
+from connectors.base.resilience import (
     Backoff,
     CircuitBreaker,
     CircuitOpen,
@@ -64,7 +64,11 @@ class RecordSink(Protocol):
 
 
 class CollectorConfigError(ValueError):
-    """A collector configuration file is wrong; the message names the field and the file."""
+    """A collector configuration file is wrong.
+
+    The message reads ``"{file}: {dotted.key}: {what is wrong}"``
+    (:class:`connectors.base.config.ConfigReader` writes them) and never quotes a secret.
+    """
 
 
 class SessionEnded(ConnectionError):

@@ -6,7 +6,8 @@ top-level list is always iterated), which of them are quotes (``match``: field �
 values; anything else is a control message and is ignored, not rejected), and where each
 field is (``fields``: dotted paths, list indices as numbers: ``data.2``). Times are read in
 one of :data:`TIME_FORMATS`; vendor symbols are mapped (``symbols``) or normalised
-(``EUR/USD``, ``eur_usd`` → ``EURUSD``).
+(``EUR/USD``, ``eur_usd`` → ``EURUSD``). The ``mapping`` section of a config file becomes a
+:class:`MappingSpec` in :func:`connectors.websocket.config.spec_from_config`.
 
 Also home of the time helpers shared with the OANDA parser: :func:`iso8601_to_ms` (RFC 3339
 / ISO 8601, any fraction length, ``Z`` or numeric offset, cached day starts) and
@@ -19,7 +20,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal
 
 from schemas.records import RawTick
 
@@ -428,51 +429,3 @@ class QuoteMapper:
         if not elements:
             out.ignored += 1
         return out
-
-
-def spec_from_config(data: Mapping[str, Any], where: str) -> MappingSpec:
-    """Build a :class:`MappingSpec` from the ``mapping`` section of a collector config.
-
-    Raises :class:`ValueError` naming the field (``where`` prefixes the message).
-    """
-    fields_ = data.get("fields")
-    if not isinstance(fields_, Mapping):
-        raise ValueError(f"{where}: 'fields' must map symbol/bid/ask/time to field paths")
-    missing = [k for k in ("symbol", "bid", "ask", "time") if not fields_.get(k)]
-    if missing:
-        raise ValueError(f"{where}: 'fields' lacks {', '.join(missing)}")
-    unknown = set(fields_) - {"symbol", "bid", "ask", "time", "last", "volume", "seq"}
-    if unknown:
-        raise ValueError(f"{where}: unknown entries in 'fields': {', '.join(sorted(unknown))}")
-    match_raw = data.get("match") or {}
-    if not isinstance(match_raw, Mapping):
-        raise ValueError(f"{where}: 'match' must map field paths to accepted values")
-    match = {
-        str(k): tuple(v) if isinstance(v, list | tuple) else (v,) for k, v in match_raw.items()
-    }
-    symbols = data.get("symbols") or {}
-    if not isinstance(symbols, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in symbols.items()
-    ):
-        raise ValueError(f"{where}: 'symbols' must map vendor symbols to symbols like EURUSD")
-    time_format = str(data.get("time_format", "epoch_ms"))
-    if time_format not in TIME_FORMATS:
-        raise ValueError(
-            f"{where}: 'time_format' must be one of {', '.join(TIME_FORMATS)}, "
-            f"not {time_format!r}"
-        )
-    try:
-        spec = MappingSpec(
-            symbol=str(fields_["symbol"]), bid=str(fields_["bid"]), ask=str(fields_["ask"]),
-            time=str(fields_["time"]), time_format=time_format,
-            last=cast("str | None", fields_.get("last")),
-            volume=cast("str | None", fields_.get("volume")),
-            seq=cast("str | None", fields_.get("seq")),
-            records=cast("str | None", data.get("records")),
-            match=match, symbols=dict(symbols),
-            only_mapped_symbols=bool(data.get("only_mapped_symbols", False)),
-        )
-        QuoteMapper(spec, "check")  # compiles every path
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    return spec

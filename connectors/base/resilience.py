@@ -1,7 +1,7 @@
 """Reconnect backoff, circuit breaker and request rate limit shared by every collector.
 
 Each is a small object with an injectable clock and random source, so the collector loop in
-:mod:`connectors.collector` stays readable and the policies are tested without sleeping.
+:mod:`connectors.base.collector` stays readable and the policies are tested without sleeping.
 """
 
 from __future__ import annotations
