@@ -7,24 +7,19 @@ tick per row, in file order. A row that cannot be parsed is not skipped: it is
 returned as a :class:`BadRow` so the caller can count it as a ``malformed`` reject with its
 original text (nothing is lost silently).
 
-Vendor converters turn the formats under ``../shared/data`` (Dukascopy ``.bi5`` and its
-decoded CSV, HistData ASCII, TrueFX, the nautilus "multi" files) into canonical rows, with
-each vendor's time zone applied, so real data runs through the same code as live ticks.
+Vendor formats (Dukascopy, HistData, TrueFX, Lean, MT5 exports) are read by
+:mod:`connectors.history.parse`; ``tickstream convert`` writes them as canonical CSV.
 """
 
 from __future__ import annotations
 
-import calendar
 import csv
 import gzip
 import io
-import lzma
-import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime
 from itertools import chain
 from pathlib import Path
 from typing import IO
@@ -32,7 +27,6 @@ from typing import IO
 from stages.types import Tick
 
 CANONICAL_HEADER = ("broker", "symbol", "time_msc", "bid", "ask")
-VENDOR_FORMATS = ("dukascopy-csv", "histdata", "truefx", "multi", "multi-ns")
 OPTIONAL_COLUMNS = ("last", "volume", "seq", "recv_time_us")
 
 
@@ -50,10 +44,6 @@ class TickFileError(ValueError):
     cannot be read)."""
 
 
-_BI5_RECORD = struct.Struct(">IIIff")
-#: liblzma allocates the dictionary the stream header asks for (Dukascopy's hourly files ask
-#: for 4 MiB): a damaged header must not make it allocate gigabytes.
-_BI5_MEMLIMIT = 1 << 28
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -191,102 +181,17 @@ def read_canonical(path: Path | str) -> Iterator[Tick | BadRow]:
             yield item
 
 
-def write_canonical(rows: Iterable[Tick], out: IO[str]) -> int:
-    """Write ticks as canonical CSV (with ``seq`` when any tick has one); returns the count."""
+def write_canonical(rows: Iterable[Tick], out: IO[str], header: bool = True) -> int:
+    """Write ticks as canonical CSV, every optional column included (empty where a tick has
+    no value); returns the count. ``header=False`` appends rows to a file already begun."""
     w = csv.writer(out, lineterminator="\n")
-    w.writerow((*CANONICAL_HEADER, "seq", "recv_time_us"))
+    if header:
+        w.writerow((*CANONICAL_HEADER, *OPTIONAL_COLUMNS))
     n = 0
     for t in rows:
         w.writerow((t.broker, t.symbol, t.time_msc, repr(t.bid), repr(t.ask),
+                    "" if t.last is None else repr(t.last),
+                    "" if t.volume is None else repr(t.volume),
                     "" if t.seq is None else t.seq, t.recv_time_us or ""))
         n += 1
     return n
-
-
-# ---- vendor formats -------------------------------------------------------------------
-
-def _ms(dt_utc: datetime) -> int:
-    return calendar.timegm(dt_utc.timetuple()) * 1000 + dt_utc.microsecond // 1000
-
-
-def read_dukascopy_bi5(path: Path, hour_start_ms: int, symbol: str, broker: str) -> list[Tick]:
-    """One Dukascopy hourly ``.bi5`` file: LZMA-alone stream of 20-byte big-endian records."""
-    raw = path.read_bytes()
-    if not raw:
-        return []
-    try:
-        data = lzma.decompress(raw, format=lzma.FORMAT_ALONE, memlimit=_BI5_MEMLIMIT)
-    except lzma.LZMAError as exc:
-        raise TickFileError(f"{path}: not an LZMA-alone stream: {exc}") from None
-    if len(data) % _BI5_RECORD.size:
-        raise TickFileError(f"{path}: {len(data)} bytes decompressed, not a whole number of "
-                            f"{_BI5_RECORD.size}-byte tick records")
-    point = 1e-3 if symbol.endswith("JPY") else 1e-5
-    out = []
-    for ms, ask_p, bid_p, _av, _bv in _BI5_RECORD.iter_unpack(data):
-        out.append(Tick(broker, symbol, hour_start_ms + ms, round(bid_p * point, 6),
-                        round(ask_p * point, 6)))
-    return out
-
-
-def dukascopy_hour_start_ms(path: Path) -> int:
-    """``.../SYMBOL/YYYY/MM/DD/HHh_ticks.bi5`` with a 0-based month folder."""
-    hour = int(path.name[:2])
-    day, month0, year = int(path.parent.name), int(path.parent.parent.name), int(
-        path.parent.parent.parent.name
-    )
-    return _ms(datetime(year, month0 + 1, day, hour))
-
-
-def read_vendor(
-    path: Path | str, fmt: str, broker: str, symbol: str | None = None
-) -> Iterator[Tick]:
-    """Ticks from a vendor file. ``fmt``: dukascopy-csv, histdata, truefx, multi, multi-ns.
-
-    A row that cannot be read stops the conversion with :class:`TickFileError` naming the
-    file and the line (a vendor file is converted whole or not at all).
-    """
-    path = Path(path)
-    if fmt not in VENDOR_FORMATS:
-        raise TickFileError(f"unknown vendor format {fmt!r}")
-    sym = symbol or "EURUSD"
-    if fmt == "dukascopy-csv":  # timestamp_utc,bid,ask,bid_volume,ask_volume
-        def tick(row: list[str]) -> Tick:
-            return Tick(broker, sym, _parse_iso_ms(row[0]), float(row[1]), float(row[2]))
-    elif fmt == "histdata":  # YYYYMMDD HHMMSSfff,bid,ask,volume ; EST (UTC-5) all year
-        def tick(row: list[str]) -> Tick:
-            d, t = row[0].split(" ")
-            dt = datetime(int(d[:4]), int(d[4:6]), int(d[6:8]), int(t[:2]), int(t[2:4]),
-                          int(t[4:6]), int(t[6:9]) * 1000)
-            return Tick(broker, sym, _ms(dt) + 5 * 3_600_000, float(row[1]), float(row[2]))
-    elif fmt in ("truefx", "multi"):  # PAIR,YYYYMMDD HH:MM:SS.fff,bid,ask
-        offset = 0 if fmt == "truefx" else 5 * 3_600_000  # multi: New York, UTC-5 (Jan)
-
-        def tick(row: list[str]) -> Tick:
-            dt = datetime.strptime(row[1], "%Y%m%d %H:%M:%S.%f")
-            return Tick(broker, symbol or row[0].replace("/", ""), _ms(dt) + offset,
-                        float(row[2]), float(row[3]))
-    else:  # multi-ns: ts_event_ns,ts_init_ns,timestamp_utc,bid,ask,...
-        def tick(row: list[str]) -> Tick:
-            return Tick(broker, sym, _parse_iso_ms(row[2]), float(row[3]), float(row[4]))
-    with _open_text(path) as fh:
-        r = csv.reader(fh)
-        try:
-            if fmt in ("dukascopy-csv", "multi-ns"):
-                next(r, None)  # header
-            for row in r:
-                try:
-                    t = tick(row)
-                except (ValueError, IndexError) as exc:
-                    detail = str(exc).replace("\n", "\\n")[:200]  # one line, also for a
-                    raise TickFileError(  # quoted field spanning lines
-                        f"{path}: line {r.line_num}: {detail}: {row!r:.200}") from None
-                yield t
-        except (csv.Error, UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise TickFileError(f"{path}: line {r.line_num + 1}: unreadable: {exc}") from None
-
-
-def _parse_iso_ms(text: str) -> int:
-    text = text.strip().replace("T", " ").rstrip("Z")
-    fmt = "%Y-%m-%d %H:%M:%S.%f" if "." in text else "%Y-%m-%d %H:%M:%S"
-    return _ms(datetime.strptime(text, fmt))

@@ -277,62 +277,17 @@ def decode(value: bytes) -> Position | None:
 def read_positions(
     settings: Settings, topic: str, timeout_s: float = READ_TIMEOUT_S
 ) -> dict[str, Position]:
-    """Every key's last position on ``topic``, read from the beginning to its end.
+    """Every key's last position on ``topic``, read from the beginning to its end (the Fetch
+    high watermark, not Tansu's short ListOffsets: :mod:`connectors.compacted`); a value in
+    a format this code does not know counts as no position. Raises :class:`PositionError`
+    when the topic is missing or cannot be read to its end within ``timeout_s``."""
+    from connectors.compacted import CompactedReadError, read_compacted
 
-    "The end" is the high watermark each Fetch response carries (librdkafka's cached
-    watermarks), not ListOffsets(latest): Tansu answers that with the first offset of the
-    last record batch + 1, which would stop short of the newest positions. A partition is
-    read when its next offset reaches that high watermark (or it is empty). Raises
-    :class:`PositionError` when this does not finish within ``timeout_s``.
-    """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    from connectors.kafka_client import consumer_config
-
-    consumer = Consumer(consumer_config(settings))
     try:
-        meta = consumer.list_topics(topic, timeout=timeout_s)
-        tmeta = meta.topics.get(topic)
-        if tmeta is None or tmeta.error is not None or not tmeta.partitions:
-            raise PositionError(f"positions topic {topic} does not exist")
-        parts = sorted(tmeta.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        next_offset = dict.fromkeys(parts, 0)
-        out: dict[str, Position] = {}
-        deadline = time.monotonic() + timeout_s
-        while True:
-            for m in consumer.consume(10_000, 0.05):
-                if m.error():
-                    continue
-                p, off = m.partition(), m.offset()
-                if p is None or off is None:
-                    continue
-                next_offset[p] = max(next_offset[p], off + 1)
-                raw_key = m.key()
-                if raw_key is None:
-                    continue
-                key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-                value = m.value()
-                position = decode(value) if value else None
-                if position is None:
-                    out.pop(key, None)  # a tombstone (or an unknown format): start afresh
-                else:
-                    out[key] = position
-            if all(_read_to_end(consumer, TopicPartition(topic, p), next_offset[p])
-                   for p in parts):
-                return out
-            if time.monotonic() > deadline:
-                raise PositionError(
-                    f"cannot read {topic} to its end within {timeout_s:.0f} s")
-    finally:
-        consumer.close()
-
-
-def _read_to_end(consumer: Any, tp: Any, next_offset: int) -> bool:
-    low, high = consumer.get_watermark_offsets(tp, cached=True)
-    if high is None or high < 0:  # no Fetch response for this partition yet
-        return False
-    return bool(max(next_offset, low) >= high)
+        raw = read_compacted(settings, topic, timeout_s)
+    except CompactedReadError as exc:
+        raise PositionError(f"positions {exc}") from None
+    return {k: p for k, v in raw.items() if (p := decode(v)) is not None}
 
 
 class KafkaPositionStore:

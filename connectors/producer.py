@@ -74,11 +74,15 @@ class RecordProducer:
         key: str | bytes | None,
         value: bytes,
         on_delivery: Callable[[Any, Any], None] | None = None,
+        timestamp_ms: int = 0,
     ) -> None:
+        """Queue framed bytes on a physical topic; ``timestamp_ms`` sets the record's
+        timestamp (0: the producer's clock), e.g. a historical tick's own time."""
         while True:
             try:
                 self._producer.produce(
-                    physical_topic, value=value, key=key, on_delivery=on_delivery
+                    physical_topic, value=value, key=key, on_delivery=on_delivery,
+                    timestamp=timestamp_ms,
                 )
                 break
             except BufferError:

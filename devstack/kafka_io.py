@@ -17,6 +17,7 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes
+    timestamp_ms: int = 0  # the record's timestamp (CreateTime)
 
 
 class TopicReader:
@@ -43,7 +44,8 @@ class TopicReader:
                 continue
             out.append(
                 Message(
-                    m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value() or b""
+                    m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(),
+                    m.value() or b"", m.timestamp()[1],
                 )
             )
         return out

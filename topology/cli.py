@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from topology.settings import Settings, SettingsError
 
@@ -141,15 +142,108 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return run_collector(args.kind, args.config, _settings(), bridge=args.bridge)
 
 
+def _history_paths(args: argparse.Namespace) -> list[Any]:
+    from pathlib import Path
+
+    return [Path(p) for p in args.paths]
+
+
+def _progress(args: argparse.Namespace, what: str) -> Any:
+    """A tqdm bar on stderr (none with --json or when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(unit=" ticks", unit_scale=True, desc=what, file=sys.stderr,
+                disable=True if args.json else None, dynamic_ncols=True)
+
+
+def _print_history_summary(result: dict[str, Any], verb: str) -> None:
+    for p in result["paths"]:
+        status = p["status"]
+        if status == "failed":
+            print(f"{p['path']}: FAILED: {p['detail']}")
+            continue
+        if status == "skipped":
+            print(f"{p['path']}: skipped: {p['detail']}")
+            continue
+        print(f"{p['path']}: {p['ticks']:,} ticks, {p['bad_lines']:,} bad lines")
+        for s in p["streams"]:
+            print(f"  {s['broker']:<10} {s['symbol']:<8} {s['ticks']:>12,}  "
+                  f"{s['first']} .. {s['last']}")
+        for line in p["bad_examples"]:
+            print(f"  bad line: {line}")
+        if p["bad_lines"] > len(p["bad_examples"]):
+            print(f"  ... and {p['bad_lines'] - len(p['bad_examples']):,} more bad lines")
+    rate = f" ({result['ticks_per_s']:,} ticks/s)" if result.get("ticks_per_s") else ""
+    print(f"{verb} {result['ticks']:,} ticks in {result['seconds']:.1f} s{rate}; "
+          f"{result['bad_lines']:,} bad lines; {result.get('failed', 0)} path(s) failed"
+          + (f"; {result['skipped']} skipped" if result.get("skipped") else ""))
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from connectors.history.parse import HistoryError, check_options
+    from offline.load import LoadError, load_paths
+    from topology.admin import ensure_topics
+
+    settings = _settings()
+    try:
+        check_options(args.format, broker=args.broker, symbol=args.symbol, tz=args.tz)
+    except HistoryError as exc:
+        print(f"tickstream load: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("topology.admin").setLevel(logging.WARNING)  # one line, not one a topic
+    created = ensure_topics(settings)  # ticks.history and the manifest, declared partitions
+    if created and not args.json:
+        where = ",".join(settings.kafka_bootstrap_servers)
+        print(f"created {len(created)} missing topics on {where}", file=sys.stderr)
+    with _progress(args, "load") as bar:
+        try:
+            result = load_paths(settings, args.format, _history_paths(args),
+                                broker=args.broker, symbol=args.symbol, tz=args.tz,
+                                topic=args.topic, force=args.force, progress=bar.update)
+        except LoadError as exc:
+            print(f"tickstream load: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_history_summary(result, f"loaded into {result['topic']}:")
+    return 1 if result["failed"] else 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from connectors.files import read_vendor, write_canonical
+    from connectors.history.parse import HistoryError, check_options
+    from offline.convert import convert_paths
 
-    with open(args.output, "w", newline="") as fh:
-        n = write_canonical(read_vendor(Path(args.file), args.format, args.broker, args.symbol), fh)
-    print(f"wrote {n} ticks to {args.output}", file=sys.stderr)
-    return 0
+    try:
+        check_options(args.format, broker=args.broker, symbol=args.symbol, tz=args.tz)
+    except HistoryError as exc:
+        print(f"tickstream convert: {exc}", file=sys.stderr)
+        return 2
+    with _progress(args, "convert") as bar:
+        result = convert_paths(args.format, _history_paths(args), Path(args.output),
+                               broker=args.broker, symbol=args.symbol, tz=args.tz,
+                               progress=bar.update)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_history_summary(result, f"wrote {result['output']}:")
+    return 1 if result["failed"] else 0
+
+
+def _history_arguments(p: argparse.ArgumentParser) -> None:
+    from connectors.history.parse import FORMATS
+
+    p.add_argument("format", choices=FORMATS, metavar="FORMAT",
+                   help=f"one of {', '.join(FORMATS)} (see docs/history.md)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="files, or folders for dukascopy (.bi5 layout) and lean")
+    p.add_argument("--broker", help="broker name of the ticks (default: the vendor's)")
+    p.add_argument("--symbol", help="symbol, when the file or folder does not name it")
+    p.add_argument("--tz", metavar="ZONE",
+                   help="IANA zone of the file's clock, overriding the format's (mt5: required)")
+    p.add_argument("--json", action="store_true", help="print one compact JSON line")
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -281,13 +375,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mt5 only: the rpyc bridge to a terminal under Wine (overrides the file)")
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("convert", help="convert a vendor tick file to canonical CSV")
-    p.add_argument("file")
-    p.add_argument("--format", required=True,
-                   choices=["dukascopy-csv", "histdata", "truefx", "multi", "multi-ns"])
-    p.add_argument("--broker", required=True)
-    p.add_argument("--symbol", help="symbol when the file does not name it")
-    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser(
+        "load", help="produce vendor history files to ticks.history, each file once",
+        description="Parse history files at the edge and produce their ticks to Kafka "
+        "(key = symbol, record timestamp = tick time) through the collectors' producer. A "
+        "file already loaded into the topic (by content fingerprint, kept on the compacted "
+        "history.manifest topic) is skipped unless --force. Bad lines are counted and "
+        "reported with file and line. Exit codes: 0 loaded, 1 a path failed, 2 bad usage.",
+    )
+    _history_arguments(p)
+    p.add_argument("--topic", default="ticks.history", help="logical topic (default ticks.history)")
+    p.add_argument("--force", action="store_true", help="load a file even if loaded before")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("convert", help="convert vendor tick files to one canonical CSV",
+                       description="The same readers as `load`, written to a canonical CSV "
+                       "(the input of `process` and `train`).")
+    _history_arguments(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="canonical CSV to write")
     p.set_defaults(func=cmd_convert)
     return parser
 

@@ -86,6 +86,12 @@ COLLECTORS_POSITIONS = TopicSpec(
     cleanup="compact", single_partition=True,
 )
 
+HISTORY_MANIFEST = TopicSpec(
+    "history.manifest", "topic/fingerprint", "load record (JSON)",
+    "What `tickstream load` put into which topic (read back to skip a file loaded before)",
+    cleanup="compact", single_partition=True,
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     TICKS_RAW,
     TICKS_HISTORY,
@@ -99,6 +105,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     CONTROL,
     COLLECTORS_HEALTH,
     COLLECTORS_POSITIONS,
+    HISTORY_MANIFEST,
 )
 
 BY_NAME = {t.name: t for t in ALL_TOPICS}

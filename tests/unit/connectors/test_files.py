@@ -1,4 +1,4 @@
-"""Tick files: the canonical CSV and the vendor readers, on the real files in shared/data."""
+"""Tick files: the canonical CSV, and the history readers on the real files in shared/data."""
 
 from __future__ import annotations
 
@@ -15,12 +15,10 @@ from connectors.files import (
     CANONICAL_HEADER,
     BadRow,
     TickFileError,
-    dukascopy_hour_start_ms,
     read_canonical,
-    read_dukascopy_bi5,
-    read_vendor,
     write_canonical,
 )
+from connectors.history.parse import bi5_hour_start_ms, read_bi5, read_history
 from stages.types import Tick
 
 
@@ -34,11 +32,11 @@ def test_canonical_round_trip_and_bad_rows(tmp_path: Path) -> None:
     buf = io.StringIO()
     assert write_canonical(ticks, buf) == 2
     path = tmp_path / "t.csv"
-    path.write_text(buf.getvalue() + "A,EURUSD,later,1.1,1.2,,\nA,EURUSD,1\n")
+    path.write_text(buf.getvalue() + "A,EURUSD,later,1.1,1.2,,,,\nA,EURUSD,1\n")
     got = list(read_canonical(path))
     assert got[:2] == ticks
     assert isinstance(got[2], BadRow) and got[2].line == 4 and "later" in got[2].text
-    assert isinstance(got[3], BadRow) and "expected 7 fields" in got[3].detail
+    assert isinstance(got[3], BadRow) and "expected 9 fields" in got[3].detail
 
 
 def test_canonical_needs_the_header(tmp_path: Path) -> None:
@@ -50,27 +48,32 @@ def test_canonical_needs_the_header(tmp_path: Path) -> None:
 
 @pytest.mark.data
 def test_vendor_time_zones(shared_data: Path) -> None:
-    multi = next(read_vendor(shared_data / "multi/EURUSD_20120104_NY17-24h.csv.gz", "multi", "H"))
+    multi = next(iter(read_history("truefx", shared_data / "multi/EURUSD_20120104_NY17-24h.csv.gz",
+                                   broker="H", tz="America/New_York")))
+    assert isinstance(multi, Tick)
     assert multi.time_msc == _utc_ms(2012, 1, 4, 22, 0, 0) + 290  # New York, UTC-5
-    hist = next(read_vendor(shared_data / "histdata/DAT_ASCII_EURUSD_T_20200101.csv",
-                            "histdata", "H"))
+    hist = next(iter(read_history("histdata",
+                                  shared_data / "histdata/DAT_ASCII_EURUSD_T_20200101.csv")))
+    assert isinstance(hist, Tick)
     assert hist.time_msc == _utc_ms(2020, 1, 1, 22, 0, 0) + 65  # EST all year
-    tfx = next(read_vendor(shared_data / "truefx/USDJPY-2013-01-01.csv", "truefx", "T"))
+    tfx = next(iter(read_history("truefx", shared_data / "truefx/USDJPY-2013-01-01.csv")))
+    assert isinstance(tfx, Tick)
     assert (tfx.symbol, tfx.time_msc) == ("USDJPY", _utc_ms(2013, 1, 1, 22, 0, 0) + 295)
-    ns = next(read_vendor(shared_data / "multi/EURUSD_dukascopy_20190101T23.csv", "multi-ns",
-                          "D", "EURUSD"))
+    ns = next(iter(read_history("nautilus", shared_data / "multi/EURUSD_dukascopy_20190101T23.csv",
+                                symbol="EURUSD")))
+    assert isinstance(ns, Tick)
     assert ns.time_msc == _utc_ms(2019, 1, 1, 23, 0, 0) + 78
 
 
 @pytest.mark.data
 def test_bi5_decodes_like_the_vendor_csv(shared_data: Path) -> None:
     hour = shared_data / "dukascopy/EURUSD/2019/01/04/00h_ticks.bi5"
-    start = dukascopy_hour_start_ms(hour)
+    start = bi5_hour_start_ms(hour)
     assert start == _utc_ms(2019, 2, 4, 0, 0, 0)  # the month folder is 0-based
-    raw = read_dukascopy_bi5(hour, start, "EURUSD", "D")
+    raw = [t for t in read_bi5(hour, "EURUSD", "D") if isinstance(t, Tick)]
     csv_path = shared_data / "dukascopy/EURUSD_20190204-20190205_decoded.csv.gz"
-    decoded = [t for t in read_vendor(csv_path, "dukascopy-csv", "D", "EURUSD")
-               if t.time_msc < start + 3_600_000]
+    decoded = [t for t in read_history("dukascopy", csv_path, broker="D", symbol="EURUSD")
+               if isinstance(t, Tick) and t.time_msc < start + 3_600_000]
     assert raw and [(t.time_msc, t.bid, t.ask) for t in raw] == [
         (t.time_msc, t.bid, t.ask) for t in decoded
     ]

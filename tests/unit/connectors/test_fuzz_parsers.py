@@ -4,9 +4,12 @@ Each parser is fed arbitrary input and mutations of real samples (recorded paylo
 ``tests/fixtures/standins``, lines and files from ``../shared/data``). The property is the contract
 each module states:
 
-* tick files (``connectors/files.py``): canonical CSV yields :class:`Tick` or
-  :class:`BadRow`; vendor files (dukascopy CSV and ``.bi5``, histdata, truefx, multi,
-  multi-ns) yield ticks; anything unreadable raises :class:`TickFileError`;
+* tick files: canonical CSV (``connectors/files.py``) yields :class:`Tick` or
+  :class:`BadRow`, and raises :class:`TickFileError` for a file unreadable as a whole; every
+  history format (``connectors/history/parse.py``: dukascopy CSV and ``.bi5``, histdata,
+  truefx, lean, mt5, nautilus) yields :class:`Tick` or :class:`BadLine` (with its line
+  number) and raises :class:`HistoryError`, one line naming the file, for a file unreadable
+  as a whole;
 * OANDA pricing lines: a tick, a heartbeat or a :class:`ParseError`, never an exception;
 * MT5 tick arrays: ticks and rejected rows, :class:`TickFormatError` for a batch that is
   not a tick array;
@@ -55,14 +58,8 @@ from standins.oanda import START_NS, heartbeat_line, price_line
 from standins.websocket_feed import polygon_quote
 
 from connectors.calendar.parse import CalendarParse, DocumentError, parse_calendar
-from connectors.files import (
-    BadRow,
-    TickFileError,
-    read_canonical,
-    read_dukascopy_bi5,
-    read_vendor,
-    write_canonical,
-)
+from connectors.files import BadRow, TickFileError, read_canonical, write_canonical
+from connectors.history.parse import BadLine, HistoryError, read_bi5, read_history
 from connectors.mt5.parse import RejectedRow, SymbolCursor, TickFormatError, convert
 from connectors.news.parse import (
     FeedParse,
@@ -191,6 +188,10 @@ VENDOR_SAMPLES: dict[str, list[str]] = {
                  "1.14643,1000000,1000000",
                  "1546383600180000000,1546383600180000000,2019-01-01 23:00:00.180,1.14608,"
                  "1.14663,1000000,1000000"],
+    "mt5": ["<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>",
+            "2024.03.01\t09:00:00.250\t1.08011\t1.08013\t\t\t6",
+            "2024.03.01\t09:00:00.900\t\t1.08015\t\t\t4",
+            "2024.03.01\t09:00:01.000\t1.08012\t\t\t\t2"],
 }
 VENDOR_FILES = {
     "dukascopy-csv": "dukascopy/EURUSD_20190204-20190205_decoded.csv.gz",
@@ -215,13 +216,35 @@ def vendor_file(draw: st.DrawFn, samples: dict[str, list[str]]) -> tuple[str, by
     return fmt, data, draw(st.booleans())
 
 
+#: Each sample's history format and options (the samples' file names do not name a symbol).
+SAMPLE_READERS: dict[str, tuple[str, dict[str, str]]] = {
+    "dukascopy-csv": ("dukascopy", {"symbol": "EURUSD"}),
+    "histdata": ("histdata", {"symbol": "EURUSD"}),
+    "truefx": ("truefx", {}),
+    "multi": ("truefx", {"tz": "America/New_York"}),
+    "multi-ns": ("nautilus", {"symbol": "EURUSD"}),
+    "mt5": ("mt5", {"symbol": "EURUSD", "tz": "Europe/Athens"}),
+}
+
+
+def read_sample(path: Path, sample: str) -> list[Tick | BadLine]:
+    fmt, kw = SAMPLE_READERS[sample]
+    return list(read_history(fmt, path, broker="FZ", **kw))
+
+
 def check_vendor(path: Path, fmt: str) -> None:
     try:
-        ticks = list(read_vendor(path, fmt, "FZ"))
-    except TickFileError as exc:
+        rows = read_sample(path, fmt)
+    except HistoryError as exc:
         assert str(path) in str(exc) and "\n" not in str(exc)
     else:
-        assert all(type(t) is Tick for t in ticks)
+        assert all(type(r) in (Tick, BadLine) for r in rows)
+        assert all(r.line >= 1 and "\n" not in str(r) for r in rows if type(r) is BadLine)
+        for t in rows:
+            if type(t) is Tick:
+                CODEC.encode(RawTick(broker=t.broker, symbol=t.symbol, bid=t.bid, ask=t.ask,
+                                     last=t.last, volume=t.volume, time_msc=t.time_msc,
+                                     recv_time_us=t.time_msc * 1000, source="HISTORY"))
 
 
 @FUZZ
@@ -237,7 +260,7 @@ def check_vendor(path: Path, fmt: str) -> None:
 # a quoted field spanning lines: the error message must still be one line
 @example(("truefx", b'USD/JPY,"0130101 22:02:35.907,86.6\nUSD/JPY,20130101 22:02:35.9,1,2\n',
           False))
-def test_vendor_files_yield_ticks_or_raise_tick_file_error(
+def test_vendor_files_yield_ticks_and_bad_lines_or_raise_history_error(
     scratch: Path, case: tuple[str, bytes, bool],
 ) -> None:
     fmt, data, gz = case
@@ -261,13 +284,14 @@ def test_real_vendor_files_mutated(scratch: Path, shared_data: Path, data: st.Da
 
 def test_unmutated_vendor_samples_read_whole(scratch: Path) -> None:
     for fmt, lines in VENDOR_SAMPLES.items():
-        ticks = list(read_vendor(write(scratch, "\n".join(lines).encode(), False), fmt, "FZ"))
-        assert len(ticks) == len(lines) - (fmt in ("dukascopy-csv", "multi-ns"))
+        rows = read_sample(write(scratch, "\n".join(lines).encode(), False), fmt)
+        assert all(type(r) is Tick for r in rows), rows
+        assert len(rows) == len(lines) - (fmt in ("dukascopy-csv", "multi-ns", "mt5"))
 
 
-def test_unknown_vendor_format_is_a_tick_file_error(scratch: Path) -> None:
-    with pytest.raises(TickFileError, match="unknown vendor format"):
-        list(read_vendor(write(scratch, b"", False), "nope", "FZ"))
+def test_unknown_vendor_format_is_a_history_error(scratch: Path) -> None:
+    with pytest.raises(HistoryError, match="unknown format"):
+        list(read_history("nope", write(scratch, b"", False)))
 
 
 CANONICAL_SAMPLE = (
@@ -332,11 +356,45 @@ def bi5_blob(draw: st.DrawFn) -> bytes:
 def test_bi5_yields_ticks_or_raises_tick_file_error(scratch: Path, blob: bytes) -> None:
     path = write(scratch, blob, False, suffix=".bi5")
     try:
-        ticks = read_dukascopy_bi5(path, 1_546_300_800_000, "EURUSD", "DUKA")
-    except TickFileError as exc:
+        rows = list(read_bi5(path, "EURUSD", "DUKA", hour_start_ms=1_546_300_800_000))
+    except HistoryError as exc:
         assert str(path) in str(exc)
     else:
-        assert all(type(t) is Tick for t in ticks)
+        assert all(type(r) in (Tick, BadLine) for r in rows)
+        assert all(r.line == 0 for r in rows if type(r) is BadLine)  # the whole hour
+
+
+LEAN_SAMPLE = b"289,1.37131,1.37146\n1777,1.37133,1.37147\n2003,1.37132,1.37146\n"
+
+
+@FUZZ
+@given(st.one_of(
+    st.builds(lambda d: ("csv", d), mutated_bytes(LEAN_SAMPLE)),
+    st.builds(lambda d: ("zip", d), st.binary(max_size=200)),
+))
+@example(("csv", b"1,2\n"))  # too few fields
+@example(("zip", b"PK\x03\x04garbage"))  # a damaged zip
+def test_lean_quote_zips_yield_ticks_and_bad_lines_or_raise_history_error(
+    scratch: Path, case: tuple[str, bytes],
+) -> None:
+    kind, data = case
+    folder = scratch / f"lean{next(_names)}" / "oanda" / "tick" / "eurusd"
+    folder.mkdir(parents=True)
+    path = folder / "20140512_quote.zip"
+    if kind == "csv":
+        import zipfile
+
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("20140512_eurusd_tick_quote.csv", data)
+    else:
+        path.write_bytes(data)
+    try:
+        rows = list(read_history("lean", path))
+    except HistoryError as exc:
+        assert str(path) in str(exc) and "\n" not in str(exc)
+    else:
+        assert all(type(r) in (Tick, BadLine) for r in rows)
+        assert all(r.line >= 1 for r in rows if type(r) is BadLine)
 
 
 @pytest.mark.data
@@ -353,11 +411,12 @@ def test_real_bi5_files_mutated(scratch: Path, shared_data: Path, data: st.DataO
     ))
     path = write(scratch, blob, False, suffix=".bi5")
     try:
-        ticks = read_dukascopy_bi5(path, 1_546_300_800_000, "EURUSD", "DUKA")
-    except TickFileError as exc:
+        rows = list(read_bi5(path, "EURUSD", "DUKA", hour_start_ms=1_546_300_800_000))
+    except HistoryError as exc:
         assert str(path) in str(exc)
     else:
-        assert all(type(t) is Tick for t in ticks)
+        assert all(type(r) in (Tick, BadLine) for r in rows)
+        assert all(r.line == 0 for r in rows if type(r) is BadLine)  # the whole hour
 
 
 # ---- OANDA pricing lines ------------------------------------------------------------------

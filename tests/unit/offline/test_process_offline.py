@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.files import CanonicalColumns, TickFileError, read_vendor, write_canonical
+from connectors.files import CanonicalColumns, TickFileError, write_canonical
+from connectors.history.parse import read_history
 from offline.process import run_process
 from offline.process_shard import Shard
 from stages.types import Tick
@@ -24,8 +25,9 @@ pytestmark = pytest.mark.data
 
 
 def _canonical(shared_data: Path, tmp_path: Path) -> Path:
-    ticks = list(read_vendor(shared_data / "multi/EURUSD_20120104_NY17-24h.csv.gz", "multi", "HD"))
-    ticks += list(read_vendor(shared_data / "multi/USDJPY_20120104_NY17-24h.csv.gz", "multi", "HD"))
+    ticks = [t for pair in ("EURUSD", "USDJPY") for t in read_history(
+        "truefx", shared_data / f"multi/{pair}_20120104_NY17-24h.csv.gz", broker="HD",
+        tz="America/New_York") if isinstance(t, Tick)]
     ticks.sort(key=lambda t: t.time_msc)
     # A second broker quoting the same EURUSD ticks 0.3 pip higher, 120 ms later.
     b2 = [Tick("B2", t.symbol, t.time_msc + 120, t.bid + 3e-5, t.ask + 3e-5)
@@ -86,9 +88,9 @@ def test_invariant_and_outputs_on_real_data(shared_data: Path, tmp_path: Path) -
 def test_train_then_process_makes_commands(shared_data: Path, tmp_path: Path) -> None:
     duka = tmp_path / "duka.csv"
     with duka.open("w", newline="") as fh:
-        write_canonical(read_vendor(
-            shared_data / "dukascopy/EURUSD_20190204-20190205_decoded.csv.gz", "dukascopy-csv",
-            "DUKA", "EURUSD"), fh)
+        write_canonical([t for t in read_history(
+            "dukascopy", shared_data / "dukascopy/EURUSD_20190204-20190205_decoded.csv.gz",
+            broker="DUKA", symbol="EURUSD") if isinstance(t, Tick)], fh)
     models = tmp_path / "models"
     subprocess.run([sys.executable, "-m", "topology.cli", "train", str(duka), "--model",
                     str(models), "--version", "v1"], check=True, capture_output=True)

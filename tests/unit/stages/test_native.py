@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, need
 
-from connectors.files import read_vendor, write_canonical
+from connectors.files import write_canonical
+from connectors.history.parse import read_history
 from stages import native
 from stages.types import Tick
 
@@ -79,8 +80,9 @@ def test_compiled_and_source_stages_give_the_same_bytes(shared_data: Path,
     counts and byte-identical clean ticks, rejects, bars and features."""
     need(native.compiled(), "stage modules not compiled: run `make native`")
     src = tmp_path / "ticks.csv"
-    ticks = list(read_vendor(shared_data / "multi/EURUSD_20120104_NY17-24h.csv.gz", "multi",
-                             "HD"))
+    path = shared_data / "multi/EURUSD_20120104_NY17-24h.csv.gz"
+    ticks = [t for t in read_history("truefx", path, broker="HD", tz="America/New_York")
+             if isinstance(t, Tick)]
     ticks[5000:5000] = ticks[4900:4950]  # redelivered
     ticks.insert(7000, Tick("HD", "EURUSD", ticks[6999].time_msc, 1.3, 1.29))  # crossed
     ticks.insert(9000, Tick("HD", "EURUSD", ticks[8999].time_msc + 1, 1.5, 1.5001))  # spike

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.files import read_vendor
+from connectors.history.parse import read_history
 from schemas.records import Bar
 from stages.bars import BarBuilder
 from stages.consolidate import Consolidator
@@ -129,7 +129,8 @@ def test_two_brokers_from_real_ticks(shared_data: Path) -> None:
     a_ticks = [
         Tick(broker="A", symbol="EURUSD", time_msc=x.time_msc, bid=x.bid, ask=x.ask,
              recv_time_us=(x.time_msc + 20) * 1_000)
-        for x in read_vendor(path, "multi-ns", "A", "EURUSD")
+        for x in read_history("nautilus", path, broker="A", symbol="EURUSD")
+        if isinstance(x, Tick)
     ]
     assert len(a_ticks) == 10_000
     shift, delay = 0.00002, 150  # broker B: +0.2 pip, 150 ms later

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.files import read_vendor
+from connectors.history.parse import read_history
 from stages.config import SymbolSpec
 from stages.dedupe import Deduplicator
 from stages.types import (
@@ -503,20 +503,24 @@ def test_every_tick_comes_out_exactly_once(
 # ---------------------------------------------------------------- real data
 
 
-def _rows(path: Path, fmt: str, symbol: str | None = None) -> list[tuple[str, int, float, float]]:
-    """Real ticks through the project's vendor reader (zones applied there)."""
-    return [(t.symbol, t.time_msc, t.bid, t.ask) for t in read_vendor(path, fmt, "X", symbol)]
+def _rows(path: Path, fmt: str, symbol: str | None = None,
+          tz: str | None = None) -> list[tuple[str, int, float, float]]:
+    """Real ticks through the project's history reader (zones applied there)."""
+    return [(t.symbol, t.time_msc, t.bid, t.ask)
+            for t in read_history(fmt, path, broker="X", symbol=symbol, tz=tz)
+            if isinstance(t, Tick)]
 
 
 @pytest.fixture(scope="module")
 def histdata_rows(shared_data: Path) -> list[tuple[str, int, float, float]]:
-    return _rows(shared_data / "multi/EURUSD_20120104_NY17-24h.csv.gz", "multi")
+    return _rows(shared_data / "multi/EURUSD_20120104_NY17-24h.csv.gz", "truefx",
+                 tz="America/New_York")
 
 
 @pytest.fixture(scope="module")
 def dukascopy_rows(shared_data: Path) -> list[tuple[str, int, float, float]]:
     return _rows(shared_data / "dukascopy/EURUSD_20190204-20190205_decoded.csv.gz",
-                 "dukascopy-csv", "EURUSD")
+                 "dukascopy", "EURUSD")
 
 
 def pipeline(ticks: Sequence[Tick]) -> tuple[Deduplicator, Validator, list[Decision]]:
