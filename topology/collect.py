@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import orjson
 
 from connectors.base.collector import Collector, CollectorConfigError, RecordSink
+from connectors.base.config import read_yaml
 from connectors.base.resilience import FatalCollectorError, ReconnectExhausted
 from schemas.records import CollectorHealth, Record
 from topology.settings import Settings
@@ -108,18 +109,9 @@ class CollectFailed(RuntimeError):
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CollectorConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise CollectorConfigError(f"{path}: not valid YAML{where}") from None
+    """The mapping in the YAML file at ``path``; unreadable, invalid or not a mapping: a
+    config error."""
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise CollectorConfigError(f"{path}: the configuration must be a mapping")
     return data

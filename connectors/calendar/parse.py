@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
 
+from connectors.base.documents import DocumentError, ItemError
 from schemas.records import MarketEvent
 
 __all__ = [
@@ -83,24 +84,6 @@ _NO_CLOCK = re.compile(
 _MDY = re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{4})$")
 _YMD = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
-
-
-class DocumentError(ValueError):
-    """The whole document is unreadable (not XML/JSON, or not a calendar)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True, slots=True)
-class ItemError:
-    """One entry that could not be read: its own bytes, a reason code and a message."""
-
-    raw: bytes
-    reason: str
-    detail: str
 
 
 @dataclass(slots=True)

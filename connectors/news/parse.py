@@ -2,9 +2,9 @@
 items into per-currency :class:`MarketEvent` copies. Pure: no I/O.
 
 An item without a title, or with a date that cannot be read, is returned as an
-:class:`~connectors.calendar.parse.ItemError` (its own serialized bytes and a reason); an item
+:class:`~connectors.base.documents.ItemError` (its own serialized bytes and a reason); an item
 without any date is kept (``published_ms`` None: the collector dates it at first sight). A
-document that is not a feed raises :class:`~connectors.calendar.parse.DocumentError`.
+document that is not a feed raises :class:`~connectors.base.documents.DocumentError`.
 
 De-duplication keys (:func:`dedupe_keys`) let the same story be recognised across feeds and
 polls: its canonical link (scheme, ``www.``, fragment, tracking parameters and trailing slash
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from connectors.calendar.parse import DocumentError, ItemError
+from connectors.base.documents import DocumentError, ItemError
 from schemas.records import MarketEvent
 
 __all__ = [

@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import orjson
 
-from connectors.websocket.parse import MappingError, day_start_ms, epoch_to_ms, iso8601_to_ms
+from connectors.base.times import FieldError, day_start_ms, epoch_to_ms, iso8601_to_ms
 from schemas.records import RawTick
 
 __all__ = [
@@ -96,7 +96,7 @@ def _tradeable(flag: Any, msg: Mapping[str, Any]) -> bool:
     if flag is None:
         return bool(msg.get("status", "tradeable") == "tradeable")
     if not isinstance(flag, bool):
-        raise MappingError(f"'tradeable' is {str(flag)[:64]!r}, not a boolean")
+        raise FieldError(f"'tradeable' is {str(flag)[:64]!r}, not a boolean")
     return flag
 
 
@@ -118,10 +118,10 @@ class PriceParser:
     def _minute_ms(self, prefix: str) -> int:
         """Epoch ms of ``YYYY-MM-DDTHH:MM`` (validated, then cached)."""
         if len(prefix) != 16 or prefix[10] != "T" or prefix[13] != ":":
-            raise MappingError(f"bad time {prefix!r}")
+            raise FieldError(f"bad time {prefix!r}")
         hh, mm = prefix[11:13], prefix[14:16]
         if not (hh.isdigit() and mm.isdigit()) or hh > "23" or mm > "59":
-            raise MappingError(f"bad time of day in {prefix!r}")
+            raise FieldError(f"bad time of day in {prefix!r}")
         ms = day_start_ms(prefix[:10]) + (int(hh) * 60 + int(mm)) * 60_000
         if len(self._minutes) >= _MINUTE_CACHE_MAX:
             self._minutes.clear()
@@ -129,9 +129,9 @@ class PriceParser:
         return ms
 
     def time_ms(self, t: Any) -> int:
-        """Epoch ms (floor) of an OANDA time value; :class:`MappingError` if invalid."""
+        """Epoch ms (floor) of an OANDA time value; :class:`FieldError` if invalid."""
         if not isinstance(t, str):
-            raise MappingError(f"time is {t!r}, not a string")
+            raise FieldError(f"time is {t!r}, not a string")
         # fast path: YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ (what OANDA sends, 30 characters)
         if len(t) == 30 and t[29] == "Z" and t[19] == "." and t[16] == ":" and t.isascii():
             base = self._minutes.get(t[:16])
@@ -146,12 +146,12 @@ class PriceParser:
 
     def symbol(self, instrument: Any) -> str:
         if not isinstance(instrument, str) or not instrument:
-            raise MappingError(f"instrument is {instrument!r}")
+            raise FieldError(f"instrument is {instrument!r}")
         sym = self._symbols.get(instrument)
         if sym is None:
             sym = instrument_to_symbol(instrument)
             if not sym.isalnum():
-                raise MappingError(f"instrument {instrument[:64]!r} is not a symbol")
+                raise FieldError(f"instrument {instrument[:64]!r} is not a symbol")
             if len(self._symbols) < 10_000:
                 self._symbols[instrument] = sym
         return sym
@@ -188,7 +188,7 @@ class PriceParser:
         if kind == "HEARTBEAT":
             try:
                 return Heartbeat(self.time_ms(msg.get("time")))
-            except MappingError as exc:
+            except FieldError as exc:
                 return ParseError(MALFORMED, f"HEARTBEAT: {exc}")
         if kind is None:
             return ParseError(MALFORMED, "message has no 'type'")
@@ -199,28 +199,28 @@ class PriceParser:
         key: str | None = None
         try:
             if "instrument" not in msg:
-                raise MappingError("PRICE has no 'instrument'")
+                raise FieldError("PRICE has no 'instrument'")
             key = self.symbol(msg["instrument"])
             if "time" not in msg:
-                raise MappingError("PRICE has no 'time'")
+                raise FieldError("PRICE has no 'time'")
             self.time_ms(msg["time"])
             if not _tradeable(msg.get("tradeable"), msg):
                 return ParseError(NOT_TRADEABLE, f"{msg['instrument']} is not tradeable", key)
             for side in ("bids", "asks"):
                 book = msg.get(side)
                 if not isinstance(book, list) or not book:
-                    raise MappingError(f"'{side}' is {str(book)[:64]}, not a non-empty list")
+                    raise FieldError(f"'{side}' is {str(book)[:64]}, not a non-empty list")
                 top = book[0]
                 price = top.get("price") if isinstance(top, dict) else None
                 if not isinstance(price, str | int | float) or isinstance(price, bool):
-                    raise MappingError(f"{side}[0].price is {price!r}")
+                    raise FieldError(f"{side}[0].price is {price!r}")
                 try:
                     value = float(price)
                 except ValueError:
-                    raise MappingError(f"{side}[0].price {str(price)[:64]!r} is not a number") \
+                    raise FieldError(f"{side}[0].price {str(price)[:64]!r} is not a number") \
                         from None
                 if not _isfinite(value):
-                    raise MappingError(f"{side}[0].price is {price!r}")
-        except MappingError as exc:
+                    raise FieldError(f"{side}[0].price is {price!r}")
+        except FieldError as exc:
             return ParseError(MALFORMED, f"PRICE: {exc}", key)
         return ParseError(MALFORMED, "PRICE: unreadable", key)  # pragma: no cover
