@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", help="use this broker instead of a private local one")
     ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
     ap.add_argument("--skip-collectors", action="store_true")
+    ap.add_argument("--skip-history", action="store_true", help="no history loader figures")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from stages import native
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         result = topology.run(bootstrap, **sizes)
         if not args.skip_collectors:
             result["collectors_ticks_per_s"] = collectors(bootstrap, quick=args.quick)
+        if not args.skip_history:
+            from bench import history_load
+
+            result.update(history_load.measure(bootstrap, quick=args.quick))
     finally:
         if broker is not None:
             broker.stop()

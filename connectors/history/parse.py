@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import heapq
 import io
 import lzma
 import re
@@ -233,9 +234,8 @@ def read_dukascopy(path: Path, symbol: str | None, broker: str, zone: object) ->
         files = dukascopy_files(path) if path.is_dir() else [path]
         if not files:
             raise HistoryError(f"{path}: no HHh_ticks.bi5 files under this folder")
-        sym = _symbol(symbol or dukascopy_symbol(files[0]), path)
-        for f in files:
-            yield from read_bi5(f, sym, broker, zone)
+        for f in files:  # a folder may hold several symbols: each file's own folder names it
+            yield from read_bi5(f, _symbol(symbol or dukascopy_symbol(f), f), broker, zone)
         return
     # the CSV export: timestamp_utc,bid,ask,bid_volume,ask_volume (header first)
     sym = _symbol(symbol or dukascopy_symbol(path.parent) or _name_symbol(path), path)
@@ -317,33 +317,50 @@ def read_lean(path: Path, symbol: str | None, broker: str | None,
               zone: object | None) -> Iterator[Row]:
     """``{broker}/tick/{pair}/YYYYMMDD_quote.zip`` files (one, or every one under a folder):
     each holds one CSV ``ms_since_midnight,bid,ask`` whose day and clock are the file name's
-    date at midnight in the broker's zone (OANDA UTC, FXCM UTC-5; ``zone`` overrides)."""
+    date at midnight in the broker's zone (OANDA UTC, FXCM UTC-5; ``zone`` overrides).
+
+    The files of a folder are merged by time (each file is in time order), so the brokers'
+    quotes of a symbol come out interleaved as they happened: a topic partition, and a
+    replay of it, then holds one symbol's quotes of every broker in time order, which is
+    what consolidation needs."""
     files = lean_files(path)
     if not files:
         raise HistoryError(f"{path}: no YYYYMMDD_quote.zip files here")
-    for f in files:
-        m = _LEAN_NAME.match(f.name)
-        if m is None:
-            raise HistoryError(f"{f}: not a Lean quote file (YYYYMMDD_quote.zip)")
-        vendor = f.parent.parent.parent.name.lower()  # {broker}/tick/{pair}/file
-        sym = _symbol(symbol or f.parent.name, f)
-        name = broker or vendor.upper()
-        clock = zone if zone is not None else LEAN_ZONES.get(vendor)
-        if clock is None:
-            raise HistoryError(f"{f}: Lean broker folder {vendor!r} has no known clock: "
-                               "give --tz")
-        day = m.group(1)
-        midnight = epoch_ms(datetime(int(day[:4]), int(day[4:6]), int(day[6:8])), clock)
-        try:
-            with zipfile.ZipFile(f) as z:
-                members = [i for i in z.infolist() if not i.is_dir()]
-                if len(members) != 1:
-                    raise HistoryError(f"{f}: expected one CSV in the zip, found "
-                                       f"{len(members)}")
-                data = z.read(members[0])
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise HistoryError(f"{f}: not a readable zip: {exc}") from None
-        yield from _lean_rows(f, data, name, sym, midnight)
+    if len(files) == 1:
+        return _lean_file(files[0], symbol, broker, zone)
+    streams = [_lean_file(f, symbol, broker, zone) for f in files]
+    return heapq.merge(*streams, key=_merge_key)
+
+
+def _merge_key(row: Row) -> int:
+    # a bad line has no time: it is passed on as soon as it is read
+    return row.time_msc if type(row) is Tick else -1
+
+
+def _lean_file(f: Path, symbol: str | None, broker: str | None,
+               zone: object | None) -> Iterator[Row]:
+    m = _LEAN_NAME.match(f.name)
+    if m is None:
+        raise HistoryError(f"{f}: not a Lean quote file (YYYYMMDD_quote.zip)")
+    vendor = f.parent.parent.parent.name.lower()  # {broker}/tick/{pair}/file
+    sym = _symbol(symbol or f.parent.name, f)
+    name = broker or vendor.upper()
+    clock = zone if zone is not None else LEAN_ZONES.get(vendor)
+    if clock is None:
+        raise HistoryError(f"{f}: Lean broker folder {vendor!r} has no known clock: "
+                           "give --tz")
+    day = m.group(1)
+    midnight = epoch_ms(datetime(int(day[:4]), int(day[4:6]), int(day[6:8])), clock)
+    try:
+        with zipfile.ZipFile(f) as z:
+            members = [i for i in z.infolist() if not i.is_dir()]
+            if len(members) != 1:
+                raise HistoryError(f"{f}: expected one CSV in the zip, found "
+                                   f"{len(members)}")
+            data = z.read(members[0])
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise HistoryError(f"{f}: not a readable zip: {exc}") from None
+    yield from _lean_rows(f, data, name, sym, midnight)
 
 
 def _lean_rows(path: Path, data: bytes, broker: str, symbol: str,

@@ -101,6 +101,10 @@ def test_lean_two_brokers_each_on_its_own_clock(shared_data: Path) -> None:
     fxcm = [t for t in ticks if t.broker == "FXCM" and t.symbol == "EURUSD"]
     assert oanda[0].time_msc >= ms("2014-05-12 00:00:00")
     assert fxcm[0].time_msc >= ms("2014-05-12 05:00:00")
+    # a folder's files are merged by time: each symbol's quotes of both brokers interleave
+    for sym in ("EURUSD", "NZDUSD"):
+        times = [t.time_msc for t in ticks if t.symbol == sym]
+        assert times == sorted(times), sym
     probe = oanda[len(oanda) // 2]
     near = min(fxcm, key=lambda t: abs(t.time_msc - probe.time_msc))
     assert abs(near.time_msc - probe.time_msc) < 60_000

@@ -1,0 +1,122 @@
+"""History loader throughput: ``tickstream load`` into a real broker, per format.
+
+For each of ``csv`` (the canonical CSV of one Lean day), ``dukascopy`` (the two-day ``.bi5``
+folder) and ``lean`` (both brokers' zips), on the real files in ``../shared/data``:
+
+* ``history_parse_ticks_per_s``: the format's reader alone (file → ticks), no Kafka;
+* ``history_load_ticks_per_s``: :func:`offline.load.load_paths` (read, encode, produce,
+  every delivery acknowledged, manifest written) into a fresh topic;
+* ``history_producer_floor_msgs_per_s``: the same producer sending the same number of
+  pre-encoded records, measured in the same run, so the load figures can be read as a
+  share of what the producer path itself takes (``history_load_vs_floor``).
+
+Run ``python -m bench.history_load [--bootstrap HOST:PORT] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from connectors.history.parse import read_history
+from connectors.producer import RecordProducer
+from offline.convert import convert_paths
+from offline.load import load_paths
+from schemas.records import RawTick
+from stages.types import Tick
+from topology.admin import ensure_topics
+from topology.settings import Settings
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _settings(bootstrap: str) -> Settings:
+    prefix = f"hbench{uuid.uuid4().hex[:8]}."
+    return Settings.from_env({"TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                              "TICKSTREAM_TOPIC_PREFIX": prefix, "TICKSTREAM_PARTITIONS": "4"},
+                             env_file=None)
+
+
+def _inputs(tmp: Path, quick: bool) -> dict[str, tuple[list[Path], dict[str, Any]]]:
+    lean = DATA / "lean"
+    lean_paths = ([lean / "oanda/tick/eurusd/20140512_quote.zip",
+                   lean / "fxcm/tick/eurusd/20140512_quote.zip"] if quick else [lean])
+    canonical = tmp / "lean-day.csv"
+    convert_paths("lean", [lean / "oanda/tick/eurusd/20140512_quote.zip",
+                           lean / "fxcm/tick/eurusd/20140512_quote.zip"], canonical)
+    duka = DATA / "dukascopy/EURUSD"
+    return {
+        "csv": ([canonical], {}),
+        "dukascopy": ([duka / "2019/01/04"] if quick else [duka], {"symbol": "EURUSD"}),
+        "lean": (lean_paths, {}),
+    }
+
+
+def measure(bootstrap: str, quick: bool = False) -> dict[str, Any]:
+    parse: dict[str, int] = {}
+    load: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        inputs = _inputs(Path(tmpdir), quick)
+        for fmt, (paths, kw) in inputs.items():
+            t0 = time.perf_counter()
+            n = sum(1 for p in paths for r in read_history(fmt, p, **kw) if type(r) is Tick)
+            parse[fmt] = round(n / (time.perf_counter() - t0))
+            counts[fmt] = n
+        for fmt, (paths, kw) in inputs.items():
+            settings = _settings(bootstrap)
+            ensure_topics(settings)
+            result = load_paths(settings, fmt, paths, **kw)
+            assert result["ticks"] == counts[fmt], (fmt, result["ticks"], counts[fmt])
+            load[fmt] = round(result["ticks"] / result["seconds"])
+    floor = _producer_floor(bootstrap, max(counts.values()))
+    return {
+        "history_parse_ticks_per_s": parse,
+        "history_load_ticks_per_s": load,
+        "history_ticks": counts,
+        "history_producer_floor_msgs_per_s": floor,
+        "history_load_vs_floor": {f: round(v / floor, 3) for f, v in load.items()},
+    }
+
+
+def _producer_floor(bootstrap: str, n: int) -> int:
+    """The producer path alone: ``n`` pre-encoded RawTick records, flushed."""
+    settings = _settings(bootstrap)
+    ensure_topics(settings)
+    producer = RecordProducer(settings)
+    topic = settings.topic("ticks.history")
+    value = producer.codec.encode(RawTick(broker="OANDA", symbol="EURUSD", bid=1.1, ask=1.1002,
+                                          time_msc=1_400_000_000_000,
+                                          recv_time_us=1_400_000_000_000_000,
+                                          source="HISTORY"), topic)
+    t0 = time.perf_counter()
+    for i in range(n):
+        producer.send_raw(topic, "EURUSD", value, timestamp_ms=1_400_000_000_000 + i)
+    assert producer.flush(120) == 0
+    return round(n / (time.perf_counter() - t0))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.history_load", description=__doc__)
+    ap.add_argument("--bootstrap")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    from devstack.broker import LocalBroker
+
+    broker = None if args.bootstrap else LocalBroker().start()
+    bootstrap = args.bootstrap or (broker.bootstrap if broker is not None else "")
+    try:
+        print(json.dumps(measure(bootstrap, args.quick), sort_keys=True))
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
