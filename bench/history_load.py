@@ -6,6 +6,8 @@ folder) and ``lean`` (both brokers' zips), on the real files in ``../shared/data
 * ``history_parse_ticks_per_s``: the format's reader alone (file → ticks), no Kafka;
 * ``history_load_ticks_per_s``: :func:`offline.load.load_paths` (read, encode, produce,
   every delivery acknowledged, manifest written) into a fresh topic;
+* ``history_replay_ticks_per_s``: ``tickstream replay`` of the loaded ``lean`` topic (read
+  back, every stage, labels, the Parquet file written), ticks over its wall time;
 * ``history_producer_floor_msgs_per_s``: the same producer sending the same number of
   pre-encoded records, measured in the same run, so the load figures can be read as a
   share of what the producer path itself takes (``history_load_vs_floor``).
@@ -27,6 +29,7 @@ from connectors.history.parse import read_history
 from connectors.producer import RecordProducer
 from offline.convert import convert_paths
 from offline.load import load_paths
+from offline.replay import replay
 from schemas.records import RawTick
 from stages.types import Tick
 from topology.admin import ensure_topics
@@ -68,17 +71,24 @@ def measure(bootstrap: str, quick: bool = False) -> dict[str, Any]:
             n = sum(1 for p in paths for r in read_history(fmt, p, **kw) if type(r) is Tick)
             parse[fmt] = round(n / (time.perf_counter() - t0))
             counts[fmt] = n
+        replay_rate = 0
         for fmt, (paths, kw) in inputs.items():
             settings = _settings(bootstrap)
             ensure_topics(settings)
             result = load_paths(settings, fmt, paths, **kw)
             assert result["ticks"] == counts[fmt], (fmt, result["ticks"], counts[fmt])
             load[fmt] = round(result["ticks"] / result["seconds"])
+            if fmt == "lean":
+                rep = replay(settings, settings, out=Path(tmpdir) / "lean.parquet",
+                             topic="ticks.history")
+                assert rep["ticks"] == counts[fmt], (rep["ticks"], counts[fmt])
+                replay_rate = rep["ticks_per_s"]
     floor = _producer_floor(bootstrap, max(counts.values()))
     return {
         "history_parse_ticks_per_s": parse,
         "history_load_ticks_per_s": load,
         "history_ticks": counts,
+        "history_replay_ticks_per_s": replay_rate,
         "history_producer_floor_msgs_per_s": floor,
         "history_load_vs_floor": {f: round(v / floor, 3) for f, v in load.items()},
     }
@@ -107,6 +117,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     from devstack.broker import LocalBroker
+    from stages import native
+
+    native.install()  # the stages as users run them: compiled when fresh
 
     broker = None if args.bootstrap else LocalBroker().start()
     bootstrap = args.bootstrap or (broker.bootstrap if broker is not None else "")

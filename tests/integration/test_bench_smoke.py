@@ -49,6 +49,7 @@ def test_quick_bench_prints_every_documented_figure(broker: LocalBroker) -> None
         diffs = sorted(c[q] - f[q] for c, f in zip(runs["tick_to_clean"], runs["broker_floor"],
                                                    strict=True))
         assert latency["added_over_floor"][q] == pytest.approx(diffs[len(diffs) // 2], abs=0.01)
+    assert result["history_replay_ticks_per_s"] > 0
     # History loader: every format measured, the ratios are those of the figures shown.
     for fmt in ("csv", "dukascopy", "lean"):
         assert result["history_ticks"][fmt] > 0, fmt
