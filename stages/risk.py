@@ -65,8 +65,6 @@ BLOCK_REASONS: tuple[str, ...] = (
     "stale_bar",
 )
 
-SNAPSHOT_VERSION = 1
-
 
 def command_id_for(symbol: str, bar_time: int, action: str, model_version: str) -> str:
     """Deterministic command id: the same decision always gets the same id."""
@@ -349,24 +347,3 @@ class RiskManager:
     def drop_symbol(self, symbol: str) -> None:
         """Forget a symbol (its partition moved to another worker); same as restoring None."""
         self.restore_symbol(symbol, None)
-
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-ready state of every symbol plus the block counters."""
-        return {
-            "v": SNAPSHOT_VERSION,
-            "symbols": {s: st.to_dict() for s, st in sorted(self._states.items())},
-            "blocked_by_reason": dict(self.blocked_by_reason),
-        }
-
-    def restore(self, d: Mapping[str, Any]) -> None:
-        """Replace all state with a :meth:`snapshot` (limits and pip sizes are config, kept)."""
-        version = d.get("v")
-        if version != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported RiskManager snapshot version {version!r}")
-        states = {str(s): _SymbolState.from_dict(sd) for s, sd in d.get("symbols", {}).items()}
-        self._states = states
-        self._open = sum(1 for st in states.values() if st.position != 0)
-        counts = dict.fromkeys(BLOCK_REASONS, 0)
-        for k, v in d.get("blocked_by_reason", {}).items():
-            counts[str(k)] = int(v)
-        self.blocked_by_reason = counts
