@@ -128,7 +128,8 @@ def run_process(
     for _key, d in heapq.merge(*(r.decisions for r in results), key=itemgetter(0)):
         decider.decide(d.symbol, d.bar, d.features, out)
     actions = Counter(c.action for c in out.commands)
-    if out_dir is not None and out.commands:
+    if out_dir is not None:  # always written: a run without commands must not leave an
+        # older run's commands.csv behind to be taken for its own
         with (out_dir / "commands.csv").open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh, lineterminator="\n")
             w.writerow(TradingCommand.FIELDS)

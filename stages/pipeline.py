@@ -323,7 +323,8 @@ class Pipeline:
             symbol=symbol, bar_time=bar.bar_time, p_up=p_up, price=bar.close,
             atr=_opt(feats.get("atr_14")), spread=bar.ask_close - bar.bid_close,
             event_blackout=blackout, kill_switch=self.kill_switch,
-            model_version=model.version, trigger_recv_time_us=bar.trigger_recv_time_us,
+            model_version=model.version, model_id=model.model_id,
+            trigger_recv_time_us=bar.trigger_recv_time_us,
             now_us=self._clock_us(),
         )
         if cmd is not None:

@@ -30,8 +30,11 @@ replay decides exactly as live did. ``now_us`` is only copied into ``created_tim
 at or before the last bar decided for the symbol is ignored (counted as ``stale_bar``): a
 re-delivered bar after its decision was stored cannot issue a second command.
 
-``command_id`` is ``sha256("symbol|bar_time|action|model_version")[:32]``: a bar replayed
-after a restart from an older snapshot produces the same id, so the executor de-duplicates.
+``command_id`` is ``sha256("symbol|bar_time|action|model_id")[:32]``, where ``model_id`` is the
+model's ``version@digest`` (the digest of the model file, :attr:`stages.score.Model.model_id`;
+the version name alone when no id is given): a bar replayed after a restart from an older
+snapshot produces the same id, so the executor de-duplicates, while two different models
+that were both published as "v1" never give colliding ids.
 
 Total positions: each worker owns a set of symbol partitions, so this manager only counts the
 symbols it holds; the caller passes ``open_elsewhere`` (positions held by other workers, e.g.
@@ -196,6 +199,7 @@ class RiskManager:
         trigger_recv_time_us: int,
         now_us: int,
         open_elsewhere: int = 0,
+        model_id: str | None = None,
     ) -> TradingCommand | None:
         """The command for this symbol's closed bar, or None; updates the position on a command.
 
@@ -230,7 +234,8 @@ class RiskManager:
                 blocked["kill_switch"] += 1
                 return None
             cmd = TradingCommand(
-                command_id=command_id_for(symbol, bar_time, "CLOSE", model_version),
+                command_id=command_id_for(
+                    symbol, bar_time, "CLOSE", model_id or model_version),
                 action="CLOSE",
                 symbol=symbol,
                 volume=st.volume,
@@ -300,7 +305,7 @@ class RiskManager:
                 stop_loss = price - sign * limits.atr_stop_mult * atr
             if limits.atr_take_mult > 0.0:
                 take_profit = price + sign * limits.atr_take_mult * atr
-        cid = command_id_for(symbol, bar_time, action, model_version)
+        cid = command_id_for(symbol, bar_time, action, model_id or model_version)
         volume = float(limits.lot_size)
         cmd = TradingCommand(
             command_id=cid,

@@ -30,6 +30,7 @@ order of the keys in the caller's mapping.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -130,6 +131,7 @@ class Model:
         "_n",
         "_row",
         "created_ms",
+        "digest",
         "feature_names",
         "horizon_bars",
         "label_definition",
@@ -151,9 +153,13 @@ class Model:
         meta: Mapping[str, Any],
         meta_path: Path,
         model_path: Path,
+        digest: str = "",
     ) -> None:
         self._booster = booster
         self.version = version
+        #: SHA-256 (first 16 hex digits) of the model file: two different models published
+        #: under the same version name still have different ids (:attr:`model_id`).
+        self.digest = digest
         self.feature_names: tuple[str, ...] = tuple(feature_names)
         self.horizon_bars = horizon_bars
         self.meta: dict[str, Any] = dict(meta)
@@ -236,6 +242,10 @@ class Model:
         if not model_path.is_file():
             raise ModelError(f"{model_path}: model file missing for version {version!r}")
         try:
+            digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
+        except OSError as exc:
+            raise ModelError(f"{model_path}: cannot read model: {_first_line(exc)}") from None
+        try:
             booster = xgb.Booster(model_file=str(model_path))
         except (xgb.core.XGBoostError, OSError, ValueError) as exc:
             raise ModelError(f"{model_path}: corrupt model: {_first_line(exc)}") from None
@@ -260,6 +270,7 @@ class Model:
             meta=meta,
             meta_path=meta_path,
             model_path=model_path,
+            digest=digest,
         )
 
     def predict_one(self, features: Mapping[str, float | int | None]) -> float:
@@ -297,6 +308,12 @@ class Model:
             "metrics": self.metrics,
             "meta_path": str(self.meta_path),
         }
+
+    @property
+    def model_id(self) -> str:
+        """``version@digest``: what command ids are made from (the version name alone could
+        be reused by another model)."""
+        return f"{self.version}@{self.digest}" if self.digest else self.version
 
     def __repr__(self) -> str:
         return f"Model(version={self.version!r}, horizon_bars={self.horizon_bars})"

@@ -108,6 +108,14 @@ def test_train_then_process_makes_commands(shared_data: Path, tmp_path: Path) ->
     ids = [(runs[i][1] / "commands.csv").read_text().splitlines() for i in range(2)]
     assert [line.split(",")[0] for line in ids[0]] == [line.split(",")[0] for line in ids[1]]
 
+    # The same --out folder again, without a model: no commands, and the earlier run's
+    # commands.csv must not be left there to be taken for this run's
+    again = subprocess.run(
+        [sys.executable, "-m", "topology.cli", "process", str(eur), "--json", "--out",
+         str(runs[0][1])], capture_output=True, text=True, check=True)
+    assert sum(json.loads(again.stdout.strip().splitlines()[-1])["commands"].values()) == 0
+    assert (runs[0][1] / "commands.csv").read_text().splitlines() == [ids[0][0]]  # header
+
 
 @pytest.fixture(scope="module")
 def file_and_model(shared_data: Path, tmp_path_factory: pytest.TempPathFactory

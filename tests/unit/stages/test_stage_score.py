@@ -357,3 +357,18 @@ def test_store_rejects_models_needing_unknown_features(trained: Path, tmp_path: 
     store = ModelStore(tmp_path, known_features=FEATURE_NAMES[:-1])
     assert store.latest() is None
     assert "does not produce" in str(store.status()["last_error"])
+
+
+def test_two_models_with_the_same_version_name_have_different_ids(
+        trained: Path, tmp_path: Path) -> None:
+    from stages.risk import command_id_for
+
+    other = tmp_path / "other"
+    train(other, "v1", n_estimators=25)  # another model, also called v1
+    a = Model.load(trained / "model-v1.meta.json")
+    b = Model.load(other / "model-v1.meta.json")
+    assert a.version == b.version == "v1"
+    assert a.model_id != b.model_id and a.model_id.startswith("v1@")
+    assert Model.load(trained / "model-v1.meta.json").model_id == a.model_id  # stable
+    assert command_id_for("EURUSD", 0, "BUY", a.model_id) != \
+        command_id_for("EURUSD", 0, "BUY", b.model_id)
