@@ -103,6 +103,7 @@ def test_compiled_and_source_stages_give_the_same_bytes(shared_data: Path,
     assert runs["compiled"][0] == runs["source"][0]
     assert runs["compiled"][0]["bars"] > 300 and runs["compiled"][0]["duplicates"] == 50
     assert set(runs["compiled"][0]["rejected"]) == {"crossed_quote", "price_jump", "malformed"}
-    assert set(runs["compiled"][1]) == {"clean.csv", "rejected.csv", "bars.csv", "features.csv"}
+    assert set(runs["compiled"][1]) == {"clean.csv", "rejected.csv", "bars.csv", "features.csv",
+                                        "commands.csv"}
     for name, data in runs["compiled"][1].items():
         assert data == runs["source"][1][name], name
