@@ -190,6 +190,13 @@ def cmd_load(args: argparse.Namespace) -> int:
     except HistoryError as exc:
         print(f"tickstream load: {exc}", file=sys.stderr)
         return 2
+    from topology.state_guard import _accepts_connections
+
+    servers = settings.kafka_bootstrap_servers
+    if not any(_accepts_connections(s) for s in servers):  # one line, not a client's retries
+        print(f"tickstream load: no Kafka broker answers at {','.join(servers)}: start one "
+              "(make broker) or set TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+        return 1
     logging.getLogger("topology.admin").setLevel(logging.WARNING)  # one line, not one a topic
     created = ensure_topics(settings)  # ticks.history and the manifest, declared partitions
     if created and not args.json:
@@ -475,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     native.install()  # before any stage module is imported: compiled when fresh
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from confluent_kafka import KafkaException
+
+    from connectors.files import TickFileError
     from connectors.kafka_tls import KafkaTlsError
 
     try:
@@ -482,6 +492,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KafkaTlsError as exc:  # one line saying what to set, not a traceback
         print(f"tickstream {args.command}: {exc}", file=sys.stderr)
         return 1
+    except KafkaException as exc:  # e.g. no broker at the configured address
+        err = exc.args[0] if exc.args else exc
+        where = ",".join(_settings().kafka_bootstrap_servers)
+        print(f"tickstream {args.command}: Kafka at {where}: {getattr(err, 'str', lambda: err)()}"
+              " (is the broker running? TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS sets where)",
+              file=sys.stderr)
+        return 1
+    except TickFileError as exc:  # a tick file unreadable as a whole
+        print(f"tickstream {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tickstream {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
