@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 NATIVE := stages/.native.json
 
 .DEFAULT_GOAL := help
-.PHONY: docs help venv native clean-native demo stunnel test test-unit test-integration lint typecheck fmt bench reliability broker worker describe smoke clean
+.PHONY: docs help venv native clean-native demo stunnel clickhouse test test-unit test-integration lint typecheck fmt bench reliability broker worker describe smoke clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -37,13 +37,17 @@ stunnel: ## install stunnel4 (and openssl), the TLS terminator tests/test_tls.py
 	@{ command -v stunnel4 || command -v stunnel; } >/dev/null && command -v openssl >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq stunnel4 openssl)
 
-test: $(STAMP) $(NATIVE) stunnel lint typecheck ## lint, type-check and run every test (starts its own broker)
+clickhouse: ## install Debian's clickhouse-server (18.16), which the storage tests start on a private port
+	@command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || \
+		(apt-get update -qq && apt-get install -y -qq clickhouse-server)
+
+test: $(STAMP) $(NATIVE) stunnel clickhouse lint typecheck ## lint, type-check and run every test (starts its own broker)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 test-unit: $(STAMP) $(NATIVE) ## tests that need no broker
 	$(BIN)/python -m pytest -q -m "not integration"
 
-test-integration: $(STAMP) $(NATIVE) stunnel ## tests on the real local broker only
+test-integration: $(STAMP) $(NATIVE) stunnel clickhouse ## tests on the real local broker only
 	$(BIN)/python -m pytest -q -m integration
 
 bench: $(STAMP) $(NATIVE) ## benchmarks on a private local broker; one JSON object on the last line

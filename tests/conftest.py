@@ -18,6 +18,8 @@ from stages import native
 
 native.install()  # as the entry points do: the stages run compiled when the build is fresh
 
+from clickhouse_server import clickhouse_server, clickhouse_url  # noqa: E402, F401
+
 from devstack.broker import LocalBroker, free_port  # noqa: E402
 from topology.settings import Settings  # noqa: E402
 

@@ -20,6 +20,9 @@ from urllib.parse import unquote, urlsplit
 from connectors.base.secrets import Secret
 from connectors.kafka_client import KafkaSecurity
 from stages.config import RiskLimits, SymbolSpec
+from storage.errors import StorageError
+from storage.retention import TIERS, RetentionPolicy
+from storage.url import StoreURL, parse_store_url
 
 PREFIX = "TICKSTREAM_"
 
@@ -106,6 +109,18 @@ class Settings:
     broker_priorities: Mapping[str, int] = field(default_factory=dict)
     validation_level: ValidationLevel = "advanced"
     risk: RiskLimits = field(default_factory=RiskLimits)
+    #: Where the storage sink writes and ``tickstream query`` reads (``STORE_URL``; when
+    #: unset, ``CLICKHOUSE_URL``'s value; default the embedded engine at var/chdb).
+    store_url: StoreURL = field(
+        default_factory=lambda: StoreURL(scheme="chdb", path=Path("var/chdb"))
+    )
+    #: The sink inserts when it holds this many records, or the oldest is this old.
+    sink_batch_rows: int = 50_000
+    sink_batch_ms: int = 500
+    #: An outage of the store longer than this stops the sink non-zero (0: retry forever).
+    sink_outage_exit_s: int = 0
+    #: Retention tier of every stored table, and per-table exceptions.
+    store_retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     def topic(self, name: str) -> str:
         """The physical topic name for a logical topic (prefix applied)."""
@@ -295,7 +310,36 @@ class _Resolver:
             ),
             validation_level=level,
             risk=self.risk(),
+            store_url=self.store_url(),
+            sink_batch_rows=self.integer("SINK_BATCH_ROWS", 1, 10_000_000, d.sink_batch_rows,
+                                         "rows"),
+            sink_batch_ms=self.millis("SINK_BATCH_MS", 1, 600_000, d.sink_batch_ms),
+            sink_outage_exit_s=self.integer("SINK_OUTAGE_EXIT_S", 0, 86_400 * 7,
+                                            d.sink_outage_exit_s, "seconds"),
+            store_retention=self.retention(),
         )
+
+    def store_url(self) -> StoreURL:
+        name = "STORE_URL" if self.raw("STORE_URL") is not None else "CLICKHOUSE_URL"
+        value = self.raw(name)
+        if value is None:
+            return StoreURL(scheme="chdb", path=Path("var/chdb"))
+        try:
+            return parse_store_url(value)
+        except StorageError:  # the URL may hold a password: not echoed
+            raise SettingsError(PREFIX + name, "chdb://PATH or "
+                                "clickhouse://user:password@host:port/db") from None
+
+    def retention(self) -> RetentionPolicy:
+        tiers = ", ".join(TIERS)
+        default = self.get("STORE_TIER", _choice(*TIERS), f"one of {tiers}", "free")
+        expected = f"comma-separated TABLE=TIER (tiers: {tiers}), e.g. ticks=free,bars_m1=pro"
+        per_table: dict[str, str] = self.get("STORE_TIERS", _pairs, expected, {})
+        try:
+            return RetentionPolicy(default, per_table)
+        except StorageError:
+            raise SettingsError(PREFIX + "STORE_TIERS", expected, self.raw("STORE_TIERS")
+                                ) from None
 
     def security(self) -> KafkaSecurity:
         protocol = self.get(
@@ -397,6 +441,16 @@ def _priorities(value: str) -> dict[str, int]:
         if n < 0:
             raise ValueError(item)
         out[name] = n
+    return out
+
+
+def _pairs(value: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in value.split(","):
+        name, sep, tier = (p.strip() for p in item.partition("="))
+        if not sep or not name or not tier or name in out:
+            raise ValueError(item)
+        out[name] = tier.lower()
     return out
 
 

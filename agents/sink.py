@@ -1,0 +1,291 @@
+"""The storage sink: ``ticks.clean``, ``bars.m1``, ``features``, ``trading.commands`` and
+``ticks.rejected`` into the store, in batches, offsets committed only after the insert.
+
+**Why a plain consumer loop and not a Faust agent.** Faust acks an event when the agent
+asks for the next one, and its consumer commits acked offsets on its own timer; with
+``stream.take(n, within=t)`` every event of a batch is acked while the batch is being
+gathered, i.e. *before* the agent could insert it, so a crash between the commit and the
+insert loses the batch. Faust also costs ~270 µs of CPU per event here (../shared/NOTES.md),
+which caps a sink at a few thousand rows/s against the ≥200 k rows/s asked for. So the sink
+is a confluent-kafka consumer in its own process and consumer group (``topology/sink_app.py``)
+with auto-commit off: it commits, synchronously, exactly the offsets whose records are in
+the store — the flush-on-commit contract of quix's ``BaseSink`` (STYLE 8).
+
+**Batches**: up to ``batch_rows`` records or ``batch_ms`` since the first record of the
+batch, whichever comes first; one columnar insert per table per batch.
+
+**Outage**: an insert that fails because the store is unavailable is retried with
+exponential backoff (``backoff_initial_s`` doubling to ``backoff_max_s``); while it is
+down the consumer's partitions are paused, so nothing more is fetched (backpressure), and
+the consumer keeps polling so it stays in its group. When the insert succeeds the
+partitions resume. A table already inserted in a failing batch is not inserted again.
+``outage_exit_s`` > 0 turns an outage longer than that into :class:`SinkOutage` (the
+process exits non-zero, nothing uncommitted is lost: it is re-read on restart).
+Re-delivered records (after a crash or a rebalance) are inserted again and collapse to one
+row per natural key (``ReplacingMergeTree``; exact queries use ``FINAL``).
+
+**Bad records**: a value that does not decode is stored in ``rejects`` with reason
+``malformed``, stage ``sink``, its topic/partition/offset and original bytes — never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.backend import Backend
+from storage.errors import StorageError, StoreUnavailable
+from storage.rows import to_columns
+from storage.schema import BY_TOPIC, REJECTS, Table
+
+log = logging.getLogger(__name__)
+
+
+class SinkOutage(RuntimeError):
+    """The store stayed unavailable for longer than ``outage_exit_s``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    #: physical topic name -> logical topic name (``ticks.clean``, ...)
+    topics: Mapping[str, str]
+    batch_rows: int = 50_000
+    batch_ms: int = 500
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+    outage_exit_s: float = 0.0
+    #: How long the last flush at stop may retry an unavailable store.
+    stop_grace_s: float = 10.0
+
+
+@dataclass
+class SinkStats:
+    records: int = 0
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows inserted
+    batches: int = 0
+    commits: int = 0
+    retries: int = 0
+    outages: int = 0
+    malformed: int = 0
+    paused: bool = False
+    last_error: str | None = None
+
+
+class Batch:
+    """Decoded records per table plus the next offset per (topic, partition); no I/O."""
+
+    def __init__(self, codec: Any, topics: Mapping[str, str],
+                 clock_us: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
+        self.codec = codec
+        self.tables: dict[str, Table] = {p: BY_TOPIC[lt] for p, lt in topics.items()}
+        self.clock_us = clock_us
+        self.records: dict[str, list[dict[str, Any]]] = {}
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.count = 0
+        self.started = 0.0
+        self.malformed = 0
+
+    def add(self, topic: str, partition: int, offset: int, key: bytes | None,
+            value: bytes | None) -> None:
+        table = self.tables[topic]
+        if self.count == 0:
+            self.started = time.monotonic()
+        try:
+            rec = self.codec.decode_dict(table.record, value or b"", topic)
+        except Exception as exc:  # MalformedRecord, or anything the codec could not read
+            self.malformed += 1
+            table = REJECTS
+            rec = {
+                "source_topic": topic, "source_partition": partition, "source_offset": offset,
+                "reason": "malformed", "detail": str(getattr(exc, "detail", exc))[:300],
+                "stage": "sink", "original": value or b"", "key": key,
+                "time_us": self.clock_us(),
+            }
+        self.records.setdefault(table.name, []).append(rec)
+        self.offsets[(topic, partition)] = offset + 1
+        self.count += 1
+
+    def due(self, batch_rows: int, batch_ms: int) -> bool:
+        if self.count == 0:
+            return False
+        return self.count >= batch_rows or (time.monotonic() - self.started) * 1000 >= batch_ms
+
+    def columns(self) -> dict[str, Any]:
+        """table name -> columns, for every table with records."""
+        from storage.schema import BY_NAME
+
+        return {name: to_columns(BY_NAME[name], recs) for name, recs in self.records.items()}
+
+    def drop(self) -> None:
+        """Forget everything (a revoked assignment: the next owner re-reads it)."""
+        self.records.clear()
+        self.offsets.clear()
+        self.count = 0
+
+
+class Sink:
+    """The consume -> batch -> insert -> commit loop (see the module docstring).
+
+    ``consumer`` is a confluent-kafka ``Consumer`` (or anything with its ``subscribe``,
+    ``consume``, ``pause``, ``resume``, ``assignment``, ``commit`` and ``close``).
+    """
+
+    def __init__(self, consumer: Any, backend: Backend, codec: Any, config: SinkConfig) -> None:
+        self.consumer = consumer
+        self.backend = backend
+        self.config = config
+        self.batch = Batch(codec, config.topics)
+        self.stats = SinkStats()
+        self.stopping = threading.Event()
+        self._flushing = False
+        self._revoked = False
+        #: Records that arrived while a flush was retrying: they join the next batch.
+        self._held: list[tuple[str, int, int, bytes | None, bytes | None]] = []
+
+    # -- consumer callbacks -------------------------------------------------------------
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        log.info("sink assigned %d partitions", len(partitions))
+        if self.stats.paused:  # assigned during an outage: do not fetch until it ends
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        log.info("sink revoked %d partitions", len(partitions))
+        if self._flushing:
+            # Inside a retry of a failing flush: abandon the batch; not committed, so the
+            # partitions' next owner re-reads it (duplicates collapse on merge).
+            self._revoked = True
+            return
+        try:
+            self.flush(deadline_s=self.config.stop_grace_s)
+        except StorageError as exc:
+            log.warning("sink: batch abandoned at rebalance, to be re-read: %s", exc)
+            self.batch.drop()
+            self._held.clear()
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> SinkStats:
+        """Consume until :meth:`stop`; flushes and commits what it holds before returning."""
+        cfg = self.config
+        self.consumer.subscribe(list(cfg.topics), on_assign=self._on_assign,
+                                on_revoke=self._on_revoke)
+        try:
+            while not self.stopping.is_set():
+                room = max(1, min(10_000, cfg.batch_rows - self.batch.count))
+                for m in self.consumer.consume(room, 0.05):
+                    err = m.error()
+                    if err is not None:
+                        if err.code() != -191:  # _PARTITION_EOF
+                            log.warning("sink consumer: %s", err)
+                        continue
+                    self.batch.add(m.topic(), m.partition(), m.offset(), m.key(), m.value())
+                    self.stats.records += 1
+                if self.batch.due(cfg.batch_rows, cfg.batch_ms):
+                    self.flush()
+            self.flush(deadline_s=cfg.stop_grace_s)
+        finally:
+            self.consumer.close()
+        return self.stats
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    # -- flush --------------------------------------------------------------------------
+    def flush(self, deadline_s: float | None = None) -> bool:
+        """Insert the batch, then commit its offsets. Retries an unavailable store with
+        backoff (pausing consumption meanwhile) until it answers, the sink is stopped past
+        ``deadline_s``, or ``outage_exit_s`` passes. Returns whether the batch was stored."""
+        if self.batch.count == 0:
+            return True
+        cfg = self.config
+        self._flushing, self._revoked = True, False
+        pending = self.batch.columns()
+        delay, down_since = cfg.backoff_initial_s, None
+        start = time.monotonic()
+        try:
+            while pending:
+                name, cols = next(iter(pending.items()))
+                try:
+                    from storage.schema import BY_NAME
+
+                    n = self.backend.insert(BY_NAME[name], cols)
+                    self.stats.rows[name] = self.stats.rows.get(name, 0) + n
+                    del pending[name]
+                    continue
+                except StoreUnavailable as exc:
+                    self.stats.retries += 1
+                    self.stats.last_error = str(exc)
+                    now = time.monotonic()
+                    if down_since is None:
+                        down_since = now
+                        self.stats.outages += 1
+                        log.warning("store unavailable, pausing consumption: %s", exc)
+                    self._pause()
+                    if cfg.outage_exit_s and now - down_since > cfg.outage_exit_s:
+                        raise SinkOutage(f"store down for over {cfg.outage_exit_s:g}s: {exc}"
+                                         ) from exc
+                    if deadline_s is not None and now - start > deadline_s:
+                        raise
+                    self._wait(delay)
+                    if self._revoked:
+                        log.warning("sink: partitions revoked during the outage; "
+                                    "batch left to their next owner")
+                        self.batch.drop()
+                        self._held.clear()
+                        return False
+                    delay = min(cfg.backoff_max_s, delay * 2)
+            self._commit()
+            self.stats.batches += 1
+            self.stats.malformed += self.batch.malformed
+            self.batch.malformed = 0
+            self.batch.drop()
+            self._take_held()
+            if down_since is not None:
+                log.warning("store back after %.1fs; resuming", time.monotonic() - down_since)
+            self._resume()
+            return True
+        finally:
+            self._flushing = False
+
+    def _wait(self, delay_s: float) -> None:
+        """Sleep for the backoff while serving the consumer (group membership, rebalance
+        callbacks); paused partitions deliver nothing, anything else is kept."""
+        end = time.monotonic() + delay_s
+        while (left := end - time.monotonic()) > 0:
+            for m in self.consumer.consume(100, min(left, 0.1)):
+                if m.error() is None:  # fetched before the pause took effect
+                    self._held.append((m.topic(), m.partition(), m.offset(), m.key(),
+                                       m.value()))
+
+    def _take_held(self) -> None:
+        held, self._held = self._held, []
+        for topic, partition, offset, key, value in held:
+            self.batch.add(topic, partition, offset, key, value)
+            self.stats.records += 1
+
+    def _pause(self) -> None:
+        if not self.stats.paused:
+            self.consumer.pause(self.consumer.assignment())
+            self.stats.paused = True
+
+    def _resume(self) -> None:
+        if self.stats.paused:
+            self.consumer.resume(self.consumer.assignment())
+            self.stats.paused = False
+
+    def _commit(self) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.batch.offsets.items()]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.stats.commits += 1
+        except KafkaException as exc:
+            # The rows are stored; an uncommitted offset only means they are re-read and
+            # collapse on merge.
+            log.warning("sink: commit failed (rows stored; will be re-read): %s", exc)
