@@ -1,0 +1,184 @@
+"""``tickstream sink``, ``tickstream query ohlc|quality|commands`` and
+``tickstream store migrate|retention``: the storage commands, registered by
+:func:`add_parsers` (``topology/cli.py`` calls it with its subparsers).
+
+Every failure of the store is one line and exit 1, naming the address and the setting
+(``TICKSTREAM_STORE_URL``); ``--store URL`` overrides the setting for one command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from storage.backend import Backend, Result
+from storage.errors import StorageError
+from storage.queries import TIMEFRAMES_MS
+from topology.settings import Settings, SettingsError
+
+
+def _time_ms(value: str) -> int:
+    """Epoch milliseconds, or an ISO date/time (UTC unless it says otherwise)."""
+    if value.isdigit():
+        return int(value)
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected epoch ms or an ISO date/time, e.g. 2024-01-31T12:00"
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1000)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if getattr(args, "store", None):
+        from dataclasses import replace
+
+        from storage.url import parse_store_url
+
+        settings = replace(settings, store_url=parse_store_url(args.store))
+    return settings
+
+
+def _with_store(fn: Callable[[argparse.Namespace, Backend, Settings], int]
+                ) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from topology.sink_app import open_store
+
+        try:
+            settings = _settings(args)
+            backend = open_store(settings)
+            try:
+                return fn(args, backend, settings)
+            finally:
+                backend.close()
+        except (StorageError, SettingsError) as exc:
+            print(f"tickstream {args.command}: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _print(result: Result, args: argparse.Namespace) -> None:
+    rows = result.dicts()
+    if args.json:
+        json.dump(rows, sys.stdout, default=str)
+        sys.stdout.write("\n")
+        return
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(result.names)
+        writer.writerows(result.rows)
+        return
+    cells = [list(result.names)] + [[_cell(v) for v in r] for r in result.rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(result.names))]
+    for row in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    from agents.sink import SinkOutage
+    from topology.sink_app import run
+
+    try:
+        run(_settings(args))
+    except (StorageError, SettingsError, SinkOutage) as exc:
+        print(f"tickstream sink: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@_with_store
+def cmd_query(args: argparse.Namespace, backend: Backend, settings: Settings) -> int:
+    from storage import queries
+
+    if args.what == "ohlc":
+        result = queries.ohlc(backend, args.symbol, args.timeframe, start_ms=args.start,
+                              end_ms=args.end, limit=args.limit)
+    elif args.what == "quality":
+        result = queries.broker_quality(backend, bucket=args.bucket, symbols=args.symbols,
+                                        start_ms=args.start, end_ms=args.end)
+    else:
+        result = queries.commands_per_day(backend, symbol=args.symbol, start_ms=args.start,
+                                          end_ms=args.end)
+    _print(result, args)
+    return 0
+
+
+@_with_store
+def cmd_store(args: argparse.Namespace, backend: Backend, settings: Settings) -> int:
+    from storage.migrations import current_version
+    from storage.retention import apply_retention
+
+    if args.what == "migrate":  # open_store migrated already
+        print(f"{settings.store_url}: schema version {current_version(backend)}")
+        return 0
+    dropped = apply_retention(backend, settings.store_retention, dry_run=args.dry_run)
+    policy = settings.store_retention
+    verb = "would drop" if args.dry_run else "dropped"
+    for table, days in dropped.items():
+        print(f"{table} ({policy.tier(table)}, {policy.days(table)} days): {verb} "
+              f"{len(days)} day partitions{': ' + ', '.join(map(str, days)) if days else ''}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, output: bool = True) -> None:
+    p.add_argument("--store", metavar="URL",
+                   help="store URL (default TICKSTREAM_STORE_URL): chdb://PATH or "
+                        "clickhouse://user:password@host:9000/db")
+    if output:
+        fmt = p.add_mutually_exclusive_group()
+        fmt.add_argument("--json", action="store_true", help="a JSON array of objects")
+        fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+        p.add_argument("--from", dest="start", type=_time_ms, metavar="TIME",
+                       help="from (inclusive): epoch ms or ISO date/time, UTC")
+        p.add_argument("--to", dest="end", type=_time_ms, metavar="TIME",
+                       help="to (exclusive): epoch ms or ISO date/time, UTC")
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``sink``, ``query`` and ``store`` on the CLI's subparsers."""
+    p = sub.add_parser("sink", help="store ticks.clean, bars.m1, features, trading.commands "
+                                    "and ticks.rejected in ClickHouse (own process and group)")
+    p.add_argument("--store", metavar="URL", help="store URL (default TICKSTREAM_STORE_URL)")
+    p.set_defaults(func=cmd_sink)
+
+    p = sub.add_parser("query", help="query the store: ohlc, quality, commands")
+    q = p.add_subparsers(dest="what", required=True, metavar="QUERY")
+    o = q.add_parser("ohlc", help="OHLC bars of a symbol, rolled up from the stored 1m bars")
+    o.add_argument("symbol", type=str.upper)
+    o.add_argument("--timeframe", "-t", choices=list(TIMEFRAMES_MS), default="1m")
+    o.add_argument("--limit", type=int, default=None)
+    _common(o)
+    b = q.add_parser("quality", help="broker quality over time (ticks, spread, best-price "
+                                     "share, latency)")
+    b.add_argument("--bucket", choices=list(TIMEFRAMES_MS), default="1h")
+    b.add_argument("--symbols", type=lambda v: [s.strip().upper() for s in v.split(",")],
+                   default=[], metavar="SYM,SYM")
+    _common(b)
+    c = q.add_parser("commands", help="trading commands per day, symbol and action")
+    c.add_argument("--symbol", type=str.upper, default=None)
+    _common(c)
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("store", help="the store's schema and retention")
+    s = p.add_subparsers(dest="what", required=True, metavar="ACTION")
+    m = s.add_parser("migrate", help="create or migrate the tables; print the schema version")
+    _common(m, output=False)
+    r = s.add_parser("retention", help="drop day partitions older than each table's tier "
+                                       "(TICKSTREAM_STORE_TIER / TICKSTREAM_STORE_TIERS)")
+    r.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    _common(r, output=False)
+    p.set_defaults(func=cmd_store)
