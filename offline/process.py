@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from connectors.files import canonical_table, csv_fields, read_canonical
+from connectors.files import canonical_table, csv_fields
 from offline.process_shard import (
     SHARD_OUTPUTS,
     Chunk,
@@ -42,7 +42,6 @@ from stages.context import ContextBook
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.pipeline import PipelineSettings as Settings
 from stages.score import ModelStore
-from stages.types import Tick
 
 
 def read_events(path: Path) -> list[MarketEvent]:
@@ -258,40 +257,4 @@ def _route(files: Sequence[Path], shards: Sequence[Connection], jobs: int) -> No
     finally:
         for k in range(jobs):
             send(k, None)
-
-
-def train_from_files(
-    files: Sequence[Path], settings: Settings, out_dir: Path, version: str, horizon: int
-) -> dict[str, Any]:
-    """Replay tick files through the same pipeline, then train the model on its features.
-
-    Rows are grouped per symbol (a label never spans two symbols) and concatenated.
-    """
-    from stages.train import train_model
-
-    pipeline = Pipeline(PipelineConfig.from_settings(settings))
-    out = Outputs()
-    by_symbol: dict[str, list[Any]] = {}
-    for path in files:
-        for item in read_canonical(path):
-            if isinstance(item, Tick):
-                pipeline.on_tick(item, out)
-                for fv in out.features:
-                    by_symbol.setdefault(fv.symbol, []).append(fv)
-                out.clear()
-    pipeline.flush(out)
-    for fv in out.features:
-        by_symbol.setdefault(fv.symbol, []).append(fv)
-    feats: list[dict[str, Any]] = []
-    closes: list[float] = []
-    times: list[int] = []
-    for rows in by_symbol.values():
-        for fv in rows:
-            feats.append(fv.to_dict())
-            closes.append(fv.close)
-            times.append(fv.bar_time)
-    if not feats:
-        raise ValueError("no feature rows: the files produced no bars")
-    meta = train_model(feats, closes, horizon, out_dir, version, (min(times), max(times)))
-    return {"meta": str(meta), "rows": len(feats), "symbols": sorted(by_symbol)}
 

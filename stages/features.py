@@ -43,6 +43,13 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
+#: Features that may legitimately be missing on a live bar (no calendar or news known yet);
+#: every other feature missing means warm-up or a degenerate bar, and the scorer then makes
+#: no decision (no entry on the first bars of a run).
+OPTIONAL_FEATURES: frozenset[str] = frozenset(
+    {"minutes_to_next_event", "minutes_since_last_event", "news_sentiment_1h"})
+
+
 def _ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den == 0 or not math.isfinite(den):
         return None

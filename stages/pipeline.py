@@ -25,6 +25,7 @@ from stages.config import RiskLimits, SymbolSpec
 from stages.consolidate import Consolidator
 from stages.context import ContextBook
 from stages.dedupe import Deduplicator
+from stages.features import FEATURE_SET, derive
 from stages.indicators import IndicatorState
 from stages.risk import RiskManager
 from stages.score import ModelStore
@@ -186,6 +187,11 @@ class Pipeline:
         self.unknown_symbols = 0
         self._clock_us = clock_us or (lambda: 0)
         self._warned_no_model = False
+        #: Bars a model saw but did not score: ``warmup`` (a feature it needs is missing,
+        #: e.g. the indicators' first bars) and ``untrained_symbol`` (not in the symbols
+        #: the model was trained on).
+        self.not_scored: dict[str, int] = {"warmup": 0, "untrained_symbol": 0}
+        self._warned_untrained: set[str] = set()
 
     # ---- state ---------------------------------------------------------------------
     def state(self, symbol: str) -> SymbolState | None:
@@ -315,7 +321,18 @@ class Pipeline:
                 log.warning("no model loaded: features are published, no commands are made")
                 self._warned_no_model = True
             return
-        p_up = model.predict_one(feats)
+        if model.symbols is not None and symbol not in model.symbols:
+            self.not_scored["untrained_symbol"] += 1
+            if symbol not in self._warned_untrained:
+                self._warned_untrained.add(symbol)
+                log.warning("model %s was not trained on %s (only %s): %s is not scored",
+                            model.version, symbol, ", ".join(sorted(model.symbols)), symbol)
+            return
+        inputs: Mapping[str, Any] = derive(feats) if model.feature_set == FEATURE_SET else feats
+        if model.missing_required(inputs) is not None:
+            self.not_scored["warmup"] += 1
+            return
+        p_up = model.predict_one(inputs)
         blackout = self.context.high_impact_within(
             symbol, bar.bar_time + MINUTE_MS, self.config.risk.event_blackout_min
         )

@@ -128,17 +128,21 @@ class Model:
 
     __slots__ = (
         "_booster",
+        "_cal",
         "_n",
+        "_required",
         "_row",
         "created_ms",
         "digest",
         "feature_names",
+        "feature_set",
         "horizon_bars",
         "label_definition",
         "meta",
         "meta_path",
         "metrics",
         "model_path",
+        "symbols",
         "training_range",
         "version",
     )
@@ -173,6 +177,19 @@ class Model:
         self.created_ms: int = int(meta["created_ms"])
         self._n = len(self.feature_names)
         self._row = np.empty((1, self._n), dtype=np.float32)
+        #: The feature definition the model was trained on (``stages.features.FEATURE_SET``)
+        #: or None for a model on the raw indicator names.
+        fs = meta.get("feature_set")
+        self.feature_set: str | None = None if fs is None else str(fs)
+        #: Symbols the model was trained on (None: not recorded, any symbol is scored).
+        syms = meta.get("symbols")
+        self.symbols: frozenset[str] | None = None if syms is None else frozenset(syms)
+        required = meta.get("required_features", [])
+        self._required: tuple[str, ...] = tuple(str(n) for n in required)
+        cal = meta.get("calibration")
+        #: Platt scaling (a, b) of the raw booster output, or None (uncalibrated).
+        self._cal: tuple[float, float] | None = (
+            None if cal is None else (float(cal["a"]), float(cal["b"])))
 
     @classmethod
     def load(
@@ -231,7 +248,33 @@ class Model:
         )
         _require(isinstance(meta.get("metrics", {}), dict), meta_path, "'metrics' not an object")
         _require(isinstance(meta.get("created_ms"), int), meta_path, "'created_ms' not an int")
-        if known_features is not None:
+        cal = meta.get("calibration")
+        if cal is not None:
+            _require(
+                isinstance(cal, dict) and cal.get("method") == "platt"
+                and all(isinstance(cal.get(k), (int, float)) and math.isfinite(cal[k])
+                        for k in ("a", "b")),
+                meta_path, "'calibration' must be {method: platt, a: number, b: number}",
+            )
+        required = meta.get("required_features", [])
+        _require(isinstance(required, list) and all(n in names for n in required),
+                 meta_path, "'required_features' must list model features")
+        syms = meta.get("symbols")
+        _require(syms is None or (isinstance(syms, (dict, list)) and len(syms) > 0),
+                 meta_path, "'symbols' must name the symbols trained on")
+        fs = meta.get("feature_set")
+        if fs is not None:
+            from stages.features import FEATURE_NAMES as SCALE_FREE
+            from stages.features import FEATURE_SET
+
+            _require(fs == FEATURE_SET, meta_path,
+                     f"feature set {fs!r} is not the pipeline's {FEATURE_SET!r}")
+            unknown_sf = [n for n in names if n not in SCALE_FREE]
+            if unknown_sf:
+                raise ModelError(
+                    f"{meta_path}: feature list mismatch: the model needs features the "
+                    f"pipeline does not produce: {unknown_sf}")
+        if known_features is not None and fs is None:
             unknown = [n for n in names if n not in known_features]
             if unknown:
                 raise ModelError(
@@ -274,14 +317,33 @@ class Model:
         )
 
     def predict_one(self, features: Mapping[str, float | int | None]) -> float:
-        """P(up over the next ``horizon_bars`` bars) for one feature vector (hot path)."""
+        """P(up over the next ``horizon_bars`` bars) for one feature vector (hot path),
+        calibrated when the model carries a calibration map."""
         row = self._row[0]
         get = features.get
         nan = math.nan
         for i, name in enumerate(self.feature_names):
             v = get(name)
             row[i] = nan if v is None else v
-        return float(self._booster.inplace_predict(self._row, validate_features=False)[0])
+        p = float(self._booster.inplace_predict(self._row, validate_features=False)[0])
+        return p if self._cal is None else self.calibrate(p)
+
+    def calibrate(self, p_raw: float) -> float:
+        """The calibrated probability of a raw booster output (identity without a map):
+        the same formula and clipping as ``offline.evaluate.Platt.apply``."""
+        if self._cal is None:
+            return p_raw
+        a, b = self._cal
+        q = min(max(p_raw, 1e-6), 1.0 - 1e-6)
+        return 1.0 / (1.0 + math.exp(-(a * math.log(q / (1.0 - q)) + b)))
+
+    def missing_required(self, features: Mapping[str, float | int | None]) -> str | None:
+        """The first required feature that is None or NaN in ``features`` (None: all there)."""
+        for name in self._required:
+            v = features.get(name)
+            if v is None or v != v:
+                return name
+        return None
 
     def predict_many(self, rows: Sequence[Mapping[str, float | int | None]]) -> np.ndarray:
         """P(up) for many feature vectors at once (offline: backtests, evaluation).
@@ -291,7 +353,12 @@ class Model:
         x = self.matrix(rows)
         if x.shape[0] == 0:
             return np.empty(0, dtype=np.float32)
-        return np.asarray(self._booster.inplace_predict(x, validate_features=False))
+        p = np.asarray(self._booster.inplace_predict(x, validate_features=False))
+        if self._cal is None:
+            return p
+        a, b = self._cal
+        q = np.clip(p.astype(np.float64), 1e-6, 1.0 - 1e-6)
+        return 1.0 / (1.0 + np.exp(-(a * np.log(q / (1.0 - q)) + b)))
 
     def matrix(self, rows: Sequence[Mapping[str, float | int | None]]) -> np.ndarray:
         """The float32 design matrix in this model's feature order (None/absent -> NaN)."""
@@ -305,6 +372,10 @@ class Model:
             "n_features": self._n,
             "training_range": list(self.training_range),
             "created_ms": self.created_ms,
+            "feature_set": self.feature_set,
+            "symbols": None if self.symbols is None else sorted(self.symbols),
+            "calibrated": self._cal is not None,
+            "model_id": self.model_id,
             "metrics": self.metrics,
             "meta_path": str(self.meta_path),
         }

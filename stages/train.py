@@ -46,6 +46,7 @@ __all__ = [
     "LABEL_DEFINITION",
     "chronological_split",
     "make_labels",
+    "save_version",
     "train_model",
 ]
 
@@ -208,7 +209,15 @@ def train_model(
         "created_ms": int(time.time() * 1000) if created_ms is None else int(created_ms),
     }
 
-    out_dir = Path(out_dir)
+    return save_version(Path(out_dir), version, booster, meta, overwrite=overwrite)
+
+
+def save_version(
+    out_dir: Path, version: str, booster: xgb.Booster, meta: Mapping[str, Any], *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model-<version>.json`` then its meta file, each atomically; return the meta
+    path. Raises FileExistsError when the version exists and ``overwrite`` is False."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = model_path_for(out_dir, version)
     meta_path = meta_path_for(out_dir, version)

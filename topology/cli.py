@@ -127,13 +127,28 @@ def _jobs(text: str) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from offline.process import train_from_files
+    from offline.train import TrainError, format_summary, train
 
-    result = train_from_files(
-        [Path(f) for f in args.files], _settings(), Path(args.model), args.version, args.horizon
-    )
-    print(json.dumps(result, sort_keys=True))
-    return 0
+    settings = _settings()
+    model_dir = Path(args.model_dir) if args.model_dir else settings.model_dir
+
+    def step(what: str) -> None:
+        if not args.json:
+            print(f"train: {what} ...", file=sys.stderr, flush=True)
+
+    try:
+        result = train(
+            Path(args.features), model_dir, settings.symbols, version=args.version,
+            n_folds=args.folds, embargo_min=args.embargo_min, window=args.window,
+            force=args.force, progress=step)
+    except TrainError as exc:
+        print(f"tickstream train: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(format_summary(result))
+    return 0 if result["promoted"] else 3
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -404,12 +419,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser(
-        "train", help="replay tick files through the stages and train the XGBoost model"
+        "train", help="walk-forward evaluation on a replayed feature file, then a model",
+        description="Walk-forward validation in time order (purge and embargo between fit, "
+        "validation and test), per-fold accuracy, log loss, AUC and Brier score next to the "
+        "base-rate, majority and previous-bar baselines with block-bootstrap intervals; "
+        "isotonic calibration and the entry threshold chosen on validation folds. The model "
+        "is saved as a new version the worker picks up only when it beats the best baseline "
+        "(or with --force). A PNG and JSON report go to MODEL_DIR/reports/. Exit codes: 0 "
+        "saved, 3 not promoted (no edge), 1 unusable input, 2 bad usage.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="canonical tick CSV files")
-    p.add_argument("--model", metavar="DIR", required=True, help="model directory to write")
-    p.add_argument("--version", required=True, help="model version, e.g. v1")
-    p.add_argument("--horizon", type=int, default=5, help="label horizon in bars (default 5)")
+    p.add_argument("--features", required=True, metavar="FILE.parquet",
+                   help="labelled feature matrix written by `tickstream replay`")
+    p.add_argument("--model-dir", metavar="DIR",
+                   help="model directory (default: TICKSTREAM_MODEL_DIR)")
+    p.add_argument("--version", help="model version (default: the next free vN)")
+    p.add_argument("--folds", type=int, default=4, metavar="N",
+                   help="walk-forward folds (default 4)")
+    p.add_argument("--window", choices=("expanding", "rolling"), default="expanding",
+                   help="training window per fold (default expanding)")
+    p.add_argument("--embargo-min", type=int, metavar="MIN",
+                   help="gap beyond the label horizon between parts (default: one horizon)")
+    p.add_argument("--force", action="store_true",
+                   help="save the model even when it does not beat the best baseline")
+    p.add_argument("--json", action="store_true", help="print one compact JSON line")
     p.set_defaults(func=cmd_train)
 
     from topology.collect import KINDS
@@ -473,6 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
     _history_arguments(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="canonical CSV to write")
     p.set_defaults(func=cmd_convert)
+
+    from topology.backtest_cli import add_parser as add_backtest_parser
+
+    add_backtest_parser(sub)
+
+    from topology.store_cli import add_parsers as add_store_parsers
+
+    add_store_parsers(sub)  # sink, query ohlc|quality|commands, store migrate|retention
     return parser
 
 

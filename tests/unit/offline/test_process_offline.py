@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import train_on_files
 
 from connectors.files import CanonicalColumns, TickFileError, write_canonical
 from connectors.history.parse import read_history
@@ -92,8 +93,7 @@ def test_train_then_process_makes_commands(shared_data: Path, tmp_path: Path) ->
             "dukascopy", shared_data / "dukascopy/EURUSD_20190204-20190205_decoded.csv.gz",
             broker="DUKA", symbol="EURUSD") if isinstance(t, Tick)], fh)
     models = tmp_path / "models"
-    subprocess.run([sys.executable, "-m", "topology.cli", "train", str(duka), "--model",
-                    str(models), "--version", "v1"], check=True, capture_output=True)
+    train_on_files([duka], models, Settings.from_env({}, env_file=None))
     eur = _canonical(shared_data, tmp_path)
     runs = []
     for i in range(2):
@@ -124,8 +124,7 @@ def file_and_model(shared_data: Path, tmp_path_factory: pytest.TempPathFactory
     tmp = tmp_path_factory.mktemp("jobs")
     src = _canonical(shared_data, tmp)
     models = tmp / "models"
-    subprocess.run([sys.executable, "-m", "topology.cli", "train", str(src), "--model",
-                    str(models), "--version", "v1"], check=True, capture_output=True)
+    train_on_files([src], models, Settings.from_env({}, env_file=None))
     return src, models
 
 
