@@ -8,6 +8,9 @@ folder) and ``lean`` (both brokers' zips), on the real files in ``../shared/data
   every delivery acknowledged, manifest written) into a fresh topic;
 * ``history_replay_ticks_per_s``: ``tickstream replay`` of the loaded ``lean`` topic (read
   back, every stage, labels, the Parquet file written), ticks over its wall time;
+* ``train_seconds``: ``tickstream train`` (walk-forward folds, the final model, its report)
+  on that replay's feature file, with ``train_rows`` and the walk-forward verdict
+  (``train_pooled_logloss`` against ``train_best_baseline_logloss``, ``train_promoted``);
 * ``history_producer_floor_msgs_per_s``: the same producer sending the same number of
   pre-encoded records, measured in the same run, so the load figures can be read as a
   share of what the producer path itself takes (``history_load_vs_floor``).
@@ -30,6 +33,7 @@ from connectors.producer import RecordProducer
 from offline.convert import convert_paths
 from offline.load import load_paths
 from offline.replay import replay
+from offline.train import train
 from schemas.records import RawTick
 from stages.types import Tick
 from topology.admin import ensure_topics
@@ -72,6 +76,7 @@ def measure(bootstrap: str, quick: bool = False) -> dict[str, Any]:
             parse[fmt] = round(n / (time.perf_counter() - t0))
             counts[fmt] = n
         replay_rate = 0
+        trained: dict[str, Any] = {}
         for fmt, (paths, kw) in inputs.items():
             settings = _settings(bootstrap)
             ensure_topics(settings)
@@ -83,12 +88,27 @@ def measure(bootstrap: str, quick: bool = False) -> dict[str, Any]:
                              topic="ticks.history")
                 assert rep["ticks"] == counts[fmt], (rep["ticks"], counts[fmt])
                 replay_rate = rep["ticks_per_s"]
+                t0 = time.perf_counter()
+                res = train(Path(tmpdir) / "lean.parquet", Path(tmpdir) / "models",
+                            settings.symbols)
+                pooled = res["walk_forward"]["pooled"]
+                trained = {
+                    "train_seconds": round(time.perf_counter() - t0, 2),
+                    "train_rows": res["rows"],
+                    "train_pooled_logloss": round(pooled["model"]["logloss"], 4),
+                    "train_best_baseline_logloss": round(
+                        pooled[pooled["best_baseline"]]["logloss"], 4),
+                    "train_pooled_auc": None if pooled["model"]["auc"] is None
+                    else round(pooled["model"]["auc"], 4),
+                    "train_promoted": res["promoted"],
+                }
     floor = _producer_floor(bootstrap, max(counts.values()))
     return {
         "history_parse_ticks_per_s": parse,
         "history_load_ticks_per_s": load,
         "history_ticks": counts,
         "history_replay_ticks_per_s": replay_rate,
+        **trained,
         "history_producer_floor_msgs_per_s": floor,
         "history_load_vs_floor": {f: round(v / floor, 3) for f, v in load.items()},
     }
