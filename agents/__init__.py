@@ -27,13 +27,17 @@ class AgentSpec:
 
 def register_all(w: Wiring) -> None:
     """Register every agent on ``w.app`` (the context and control views feed the others)."""
-    from agents import context, control, health, pipeline, watchdog
+    from prometheus_client import CollectorRegistry
 
+    from agents import context, control, health, metrics, pipeline, watchdog
+
+    registry = CollectorRegistry(auto_describe=True)
     context_sync = context.register(w)
     control_view = control.register(w)
-    pipeline.register(w, context_sync, control_view)
-    health.register(w, control_view)
+    stages = pipeline.register(w, context_sync, control_view, metrics.BatchMetrics(registry))
+    collectors = health.register(w, control_view)
     watchdog.register(w)
+    metrics.register(w, control_view, collectors, stages, registry)
 
 
 def _load_specs() -> tuple[AgentSpec, ...]:

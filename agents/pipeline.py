@@ -58,6 +58,7 @@ from agents.control import MODEL_KEY, ControlView
 from agents.control import TABLE as CONTROL_TABLE
 from agents.fence import PartitionFence
 from agents.idle import waiting_symbols
+from agents.metrics import BatchMetrics
 from agents.routing import OutputRouter
 from agents.wiring import Wiring
 from engine.events import as_current_event
@@ -94,7 +95,8 @@ BATCH_MAX = 2000
 EXIT_FATAL = 3
 
 
-def register(w: Wiring, context: ContextSync, control: ControlView) -> None:
+def register(w: Wiring, context: ContextSync, control: ControlView,
+             metrics: BatchMetrics | None = None) -> Pipeline:
     """Wire the pipeline agent, its tables, rebalance hooks and timers to the objects that
     hold its logic (:class:`PipelineAgent`, :class:`~agents.checkpoint.Checkpointer`,
     :class:`~agents.fence.PartitionFence`, :class:`~agents.routing.OutputRouter`)."""
@@ -110,6 +112,7 @@ def register(w: Wiring, context: ContextSync, control: ControlView) -> None:
         quality_table=w.tables[QUALITY_TABLE], context=context, control=control,
         symbols=frozenset(cfg.symbols), checkpoint_interval_s=cfg.checkpoint_interval_ms / 1000,
         bar_idle_flush_ms=cfg.bar_idle_flush_ms, fetch_state=lambda: fetch_state(app),
+        metrics=metrics,
     )
     w.status.models = models
     w.status.stats = worker.stats
@@ -165,6 +168,8 @@ def register(w: Wiring, context: ContextSync, control: ControlView) -> None:
     async def idle_flush() -> None:
         await worker.idle_flush()
 
+    return pipeline
+
 
 class PipelineAgent:
     """The pipeline agent's logic: decode, fence, run the stages, route, checkpoint.
@@ -181,8 +186,10 @@ class PipelineAgent:
         bar_idle_flush_ms: int,
         fetch_state: Callable[[], Mapping[tuple[str, int], tuple[int | None, float | None]]]
         = dict,
+        metrics: BatchMetrics | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.metrics = metrics  # /metrics: fed once per batch
         self.models = models
         self.codec = codec
         self.router = router
@@ -294,11 +301,16 @@ class PipelineAgent:
                 self._event_ms = newest
                 self._event_wall_s = time.monotonic()
         t_publish = time.perf_counter()
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.batch(len(events), out, t_publish - t_batch)
         router.publish(out)
         out.clear()
         # Delivery is awaited at the checkpoint, not per batch: the next batch is processed
         # while these are in flight, and the state is still written only after its outputs.
         deliveries = await router.flush()
+        if metrics is not None:
+            metrics.published(time.perf_counter() - t_publish)
         stats["process_s"] += t_publish - t_batch
         stats["batches"] += 1
         stats["events"] += len(events)
@@ -445,6 +457,8 @@ class PipelineAgent:
             # builders' new state joins the next checkpoint: a restart must not reopen them.
             touched = {bar.symbol: self._last_event[bar.symbol] for bar in out.bars
                        if bar.symbol in self._last_event}
+            if self.metrics is not None:
+                self.metrics.batch(0, out, 0.0)
             self.router.publish(out)
             self.checkpointer.sent(await self.router.flush(), touched)
 
