@@ -10,11 +10,14 @@ reports it: a bad line is never skipped silently and never stops the file.
   folder is 0-based; an empty hour is a 0-byte file), one ``.bi5``, or the CSV export
   ``timestamp_utc,bid,ask,bid_volume,ask_volume``; UTC;
 * ``histdata``: HistData.com ASCII ``YYYYMMDD HHMMSSfff,bid,ask,volume``; EST all year
-  (UTC-5, no daylight saving);
+  (``Etc/GMT+5``: UTC-5, no daylight saving, as HistData publishes it);
 * ``truefx``: ``PAIR,YYYYMMDD HH:MM:SS.fff,bid,ask``; UTC;
+* ``multi``: the same rows in New York time (``America/New_York``, with daylight saving):
+  HistData ticks re-timed by squideyes' TickData tools ("adjusted to EST and honor
+  Daylight Savings Time"), the ``*_NY17-24h`` pair files;
 * ``lean``: QuantConnect Lean ``{broker}/tick/{pair}/YYYYMMDD_quote.zip``, one CSV
   ``ms_since_midnight,bid,ask`` each; OANDA counts from UTC midnight, FXCM from midnight
-  UTC-5 (fixed);
+  UTC-5 all year (``Etc/GMT+5``: FXCM's May files line up with OANDA's at +5 h, not +4);
 * ``mt5``: the MetaTrader 5 terminal's tick export, tab-separated
   ``<DATE> <TIME> <BID> <ASK> <LAST> <VOLUME> <FLAGS>``; the trade server's clock, so
   ``--tz`` is required;
@@ -39,19 +42,23 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stages.types import Tick
 
-FORMATS = ("csv", "dukascopy", "histdata", "truefx", "lean", "mt5", "nautilus")
+FORMATS = ("csv", "dukascopy", "histdata", "truefx", "multi", "lean", "mt5", "nautilus")
 
+#: Every clock is an IANA zone: a vendor's local clock with daylight saving is a named
+#: zone (``America/New_York``); a vendor that keeps UTC-5 all year is ``Etc/GMT+5`` (the
+#: IANA name of that fixed offset; its sign is POSIX's), never a hand-made offset.
+EST = ZoneInfo("Etc/GMT+5")
+NEW_YORK = ZoneInfo("America/New_York")
 #: The clock of each format when ``--tz`` is not given (None: the file says, or required).
-EST = timezone(timedelta(hours=-5), "EST")
 DEFAULT_ZONES: dict[str, object] = {"dukascopy": UTC, "histdata": EST, "truefx": UTC,
-                                     "nautilus": UTC}
+                                     "multi": NEW_YORK, "nautilus": UTC}
 LEAN_ZONES = {"oanda": UTC, "fxcm": EST}
 
 #: The MT5 tick flags (``TICK_FLAG_*``) that say which fields a row carries.
@@ -474,9 +481,11 @@ def read_history(
     if fmt == "lean":
         return read_lean(path, symbol, broker, zone)
     name = broker or {"dukascopy": "DUKASCOPY", "histdata": "HISTDATA",
-                      "truefx": "TRUEFX", "mt5": "", "nautilus": "DUKASCOPY"}[fmt]
+                      "truefx": "TRUEFX", "multi": "HISTDATA", "mt5": "",
+                      "nautilus": "DUKASCOPY"}[fmt]
     readers: dict[str, Callable[..., Iterator[Row]]] = {
         "dukascopy": read_dukascopy, "histdata": read_histdata, "truefx": read_truefx,
+        "multi": read_truefx,
         "mt5": read_mt5, "nautilus": read_nautilus,
     }
     clock = zone if zone is not None else DEFAULT_ZONES.get(fmt)

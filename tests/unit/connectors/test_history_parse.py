@@ -178,4 +178,5 @@ def test_mistakes_are_one_clear_error(tmp_path: Path, shared_data: Path) -> None
     export.write_text("timestamp_utc,bid,ask,bid_volume,ask_volume\n")
     with pytest.raises(HistoryError, match="--symbol"):
         list(read_history("dukascopy", export))
-    assert set(FORMATS) == {"csv", "dukascopy", "histdata", "truefx", "lean", "mt5", "nautilus"}
+    assert set(FORMATS) == {"csv", "dukascopy", "histdata", "truefx", "multi", "lean", "mt5",
+                            "nautilus"}
