@@ -42,6 +42,8 @@ from stages.context import ContextBook
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.pipeline import PipelineSettings as Settings
 from stages.score import ModelStore
+from storage.backend import Backend
+from storage.url import StoreURL, parse_store_url
 
 
 def read_events(path: Path) -> list[MarketEvent]:
@@ -76,7 +78,7 @@ def usable_cpus() -> int:
 
 def run_process(
     files: Sequence[Path], settings: Settings, model_dir: Path | None, out_dir: Path | None,
-    events: Sequence[Path] = (), jobs: int = 1,
+    events: Sequence[Path] = (), jobs: int = 1, store: StoreURL | str | None = None,
 ) -> dict[str, Any]:
     """Run the stages over ``files``; calendar/news ``events`` are joined as of each bar.
 
@@ -87,9 +89,37 @@ def run_process(
     in the order they first appear) and scores and decides every bar here, in the order one
     process would have: the counts, every ``--out`` file and every command are the same as
     with ``jobs=1`` (tested), so only the time differs.
+
+    ``store`` (a URL): the outputs also go to the store's tables, the ones the live sink
+    fills (:mod:`offline.store`); it is opened and migrated before any work starts.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if store is not None:
+        url = parse_store_url(store) if isinstance(store, str) else store
+        # A bad URL or an absent store fails before the work; closed again meanwhile, so
+        # forked shards never inherit an embedded engine.
+        _open_store(url).close()
+        scratch = None
+        if out_dir is None:  # the CSV outputs are what gets stored
+            out_dir = scratch = Path(tempfile.mkdtemp(prefix="tickstream-process-"))
+        try:
+            started_us = time.time_ns() // 1000
+            result = run_process(files, settings, model_dir, out_dir, events, jobs)
+            from offline.store import store_outputs
+
+            t0 = time.perf_counter()
+            backend = _open_store(url)
+            try:
+                result["stored"] = store_outputs(backend, out_dir, files, started_us)
+            finally:
+                backend.close()
+            result["store"] = str(url)
+            result["store_seconds"] = round(time.perf_counter() - t0, 3)
+            return result
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
     if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():
         jobs = 1  # the shards share the loaded settings and events by forking
     started = time.perf_counter()
@@ -153,6 +183,19 @@ def run_process(
         "seconds": round(elapsed, 3),
         "ticks_per_s": round(ticks_in / elapsed) if elapsed > 0 else None,
     }
+
+
+def _open_store(url: StoreURL) -> Backend:
+    from storage.backend import open_backend
+    from storage.migrations import migrate
+
+    backend = open_backend(url)
+    try:
+        migrate(backend)
+    except BaseException:
+        backend.close()
+        raise
+    return backend
 
 
 def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook,

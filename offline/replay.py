@@ -17,6 +17,19 @@ written as one row of a Parquet file (pyarrow) with:
 
 Rows are ordered by symbol, then bar time. The file carries no wall-clock value, so
 replaying the same ticks twice writes the same bytes.
+
+**From the store** (``--store URL``): the stored ``features`` table is read back (``FINAL``,
+``[--from, --to)`` on the bar time, ``--symbols``) and labelled and written the same way;
+the stages do not run again. That is a choice: the stored vectors are exactly what the
+stages produced (the live worker's through the sink, or ``process --store``'s), calendar and
+news context included, which a re-run over ticks cannot reproduce without the event stream;
+and one row per bar is read instead of every tick. Re-running the stages over the stored
+clean ticks would not be exact: the store keeps neither the input order within a
+millisecond (its tables are ordered by key) nor the ticks the validator rejected or held,
+and its jump confirmation depends on both. On the same ticks it gives the rows
+``replay --file`` gives (tested on Lean ticks stored by ``process --store``). To recompute
+features with changed stage code, replay the ticks (topic or files). ``tickstream train``
+reads the Parquet file, so training from the store is ``replay --store`` then ``train``.
 """
 
 from __future__ import annotations
@@ -36,6 +49,8 @@ from stages.features import FEATURE_NAMES, FEATURE_SET, derive
 from stages.labels import LABEL_DEFINITION, make_labels, typical_spread
 from stages.pipeline import Outputs, Pipeline, PipelineConfig, PipelineSettings
 from stages.types import Tick
+from storage.errors import StorageError
+from storage.url import StoreURL, parse_store_url
 
 DEFAULT_HORIZON_MIN = 5
 
@@ -166,12 +181,14 @@ def replay(
     topic: str | None = None, files: Sequence[Path] = (), from_ms: int | None = None,
     to_ms: int | None = None, symbols: Sequence[str] | None = None,
     horizon_min: int = DEFAULT_HORIZON_MIN, threshold: float | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, store: StoreURL | str | None = None,
 ) -> dict[str, Any]:
     """Read, run the stages, label, write ``out``; returns the summary ``--json`` prints."""
     t0 = time.perf_counter()
-    if (topic is None) == (not files):
-        raise ReplayError("give either a topic or files to replay")
+    if (topic is not None) + bool(files) + (store is not None) != 1:
+        raise ReplayError("give one of a topic, files or a store to replay")
+    if store is not None:
+        return _replay_store(store, out, from_ms, to_ms, symbols, horizon_min, threshold, t0)
     if topic is not None:
         assert settings is not None
         ticks, read = ticks_from_topic(settings, topic, from_ms, to_ms, symbols, progress)
@@ -193,3 +210,37 @@ def replay(
     return {"output": str(out), **source, **read, "ticks": len(ticks), **written,
             "horizon_min": horizon_min, "seconds": round(seconds, 3),
             "ticks_per_s": round(len(ticks) / seconds) if seconds > 0 else None}
+
+
+def _replay_store(store: StoreURL | str, out: Path, from_ms: int | None, to_ms: int | None,
+                  symbols: Sequence[str] | None, horizon_min: int, threshold: float | None,
+                  t0: float) -> dict[str, Any]:
+    """The stored feature vectors, labelled and written (see the module docstring)."""
+    from offline.store import features_from_store
+    from storage.backend import open_backend
+    from storage.migrations import current_version
+
+    try:
+        url = parse_store_url(store) if isinstance(store, str) else store
+        backend = open_backend(url)
+        try:
+            if current_version(backend) == 0:
+                raise ReplayError(f"the store {url} holds no tables (nothing was stored yet)")
+            by_symbol = features_from_store(backend, from_ms, to_ms, symbols)
+        finally:
+            backend.close()
+    except StorageError as exc:
+        raise ReplayError(str(exc)) from None
+    if not by_symbol:
+        raise ReplayError(f"no stored feature vectors in {url} for the range and symbols asked")
+    bars = [fv.bar_time for rows in by_symbol.values() for fv in rows]
+    written = write_matrix(by_symbol, out, horizon_min, threshold, {
+        "from_ms": from_ms, "to_ms": to_ms, "first_bar_ms": min(bars), "last_bar_ms": max(bars),
+    })
+    # "ticks": the clean ticks the stored bars were built from (their tick counts)
+    ticks = sum(fv.tick_count for rows in by_symbol.values() for fv in rows)
+    seconds = time.perf_counter() - t0
+    return {"output": str(out), "store": str(url), "ticks": ticks, **written,
+            "feature_vectors": len(bars), "horizon_min": horizon_min,
+            "seconds": round(seconds, 3),
+            "ticks_per_s": round(ticks / seconds) if seconds > 0 else None}

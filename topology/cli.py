@@ -106,6 +106,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         [Path(f) for f in args.files], settings,
         Path(args.model) if args.model else None, Path(args.out) if args.out else None,
         events=[Path(e) for e in args.events], jobs=args.jobs or usable_cpus(),
+        store=args.store,
     )
     if args.json:
         print(json.dumps(result, sort_keys=True))
@@ -282,7 +283,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 settings, settings, out=Path(args.out), topic=args.topic,
                 files=[Path(f) for f in args.file], from_ms=args.from_ms, to_ms=args.to_ms,
                 symbols=args.symbols, horizon_min=args.horizon_min, threshold=args.threshold,
-                progress=bar.update)
+                progress=bar.update, store=args.store)
         except (ReplayError, TopicReadError) as exc:
             print(f"tickstream replay: {exc}", file=sys.stderr)
             return 1
@@ -415,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes for the per-symbol stages; symbols are dealt out among "
                         "them and the results are the same for any N (default: one per "
                         "usable CPU)")
+    p.add_argument("--store", metavar="URL", help="also write the outputs to this store's "
+                   "tables (chdb://PATH or clickhouse://...), as the sink does online")
     p.add_argument("--json", action="store_true", help="print one compact JSON line")
     p.set_defaults(func=cmd_process)
 
@@ -486,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--topic", help="logical topic to read, e.g. ticks.history")
     src.add_argument("--file", action="append", default=[], metavar="CSV",
                      help="canonical tick CSV (repeatable)")
+    src.add_argument("--store", metavar="URL", help="the stored feature vectors of this store "
+                     "(chdb://PATH or clickhouse://...), labelled; see docs/storage.md")
     p.add_argument("--from", dest="from_ms", type=_iso_ms, metavar="ISO",
                    help="first tick time (inclusive), e.g. 2014-05-12 (UTC)")
     p.add_argument("--to", dest="to_ms", type=_iso_ms, metavar="ISO",

@@ -4,10 +4,6 @@ loses and duplicates nothing."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +14,7 @@ from conftest import REPO_ROOT
 
 from connectors.producer import RecordProducer
 from devstack.clickhouse import ClickHouseServer
+from devstack.sink import SinkProcess
 from storage import queries
 from storage.backend import Backend, open_backend
 from storage.schema import TABLES
@@ -68,29 +65,8 @@ def test_a_server_that_is_not_there_is_one_clear_line() -> None:
 
 # -- the sink ---------------------------------------------------------------------------
 
-class SinkProcess:
-    """``python -m topology.sink_app`` with the test's settings; always stopped."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "topology.sink_app"], cwd=REPO_ROOT,
-                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+def sink_process(env: dict[str, str], log: Path) -> SinkProcess:
+    return SinkProcess(env, log, cwd=REPO_ROOT)
 
 
 def produce(settings: Settings, records: dict[str, list[object]]) -> int:
@@ -106,16 +82,7 @@ def produce(settings: Settings, records: dict[str, list[object]]) -> int:
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
              sink: SinkProcess) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # the store may be restarting
-            pass
-        assert sink.proc.poll() is None, f"sink exited:\n{sink.output()[-3000:]}"
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{sink.output()[-3000:]}")
+    sink.wait_for(predicate, timeout_s, what)
 
 
 def store_counts(url: str, final: bool = True) -> dict[str, int]:
@@ -136,7 +103,7 @@ def test_sink_stores_every_topic_exactly(settings_env: dict[str, str],
     want = {t.name: len(recs[t.topic]) for t in TABLES}
     env = {**settings_env, "TICKSTREAM_STORE_URL": clickhouse_url,
            "TICKSTREAM_SINK_BATCH_ROWS": "1000", "TICKSTREAM_SINK_BATCH_MS": "100"}
-    sink = SinkProcess(env, tmp_path / "sink.log")
+    sink = sink_process(env, tmp_path / "sink.log")
     try:
         wait_for(lambda: store_counts(clickhouse_url) == want, 60, f"rows {want}", sink)
         # A second sink process of the same group has nothing left to store.
@@ -157,7 +124,7 @@ def test_server_outage_mid_stream_loses_and_duplicates_nothing(
     url = server.store_url("outage")
     env = {**settings_env, "TICKSTREAM_STORE_URL": url,
            "TICKSTREAM_SINK_BATCH_ROWS": "500", "TICKSTREAM_SINK_BATCH_MS": "100"}
-    sink = SinkProcess(env, tmp_path / "sink.log")
+    sink = sink_process(env, tmp_path / "sink.log")
     sent = 0
     try:
         def ticks(start: int, n: int) -> dict[str, list[object]]:

@@ -114,3 +114,34 @@ def test_an_empty_range_is_one_clear_error(day_csv: Path, tmp_path: Path) -> Non
     with pytest.raises(ReplayError, match="no ticks"):
         replay(None, SETTINGS, out=tmp_path / "x.parquet", files=[day_csv], from_ms=0, to_ms=1)
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_replay_from_the_store_equals_replay_of_the_files(day_csv: Path, tmp_path: Path) -> None:
+    """``process --store`` fills a store with the Lean ticks' outputs; ``replay --store``
+    labels the stored feature vectors: the same matrix as ``replay --file`` of the ticks."""
+    url = f"chdb://{tmp_path / 'store'}"
+    res = run_process([day_csv], SETTINGS, None, None, store=url)
+    assert res["stored"]["features"] == res["features"] > 300
+    assert res["stored"]["ticks"] == res["clean"]
+    assert res["stored"]["rejects"] == sum(res["rejected"].values())
+    run_process([day_csv], SETTINGS, None, None, store=url, jobs=2)  # stored again: collapses
+    files, stored = tmp_path / "files.parquet", tmp_path / "store.parquet"
+    replay(None, SETTINGS, out=files, files=[day_csv])
+    summary = replay(None, SETTINGS, out=stored, store=url)
+    a, b = pq.read_table(files), pq.read_table(stored)
+    assert a.num_rows == b.num_rows == summary["rows"] > 300
+    assert a.replace_schema_metadata(None).equals(b.replace_schema_metadata(None))
+    meta_a = json.loads(a.schema.metadata[b"tickstream"])
+    meta_b = json.loads(b.schema.metadata[b"tickstream"])
+    inputs = {"ticks", "first_tick_ms", "last_tick_ms", "first_bar_ms", "last_bar_ms"}
+    assert {k: v for k, v in meta_a.items() if k not in inputs} == {
+        k: v for k, v in meta_b.items() if k not in inputs}
+    # a window and a symbol filter apply to the bar time
+    start = int(a.column("bar_time")[0].as_py()) + 3_600_000
+    part = replay(None, SETTINGS, out=tmp_path / "part.parquet", store=url, from_ms=start,
+                  symbols=["EURUSD"])
+    assert 0 < part["rows"] < summary["rows"]
+    with pytest.raises(ReplayError, match="no stored feature vectors"):
+        replay(None, SETTINGS, out=tmp_path / "x.parquet", store=url, symbols=["GBPUSD"])
+    with pytest.raises(ReplayError, match="no tables"):
+        replay(None, SETTINGS, out=tmp_path / "x.parquet", store=f"chdb://{tmp_path / 'empty'}")
