@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
     ap.add_argument("--skip-collectors", action="store_true")
     ap.add_argument("--skip-history", action="store_true", help="no history loader figures")
+    ap.add_argument("--skip-storage", action="store_true",
+                    help="no store figures (rows/s per backend, the sink beside the topology)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from stages import native
@@ -40,13 +42,18 @@ def main(argv: list[str] | None = None) -> int:
              "latency_s": 3.0, "runs": 1}
             if args.quick else {}
         )
-        result = topology.run(bootstrap, **sizes)
+        result = topology.run(bootstrap, with_sink=not args.skip_storage, **sizes)
         if not args.skip_collectors:
             result["collectors_ticks_per_s"] = collectors(bootstrap, quick=args.quick)
         if not args.skip_history:
             from bench import history_load
 
             result.update(history_load.measure(bootstrap, quick=args.quick))
+        if not args.skip_storage:
+            from bench import storage
+
+            result.update(storage.measure_all(bootstrap, rows=50_000 if args.quick
+                                              else 500_000))
     finally:
         if broker is not None:
             broker.stop()

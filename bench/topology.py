@@ -19,6 +19,10 @@
   tick's receive stamp (commands).
 * ``topology_worker_cpu_us_per_tick``: the worker's CPU time (user + system) over the
   throughput span per tick, steadier than wall-clock throughput on a shared machine.
+* ``topology_ticks_per_s_with_sink`` and ``ratio_with_sink_vs_without``: the same
+  throughput run on a fresh app with the storage sink process beside the worker (into a
+  private clickhouse-server); ``sink_beside_topology`` gives the sink's lag when the worker's
+  last output is out, its catch-up time and rows/s (``with_sink=False``: not measured).
 * ``offline_process_ticks_per_s``: ``tickstream process`` on a CSV of the same ticks, with
   its default jobs (``offline_process_jobs``: one shard process per usable CPU) and, for
   reference, ``offline_process_one_job_ticks_per_s`` with ``--jobs 1``. ``stages_compiled``
@@ -225,6 +229,52 @@ def topology_throughput(settings: Settings, env: dict[str, str], ticks: list[Tic
     return len(ticks) / span.seconds, worker, cpu_us
 
 
+def topology_throughput_with_sink(bootstrap: str, model_dir: str, ticks: list[Tick],
+                                  tmp: Path) -> dict[str, Any]:
+    """:func:`topology_throughput` on a fresh app with the storage sink beside the worker
+    (its own process and group, default batches, into a private clickhouse-server): the
+    topology's ticks/s, and how far the sink is behind when the worker's last output is out
+    (``sink_lag_records_at_end``: clean ticks + dead letters not yet stored), how long it
+    takes to catch up, and its rows/s over the run (first row stored to the last)."""
+    from bench.storage import StorePoller, sink_env
+    from devstack.clickhouse import ClickHouseServer
+    from devstack.sink import SinkProcess
+
+    env = bench_env(bootstrap, str(tmp / "worker-sink"), **RISK, TICKSTREAM_MODEL_DIR=model_dir)
+    settings = Settings.from_env(env, env_file=None)
+    ensure_topics(settings)
+    expected = expected_outputs(settings, ticks)
+    with ClickHouseServer(root=tmp / "ch-topology") as server:
+        url = server.store_url("topology")
+        sink = SinkProcess(sink_env(env, url), tmp / "sink-topology.log")
+        poller = StorePoller(url, ("ticks", "rejects"))
+        worker = None
+        try:
+            sink.wait_assigned()
+            poller.start()
+            tps, worker, cpu_us = topology_throughput(settings, env, ticks, tmp)
+            end = time.time()
+            catchup = sink.wait_for(lambda: poller.rows_at(time.time()) >= expected,
+                                    120, f"{expected} rows stored")
+        finally:
+            if worker is not None:
+                worker.stop()
+            poller.stop()
+            code = sink.stop()
+        if code != 0:
+            raise RuntimeError(f"sink exited {code}:\n{sink.output()[-2000:]}")
+    first, last = poller.first_time(1), poller.first_time(expected)
+    assert first is not None and last is not None
+    return {
+        "topology_ticks_per_s": round(tps),
+        "topology_worker_cpu_us_per_tick": round(cpu_us, 1),
+        "sink_lag_records_at_end": expected - poller.rows_at(end),
+        "sink_catchup_s": round(catchup, 2),
+        "sink_rows_per_s": round(expected / max(1e-3, last - first)),
+        "sink_rows": expected,
+    }
+
+
 class Reader(threading.Thread):
     """Reads topics from their end with a 5 ms fetch wait and stamps each record's arrival."""
 
@@ -349,7 +399,7 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def run(bootstrap: str, *, throughput_ticks: int = 60_000, passthrough_msgs: int = 30_000,
         aiokafka_msgs: int = 200_000, rate: float = 2000.0, latency_s: float = 10.0,
-        runs: int = 3) -> dict[str, Any]:
+        runs: int = 3, with_sink: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tickstream-bench-") as d:
         tmp = Path(d)
         env = bench_env(bootstrap, str(tmp / "worker"), **RISK)
@@ -377,6 +427,15 @@ def run(bootstrap: str, *, throughput_ticks: int = 60_000, passthrough_msgs: int
             tps / result["faust_passthrough_msgs_per_s"], 2)
         result["ratio_vs_aiokafka_passthrough"] = round(
             tps / result["aiokafka_passthrough_msgs_per_s"], 3)
+        if with_sink:  # the same ticks, a fresh app, the storage sink running beside it
+            sunk = topology_throughput_with_sink(bootstrap, env["TICKSTREAM_MODEL_DIR"],
+                                                 ticks, tmp)
+            result["topology_ticks_per_s_with_sink"] = sunk.pop("topology_ticks_per_s")
+            result["topology_worker_cpu_us_per_tick_with_sink"] = sunk.pop(
+                "topology_worker_cpu_us_per_tick")
+            result["ratio_with_sink_vs_without"] = round(
+                result["topology_ticks_per_s_with_sink"] / tps, 3)
+            result["sink_beside_topology"] = sunk
         # Each latency run on fresh topics, the floor's and the worker's alike: Tansu's
         # produce→fetch latency grows with the partition's size (measured: p50 6 → 9 → 24 →
         # 39 ms over four runs of 20k records on the same topic, no worker at all), so runs

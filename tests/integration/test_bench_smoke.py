@@ -50,6 +50,15 @@ def test_quick_bench_prints_every_documented_figure(broker: LocalBroker) -> None
                                                    strict=True))
         assert latency["added_over_floor"][q] == pytest.approx(diffs[len(diffs) // 2], abs=0.01)
     assert result["history_replay_ticks_per_s"] > 0
+    # Storage: rows/s per backend and through the sink process; the sink beside the topology.
+    for key in ("store_server_rows_per_s", "store_chdb_rows_per_s", "store_sink_rows_per_s",
+                "store_server_insert_only_rows_per_s", "topology_ticks_per_s_with_sink"):
+        assert result[key] > 0, key
+    assert result["ratio_with_sink_vs_without"] == pytest.approx(
+        result["topology_ticks_per_s_with_sink"] / result["topology_ticks_per_s"], abs=0.01)
+    beside = result["sink_beside_topology"]
+    assert beside["sink_rows"] > 0 and beside["sink_rows_per_s"] > 0
+    assert 0 <= beside["sink_lag_records_at_end"] <= beside["sink_rows"]
     # History loader: every format measured, the ratios are those of the figures shown.
     for fmt in ("csv", "dukascopy", "lean"):
         assert result["history_ticks"][fmt] > 0, fmt
