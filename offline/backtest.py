@@ -16,7 +16,10 @@ Fill rules (one position per symbol, as the risk manager intends):
 
 * a command decided at its bar's close (``bar_time + 60 s``) plus ``latency_ms`` fills at
   the first venue tick at or after that instant: BUY at the ask, SELL at the bid; CLOSE
-  closes a long at the bid and a short at the ask. No tick after it: ``unfilled``.
+  closes a long at the bid and a short at the ask. A CLOSE the risk manager made on a tick
+  (stop-loss, take-profit, maximum holding time: :func:`stages.risk.exit_code`) was decided
+  at that tick, its ``bar_time``, and fills after the latency from there; the trade's exit
+  reason is its code. No tick after it: ``unfilled``.
 * from the tick after the fill, every venue tick is checked against the entry's stop-loss
   and take-profit: a long exits when ``bid <= stop_loss`` or ``bid >= take_profit``, at that
   tick's bid (no price improvement to the level: a gap is slipped through honestly); a short
@@ -54,6 +57,7 @@ from offline.replay import ticks_from_files, ticks_from_topic
 from schemas.records import TradingCommand
 from stages.context import ContextBook
 from stages.pipeline import Outputs, Pipeline, PipelineConfig, PipelineSettings
+from stages.risk import exit_code
 from stages.score import ModelStore
 from stages.types import MINUTE_MS, Tick
 
@@ -64,7 +68,7 @@ DEFAULT_RANDOM_RUNS = 200
 DEFAULT_SEED = 0
 BOOTSTRAP_SAMPLES = 2000
 TRADING_DAYS = 252
-EXIT_REASONS = ("signal", "stop_loss", "take_profit", "end_of_data")
+EXIT_REASONS = ("signal", "stop_loss", "take_profit", "max_hold", "end_of_data")
 PROGRESS_EVERY = 10_000
 DAY_MS = 86_400_000
 
@@ -238,7 +242,9 @@ def simulate(commands: Sequence[TradingCommand], quotes: Mapping[str, Quotes],
         n = len(q)
         pos: _Open | None = None
         for c in cmds:
-            j = q.first_at(c.bar_time + MINUTE_MS + latency_ms)
+            code = exit_code(c)
+            decided = c.bar_time if code is not None else c.bar_time + MINUTE_MS
+            j = q.first_at(decided + latency_ms)
             if pos is not None:
                 hit = _exit_scan(q, pos.side, pos.index, j, pos.cmd.stop_loss,
                                  pos.cmd.take_profit)
@@ -251,7 +257,8 @@ def simulate(commands: Sequence[TradingCommand], quotes: Mapping[str, Quotes],
                 elif pos is None:
                     counts["close_after_exit"] += 1
                 else:
-                    trades.append(_trade(symbol, q, pip, pos, j, "signal", c, commission))
+                    trades.append(_trade(symbol, q, pip, pos, j, code or "signal", c,
+                                         commission))
                     pos = None
             elif j >= n:
                 counts["unfilled"] += 1

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from connectors.files import canonical_table, csv_fields
+from offline.decide import decide_in_order
 from offline.process_shard import (
     SHARD_OUTPUTS,
     Chunk,
@@ -41,7 +42,7 @@ from stages import native
 from stages.context import ContextBook
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.pipeline import PipelineSettings as Settings
-from stages.score import ModelStore
+from stages.score import ModelError, ModelStore
 from storage.backend import Backend
 from storage.url import StoreURL, parse_store_url
 
@@ -123,6 +124,13 @@ def run_process(
     if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():
         jobs = 1  # the shards share the loaded settings and events by forking
     started = time.perf_counter()
+    if model_dir is not None and not model_dir.is_dir():
+        # A typo must not run the whole input for no command at all (an existing directory
+        # without a usable model only warns, as the worker does).
+        raise ModelError(
+            f"model directory {model_dir} " + ("is not a directory" if model_dir.exists()
+                                               else "does not exist")
+            + " (--model names a directory that `tickstream train` wrote)")
     models = ModelStore(model_dir) if model_dir is not None else None
     if models is not None:
         models.latest()
@@ -138,7 +146,7 @@ def run_process(
     files = list(files)
     if jobs == 1:
         sink = RowSink(out_dir) if out_dir is not None else None
-        shard = Shard(config, book, files, sink)
+        shard = Shard(config, book, files, sink, record_ticks=models is not None)
         try:
             for i, path in enumerate(files):
                 table = canonical_table(path)
@@ -149,13 +157,14 @@ def run_process(
             if sink is not None:
                 sink.close()
     else:
-        results = _run_forked(files, config, book, out_dir, jobs)
+        results = _run_forked(files, config, book, out_dir, jobs, models is not None)
 
-    # Score and decide every bar in one place, in the one-process order (risk spans symbols).
+    # Score and decide every bar in one place, in the one-process order (risk spans symbols),
+    # and check open positions on each of their symbol's ticks (offline.decide).
     decider = Pipeline(config, models=models, context=book)
     out = Outputs()
-    for _key, d in heapq.merge(*(r.decisions for r in results), key=itemgetter(0)):
-        decider.decide(d.symbol, d.bar, d.features, out)
+    decide_in_order(decider, heapq.merge(*(r.decisions for r in results), key=itemgetter(0)),
+                    {s: t for r in results for s, t in r.tapes.items()}, out)
     actions = Counter(c.action for c in out.commands)
     if out_dir is not None:  # always written: a run without commands must not leave an
         # older run's commands.csv behind to be taken for its own
@@ -199,7 +208,8 @@ def _open_store(url: StoreURL) -> Backend:
 
 
 def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook,
-                out_dir: Path | None, jobs: int) -> list[ShardResult]:
+                out_dir: Path | None, jobs: int, record_ticks: bool = False
+                ) -> list[ShardResult]:
     """Deal the rows out to ``jobs`` forked shards by symbol; collect their results."""
     ctx = multiprocessing.get_context("fork")
     parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir)) if out_dir else None
@@ -209,7 +219,7 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
     try:
         for k in range(jobs):
             sink = KeyedParts(parts, k) if parts is not None else None
-            shard = Shard(config, book, files, sink)
+            shard = Shard(config, book, files, sink, record_ticks)
             mine = (pipes[k][0], backs[k][1])
             foreign = [c for pair in pipes + backs for c in pair if c not in mine]
             p = ctx.Process(target=child_main, args=(shard, *mine, foreign),

@@ -11,6 +11,10 @@ Keys: ``file_index << 40 | record_number`` for what a row produced; what the end
 flush produced gets ``FLUSH_KEY | key of the symbol's first row`` (one process flushes
 symbols in the order it first saw them). With ``--out``, a keyed shard writes each row
 prefixed with its key so the caller can merge the shards' files into the one-process order.
+
+With ``record_ticks`` (a model to decide with) a shard also keeps each symbol's accepted
+ticks on a :class:`~offline.decide.Tape`, and each decision's place among them, so the
+caller can check open positions on every tick (:func:`offline.decide.decide_in_order`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import IO, Any
 import numpy as np
 
 from connectors.files import BadRow, CanonicalColumns, parse_records
+from offline.decide import Tape
 from schemas.records import Bar, CleanTick, FeatureVector, Record
 from stages.context import ContextBook
 from stages.pipeline import Outputs, PendingDecision, Pipeline, PipelineConfig
@@ -72,6 +77,7 @@ class ShardResult:
     features: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     decisions: list[tuple[int, PendingDecision]] = field(default_factory=list)
+    tapes: dict[str, Tape] = field(default_factory=dict)
 
 
 class RowSink:
@@ -189,8 +195,10 @@ class Shard:
     :meth:`feed`, as long as each symbol's rows come in file order)."""
 
     def __init__(self, config: PipelineConfig, context: ContextBook, files: Sequence[Path],
-                 sink: RowSink | None) -> None:
+                 sink: RowSink | None, record_ticks: bool = False) -> None:
         self.pipeline = Pipeline(config, context=context, defer_decisions=True)
+        self.record_ticks = record_ticks
+        self._mark = 0  # out.clean entries already on a tape
         self.files = files
         self.sink = sink
         self.out = Outputs()
@@ -217,6 +225,8 @@ class Shard:
             if item.symbol not in first_seen:
                 first_seen[item.symbol] = base | line
             on_tick(item, out)
+            if self.record_ticks:
+                self._tape(base | line, item.symbol)
             if sink is not None:  # rows are written with the key of the row they came from
                 self._drain(base | line)
                 continue
@@ -231,10 +241,32 @@ class Shard:
     def finish(self) -> ShardResult:
         for symbol in list(self.pipeline.states):
             self.pipeline.flush_symbol(symbol, self.out)
+            if self.record_ticks:
+                self._tape(FLUSH_KEY | self.first_seen[symbol], symbol)
             self._drain(FLUSH_KEY | self.first_seen[symbol])
         if self.sink is not None:
             self.sink.close()
         return self.result
+
+    def _tape(self, key: int, symbol: str) -> None:
+        """Put the ticks of ``symbol`` accepted since the last call on its tape, and place
+        the decisions made meanwhile among them (tape indices instead of list positions)."""
+        out, m = self.out, self._mark
+        clean = out.clean
+        tape = self.result.tapes.get(symbol)
+        if tape is None:
+            tape = self.result.tapes[symbol] = Tape()
+        start = len(tape)
+        for c in clean[m:]:  # one input row: ticks of its own symbol only
+            tape.keys.append(key)
+            tape.times.append(c.time_msc)
+            tape.recvs.append(c.recv_time_us)
+            tape.bids.append(c.best_bid)
+            tape.asks.append(c.best_ask)
+        if out.decisions:
+            out.decisions[:] = [d._replace(tick_pos=start + d.tick_pos - m)
+                                for d in out.decisions]
+        self._mark = len(clean)
 
     def _drain(self, key: int) -> None:
         out, res, sink = self.out, self.result, self.sink
@@ -257,6 +289,7 @@ class Shard:
                      rej.reason, rej.detail, ""] for t, rej in out.rejects
                 ])
         out.clear()
+        self._mark = 0
 
 
 #: A chunk of rows for a shard: (file index, columns, record numbers, record texts).

@@ -6,7 +6,8 @@ them from ``TICKSTREAM_*`` variables and re-exports them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,22 @@ class SymbolSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ExitLimits:
+    """When an open position is closed whatever the model says (checked on every tick).
+
+    ``stop_loss_pips``/``take_profit_pips``: the furthest the stop/target may be from the
+    entry price; the level used is the nearer of this and the ATR level (``atr_stop_mult``,
+    ``atr_take_mult``), or this alone when there is no ATR. 0: no cap (the ATR level only).
+    ``max_hold_s``: a position open this long (event time, from its bar's close) is closed;
+    0: no limit.
+    """
+
+    stop_loss_pips: float = 30.0
+    take_profit_pips: float = 0.0
+    max_hold_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
 class RiskLimits:
     lot_size: float = 0.1
     max_position_per_symbol: int = 1
@@ -38,3 +55,10 @@ class RiskLimits:
     event_blackout_min: int = 15
     atr_stop_mult: float = 2.0
     atr_take_mult: float = 3.0
+    #: Exit limits of every symbol without its own entry in :attr:`exits_by_symbol`.
+    exits: ExitLimits = field(default_factory=ExitLimits)
+    exits_by_symbol: Mapping[str, ExitLimits] = field(default_factory=dict)
+
+    def exits_for(self, symbol: str) -> ExitLimits:
+        """The exit limits of ``symbol`` (its override, else the default)."""
+        return self.exits_by_symbol.get(symbol, self.exits)

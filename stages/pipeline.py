@@ -6,6 +6,14 @@ Kafka Streams' fused sub-topologies; the outputs are still published on ``ticks.
 ``bars.m1``, ``features`` and ``trading.commands`` by the caller. The live agent, the offline
 ``tickstream process``, replay, training and the benchmarks all drive this class.
 
+Exits on a tick: while a symbol has an open position with a stop, target or holding limit
+(:attr:`SymbolState.watch`, one attribute check per tick when flat), every accepted tick
+goes to :meth:`stages.risk.RiskManager.on_tick` with the consolidated best bid and ask,
+after the bar that tick closed (if any) was decided; a CLOSE it makes joins
+:attr:`Outputs.commands` like a bar's. With ``defer_decisions`` nothing is open in this
+pipeline: the caller that decides the bars also replays each symbol's accepted ticks
+(:attr:`PendingDecision.tick_pos` places a decision among them; ``offline.decide``).
+
 Determinism: given the same ticks in the same order (and the same events and model), the
 outputs are identical, including ``command_id``. The only wall-clock values are the
 ``processed_time_us``/``created_time_us`` stamps, supplied by the caller.
@@ -50,6 +58,8 @@ class PipelineSettings(Protocol):
     def broker_priorities(self) -> Mapping[str, int]: ...
     @property
     def risk(self) -> RiskLimits: ...
+    @property
+    def model_allow_symbols(self) -> frozenset[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,8 @@ class PipelineConfig:
     staleness_ms: int = 5_000
     priorities: Mapping[str, int] = field(default_factory=dict)
     risk: RiskLimits = field(default_factory=RiskLimits)
+    #: Symbols scored although the model's metadata does not list them (``*``: any).
+    model_allow_symbols: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: PipelineSettings) -> PipelineConfig:
@@ -70,6 +82,7 @@ class PipelineConfig:
             staleness_ms=settings.broker_staleness_ms,
             priorities=dict(settings.broker_priorities),
             risk=settings.risk,
+            model_allow_symbols=frozenset(settings.model_allow_symbols),
         )
 
 
@@ -81,6 +94,10 @@ class PendingDecision(NamedTuple):
     symbol: str
     bar: Bar
     features: dict[str, Any]
+    #: Where the decision falls among the accepted ticks: the index in
+    #: :attr:`Outputs.clean` of the tick that closed the bar (the decision comes before
+    #: that tick's exit check), or the list's length for a bar closed without a tick.
+    tick_pos: int = -1
 
 
 @dataclass(slots=True)
@@ -108,7 +125,8 @@ class Outputs:
 class SymbolState:
     """Every stage's state for one symbol: the value of the ``pipeline_state`` table."""
 
-    __slots__ = ("bars", "consolidator", "dedupe", "indicators", "symbol", "validator")
+    __slots__ = ("bars", "consolidator", "dedupe", "indicators", "symbol", "validator",
+                 "watch")
 
     def __init__(self, symbol: str, spec: SymbolSpec, config: PipelineConfig) -> None:
         self.symbol = symbol
@@ -117,6 +135,9 @@ class SymbolState:
         self.consolidator = Consolidator(symbol, config.staleness_ms, config.priorities)
         self.bars = BarBuilder(symbol)
         self.indicators = IndicatorState(symbol)
+        #: An open position to check on each tick (kept by :class:`Pipeline` from its risk
+        #: manager, not snapshotted: the risk state is).
+        self.watch = False
 
     def snapshot(self, segmented: bool = False) -> dict[str, Any]:
         """All stage state; with ``segmented`` the dedupe window is left to
@@ -192,6 +213,7 @@ class Pipeline:
         #: the model was trained on).
         self.not_scored: dict[str, int] = {"warmup": 0, "untrained_symbol": 0}
         self._warned_untrained: set[str] = set()
+        self._allowed = config.model_allow_symbols
 
     # ---- state ---------------------------------------------------------------------
     def state(self, symbol: str) -> SymbolState | None:
@@ -217,6 +239,7 @@ class Pipeline:
             data["stages"], spec, self.config, dedupe_segments
         )
         self.risk.restore_symbol(symbol, data.get("risk"))
+        self.states[symbol].watch = self.risk.watching(symbol)
 
     def forget_all(self) -> None:
         """Drop every symbol's stage state *and* its position (partitions revoked: another
@@ -281,9 +304,25 @@ class Pipeline:
             c.dispersion, t.recv_time_us,
         )
         if bar is not None:
-            self.on_bar(st, bar, out)
+            self.on_bar(st, bar, out, len(out.clean) - 1)
+        if st.watch:
+            self.exit_on_tick(st.symbol, t.time_msc, c.best_bid, c.best_ask,
+                              t.recv_time_us, out)
 
-    def on_bar(self, st: SymbolState, bar: Bar, out: Outputs) -> None:
+    def exit_on_tick(self, symbol: str, time_msc: int, bid: float, ask: float,
+                     recv_time_us: int, out: Outputs) -> None:
+        """Check an open position of ``symbol`` against one accepted tick (module doc)."""
+        cmd = self.risk.on_tick(
+            symbol, time_msc, bid, ask, trigger_recv_time_us=recv_time_us,
+            now_us=self._clock_us(), kill_switch=self.kill_switch,
+        )
+        if cmd is not None:
+            out.commands.append(cmd)
+            st = self.states.get(symbol)
+            if st is not None:
+                st.watch = False
+
+    def on_bar(self, st: SymbolState, bar: Bar, out: Outputs, tick_pos: int = -1) -> None:
         out.bars.append(bar)
         feats = st.indicators.on_bar(bar)
         if feats is None:  # a bar at or before the last one seen (replay): no new features
@@ -309,7 +348,8 @@ class Pipeline:
         )
         out.features.append(fv)
         if self.defer_decisions:
-            out.decisions.append(PendingDecision(st.symbol, bar, feats))
+            out.decisions.append(PendingDecision(
+                st.symbol, bar, feats, tick_pos if tick_pos >= 0 else len(out.clean)))
         else:
             self.decide(st.symbol, bar, feats, out)
 
@@ -321,11 +361,13 @@ class Pipeline:
                 log.warning("no model loaded: features are published, no commands are made")
                 self._warned_no_model = True
             return
-        if model.symbols is not None and symbol not in model.symbols:
+        if (model.symbols is not None and symbol not in model.symbols
+                and symbol not in self._allowed and "*" not in self._allowed):
             self.not_scored["untrained_symbol"] += 1
             if symbol not in self._warned_untrained:
                 self._warned_untrained.add(symbol)
-                log.warning("model %s was not trained on %s (only %s): %s is not scored",
+                log.warning("model %s was not trained on %s (only %s): %s is not scored "
+                            "(TICKSTREAM_MODEL_ALLOW_SYMBOLS allows it)",
                             model.version, symbol, ", ".join(sorted(model.symbols)), symbol)
             return
         inputs: Mapping[str, Any] = derive(feats) if model.feature_set == FEATURE_SET else feats
@@ -346,6 +388,9 @@ class Pipeline:
         )
         if cmd is not None:
             out.commands.append(cmd)
+            st = self.states.get(symbol)
+            if st is not None:
+                st.watch = self.risk.watching(symbol)
 
     def flush(self, out: Outputs, close_bars: bool = True) -> None:
         """End of input: resolve held ticks and (optionally) close the open bars, symbol by

@@ -112,6 +112,15 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _default_required(names: Sequence[str], feature_set: str | None) -> tuple[str, ...]:
+    """Required features of a model whose metadata has no ``required_features``."""
+    if feature_set is not None:
+        return ()  # a scale-free model without the list predates the warm-up gate
+    from stages.indicators import CONTEXT_FEATURE_NAMES
+
+    return tuple(n for n in names if n not in CONTEXT_FEATURE_NAMES)
+
+
 def _require(cond: bool, path: Path, what: str) -> None:
     if not cond:
         raise ModelError(f"{path}: invalid metadata: {what}")
@@ -142,6 +151,7 @@ class Model:
         "meta_path",
         "metrics",
         "model_path",
+        "required_features",
         "symbols",
         "training_range",
         "version",
@@ -184,8 +194,15 @@ class Model:
         #: Symbols the model was trained on (None: not recorded, any symbol is scored).
         syms = meta.get("symbols")
         self.symbols: frozenset[str] | None = None if syms is None else frozenset(syms)
-        required = meta.get("required_features", [])
-        self._required: tuple[str, ...] = tuple(str(n) for n in required)
+        required = meta.get("required_features")
+        if required is None:
+            required = _default_required(self.feature_names, self.feature_set)
+        #: Features that must all be present (not None or NaN) for a bar to be scored: the
+        #: metadata's ``required_features``; for a model without the list, every feature but
+        #: the calendar/news context (missing by nature) of a raw-indicator model, so no bar
+        #: is scored while an indicator it reads is still warming up.
+        self.required_features: tuple[str, ...] = tuple(str(n) for n in required)
+        self._required = self.required_features
         cal = meta.get("calibration")
         #: Platt scaling (a, b) of the raw booster output, or None (uncalibrated).
         self._cal: tuple[float, float] | None = (
@@ -374,6 +391,7 @@ class Model:
             "created_ms": self.created_ms,
             "feature_set": self.feature_set,
             "symbols": None if self.symbols is None else sorted(self.symbols),
+            "required_features": list(self.required_features),
             "calibrated": self._cal is not None,
             "model_id": self.model_id,
             "metrics": self.metrics,

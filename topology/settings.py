@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from connectors.base.secrets import Secret
 from connectors.kafka_client import KafkaSecurity
-from stages.config import RiskLimits, SymbolSpec
+from stages.config import ExitLimits, RiskLimits, SymbolSpec
 from storage.errors import StorageError
 from storage.retention import TIERS, RetentionPolicy
 from storage.url import StoreURL, parse_store_url
@@ -109,6 +109,9 @@ class Settings:
     broker_priorities: Mapping[str, int] = field(default_factory=dict)
     validation_level: ValidationLevel = "advanced"
     risk: RiskLimits = field(default_factory=RiskLimits)
+    #: Symbols a model scores although its metadata does not list them as trained on
+    #: (``MODEL_ALLOW_SYMBOLS``: comma-separated symbols, or ``*`` for any).
+    model_allow_symbols: frozenset[str] = frozenset()
     #: Where the storage sink writes and ``tickstream query`` reads (``STORE_URL``; when
     #: unset, ``CLICKHOUSE_URL``'s value; default the embedded engine at var/chdb).
     store_url: StoreURL = field(
@@ -247,6 +250,7 @@ class _Resolver:
             "one of basic, advanced, enterprise", "advanced",
         )
         level = cast(ValidationLevel, level_name)
+        symbols = self.symbols()
         return Settings(
             app_id=self.get("APP_ID", _topic_prefix, "letters, digits, '.', '_' or '-'", d.app_id),
             kafka_bootstrap_servers=bootstrap,
@@ -297,7 +301,8 @@ class _Resolver:
             gc_gen0_threshold=self.integer(
                 "GC_GEN0_THRESHOLD", 100, 1_000_000, d.gc_gen0_threshold, "allocations",
             ),
-            symbols=self.symbols(),
+            symbols=symbols,
+            model_allow_symbols=self.allow_symbols(),
             dedupe_window_ms=self.millis("DEDUPE_WINDOW_MS", 0, 86_400_000, d.dedupe_window_ms),
             broker_staleness_ms=self.millis(
                 "BROKER_STALENESS_MS", 0, 86_400_000, d.broker_staleness_ms
@@ -309,7 +314,7 @@ class _Resolver:
                 "e.g. ICM=1,PEP=2", {},
             ),
             validation_level=level,
-            risk=self.risk(),
+            risk=self.risk(symbols),
             store_url=self.store_url(),
             sink_batch_rows=self.integer("SINK_BATCH_ROWS", 1, 10_000_000, d.sink_batch_rows,
                                          "rows"),
@@ -400,9 +405,68 @@ class _Resolver:
             out[name] = SymbolSpec(name=name, pip_size=pip, max_spread_pips=spread)
         return out
 
-    def risk(self) -> RiskLimits:
+    def allow_symbols(self) -> frozenset[str]:
+        raw = self.raw("MODEL_ALLOW_SYMBOLS")
+        if raw is None:
+            return frozenset()
+        if raw == "*":
+            return frozenset({"*"})
+        names = [n.strip().upper() for n in raw.split(",")]
+        if not all(_SYMBOL.match(n) for n in names):
+            raise SettingsError(PREFIX + "MODEL_ALLOW_SYMBOLS",
+                                "comma-separated symbols (e.g. GBPJPY,USDJPY) or *", raw)
+        return frozenset(names)
+
+    def exits(self, symbols: Mapping[str, SymbolSpec]) -> tuple[ExitLimits,
+                                                                dict[str, ExitLimits]]:
+        """The exit limits: each variable is ``DEFAULT`` and/or ``SYMBOL=VALUE`` overrides,
+        comma-separated (``30,GBPJPY=60``), like the per-symbol specs of ``SYMBOLS``."""
+        d = ExitLimits()
+        specs = (
+            ("RISK_STOP_LOSS_PIPS", _float_range(0.0, 10_000.0), "pips 0..10000",
+             d.stop_loss_pips),
+            ("RISK_TAKE_PROFIT_PIPS", _float_range(0.0, 10_000.0), "pips 0..10000",
+             d.take_profit_pips),
+            ("RISK_MAX_HOLD_S", _int_range(0, 30 * 86_400), "seconds 0..2592000",
+             d.max_hold_s),
+        )
+        defaults: list[Any] = []
+        overrides: dict[str, dict[int, Any]] = {}
+        for i, (name, parse, unit, default) in enumerate(specs):
+            expected = (f"{unit} (0: off), optionally with per-symbol SYMBOL=VALUE overrides, "
+                        f"comma-separated, e.g. {default},GBPJPY={default}")
+            value, per = default, {}
+            raw = self.raw(name)
+            for item in (raw.split(",") if raw is not None else ()):
+                sym, sep, text = (x.strip() for x in item.rpartition("="))
+                sym = sym.upper()
+                try:
+                    parsed = parse(text)
+                except (ValueError, TypeError):
+                    raise SettingsError(PREFIX + name, expected, raw) from None
+                if not sep:
+                    value = parsed
+                elif sym in symbols and sym not in per:
+                    per[sym] = parsed
+                else:
+                    raise SettingsError(
+                        PREFIX + name, expected + " (each symbol once, one of "
+                        "TICKSTREAM_SYMBOLS)", raw)
+            defaults.append(value)
+            for sym, v in per.items():
+                overrides.setdefault(sym, {})[i] = v
+        base = ExitLimits(float(defaults[0]), float(defaults[1]), int(defaults[2]))
+        by_symbol = {
+            sym: ExitLimits(float(over.get(0, defaults[0])), float(over.get(1, defaults[1])),
+                            int(over.get(2, defaults[2])))
+            for sym, over in sorted(overrides.items())
+        }
+        return base, by_symbol
+
+    def risk(self, symbols: Mapping[str, SymbolSpec]) -> RiskLimits:
         d = RiskLimits()
         prob = _float_range(0.0, 1.0)
+        exits, exits_by_symbol = self.exits(symbols)
         return RiskLimits(
             lot_size=self.get("RISK_LOT_SIZE", _float_range(0.01, 100.0), "lots 0.01..100",
                               d.lot_size),
@@ -428,6 +492,8 @@ class _Resolver:
                                    "a multiple 0..100", d.atr_stop_mult),
             atr_take_mult=self.get("RISK_ATR_TAKE_MULT", _float_range(0.0, 100.0),
                                    "a multiple 0..100", d.atr_take_mult),
+            exits=exits,
+            exits_by_symbol=exits_by_symbol,
         )
 
 

@@ -26,6 +26,7 @@ from devstack.kafka_io import Message, TopicReader
 from devstack.localstack import WorkerProcess
 from schemas.codec import make_codec
 from schemas.records import Bar, FeatureVector, RawTick, RejectedRecord, TradingCommand
+from stages.risk import TICK_EXITS
 from topology.admin import ensure_topics
 from topology.settings import Settings
 
@@ -66,12 +67,14 @@ def test_online_equals_offline_across_a_sigkill(
     off_bars = [r for r in _csv_rows(offline / "bars.csv") if r[-1] != "0"]
     off_bar_times = {(r[0], r[1]) for r in off_bars}
     off_features = [r for r in _csv_rows(offline / "features.csv") if (r[0], r[1]) in off_bar_times]
+    # A tick exit (stop-loss, take-profit, max hold) is made by a tick, not a bar: online too.
     off_cmds = [r for r in _csv_rows(offline / "commands.csv", skip=("created_time_us",))
-                if (r[2], r[10]) in off_bar_times]
+                if (r[2], r[10]) in off_bar_times or r[9].split(":")[0] in TICK_EXITS]
     with (offline / "rejected.csv").open() as fh:
         off_rejects = Counter((r["broker"], r["symbol"], r["time_msc"], r["bid"], r["ask"],
                                r["reason"]) for r in csv.DictReader(fh))
     assert off_bars and off_cmds and off_rejects
+    assert any(r[9].split(":")[0] in TICK_EXITS for r in off_cmds), "no tick exit compared"
 
     # ---- online, with a SIGKILL halfway --------------------------------------------------
     ensure_topics(settings)

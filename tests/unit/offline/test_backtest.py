@@ -79,6 +79,17 @@ def test_buy_then_close_fills_at_the_venue_ask_and_bid_after_the_latency() -> No
     assert t.currency == "USD" and t.exit_command_id == f"EURUSD-CLOSE-{T0 + 2 * MIN}"
 
 
+def test_a_close_made_on_a_tick_fills_after_the_latency_from_that_tick() -> None:
+    # the risk manager's max_hold CLOSE was decided at the tick at T0 + 90.5 s (its
+    # bar_time), not at a bar close: it fills at the first quote 250 ms after that
+    q = quotes((T0 + 61_000, 1.10000, 1.10010), (T0 + 90_500, 1.10020, 1.10030),
+               (T0 + 90_800, 1.10030, 1.10040), (T0 + 150_900, 1.10090, 1.10100))
+    close = cmd("CLOSE", T0 + 90_500)
+    close.reason = f"max_hold: {T0 + 90_500}>={T0 + 90_000}"
+    t = one([cmd("BUY", T0), close], q)
+    assert (t.exit_time_ms, t.exit_price, t.exit_reason) == (T0 + 90_800, 1.10030, "max_hold")
+
+
 def test_latency_zero_fills_on_the_tick_at_the_bar_close() -> None:
     q = quotes((T0 + 59_999, 1.0, 1.1), (T0 + 60_000, 1.10000, 1.10010),
                (T0 + 120_000, 1.10020, 1.10030))
@@ -228,7 +239,7 @@ def test_trade_stats_on_known_trades() -> None:
     assert s["total_pips"] == pytest.approx(4.0) and s["mean_pips"] == pytest.approx(1.0)
     assert s["pnl"] == pytest.approx(4.0) and s["spread_pips"] == pytest.approx(4.0)
     assert s["exit_reasons"] == {"signal": 1, "stop_loss": 2, "take_profit": 1,
-                                 "end_of_data": 0}
+                                 "max_hold": 0, "end_of_data": 0}
     daily = list(s["daily_pnl"].values())
     assert s["daily_pnl"] == {"2014-05-13": 5.0, "2014-05-14": -7.0, "2014-05-15": 0.0,
                               "2014-05-16": 6.0}

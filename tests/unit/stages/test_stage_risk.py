@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.records import TradingCommand
-from stages.config import RiskLimits
+from stages.config import ExitLimits, RiskLimits
 from stages.risk import BLOCK_REASONS, RiskManager, command_id_for
 
 PIPS = {"EURUSD": 0.0001, "USDJPY": 0.01, "GBPUSD": 0.0001}
@@ -19,6 +19,7 @@ LIMITS = RiskLimits(
     lot_size=0.2, max_position_per_symbol=1, max_total_positions=2, cooldown_s=300,
     entry_threshold=0.6, exit_threshold=0.5, max_spread_pips=3.0, event_blackout_min=15,
     atr_stop_mult=2.0, atr_take_mult=3.0,
+    exits=ExitLimits(stop_loss_pips=0.0, take_profit_pips=0.0, max_hold_s=0),  # ATR only
 )
 T0 = 1_700_000_000_000  # epoch ms, a bar boundary
 MIN = 60_000
