@@ -8,8 +8,10 @@ every broker connection whichever worker consumed the report, and a restarted wo
 them back from the changelog before it serves a request.
 
 ``GET /health/`` answers JSON (see :func:`health_report`): each collector's latest report
-with its age, the model status, the kill switch, and broker quality per symbol from the
-``broker_quality`` table (the symbols whose partitions this worker holds).
+with its age, the model status, the kill switch (``on``, ``reason``, ``issued_by``,
+``time_ms``: what ``tickstream control kill-switch`` set), the last model announcement
+(``tickstream control model``) beside the model in use, and broker quality per symbol from
+the ``broker_quality`` table (the symbols whose partitions this worker holds).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import orjson
 
 from agents import AgentSpec
-from agents.control import KILL_SWITCH_KEY, ControlView
+from agents.control import KILL_SWITCH_KEY, MODEL_KEY, ControlView
 from agents.rejects import DeadLetters
 from agents.wiring import Wiring
 from agents.worker_status import WorkerStatus
@@ -87,6 +89,7 @@ def health_report(
         for key, raw in sorted(collectors.items())
     }
     kill = control.get(KILL_SWITCH_KEY) if control is not None else None
+    announced = control.get(MODEL_KEY) if control is not None else None
     quality = {
         key.decode(): orjson.loads(raw) for key, raw in sorted((broker_quality or {}).items())
     }
@@ -100,6 +103,7 @@ def health_report(
         "collectors": reports,
         "model": models.status() if models is not None else None,
         "kill_switch": {"on": bool(kill and kill.get("on")), **(kill or {})},
+        "model_announced": announced,
         "broker_quality": quality,
     }
 
