@@ -81,6 +81,8 @@ class Dataset:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if not path.is_file():
+            raise TrainError(f"{path}: no such file; write one with `tickstream replay`")
         try:
             table = pq.read_table(path)
         except (OSError, pa.ArrowInvalid) as exc:
