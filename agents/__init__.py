@@ -29,15 +29,17 @@ def register_all(w: Wiring) -> None:
     """Register every agent on ``w.app`` (the context and control views feed the others)."""
     from prometheus_client import CollectorRegistry
 
-    from agents import context, control, health, metrics, pipeline, watchdog
+    from agents import context, control, health, health_view, metrics, pipeline, watchdog
 
     registry = CollectorRegistry(auto_describe=True)
+    batch = metrics.BatchMetrics(registry)
     context_sync = context.register(w)
     control_view = control.register(w)
-    stages = pipeline.register(w, context_sync, control_view, metrics.BatchMetrics(registry))
-    collectors = health.register(w, control_view)
+    stages = pipeline.register(w, context_sync, control_view, batch)
+    live = health_view.LiveView(stages, w.config.symbols)
+    collectors = health.register(w, control_view, live)
     watchdog.register(w)
-    metrics.register(w, control_view, collectors, stages, registry)
+    metrics.register(w, control_view, collectors, stages, registry, batch, live)
 
 
 def _load_specs() -> tuple[AgentSpec, ...]:

@@ -386,7 +386,10 @@ class PipelineAgent:
     async def _checkpoint(self) -> None:
         """See :mod:`agents.checkpoint`: outputs on the broker, then state, then acks."""
         c = self.checkpointer
+        t0 = time.perf_counter()
         await c.run()
+        if self.metrics is not None:
+            self.metrics.checkpointed(time.perf_counter() - t0)
         self.stats["checkpoints"] = c.checkpoints
         self.stats["checkpoint_s"] = c.seconds
         self.stats["publish_wait_s"] = c.publish_wait_s

@@ -24,6 +24,9 @@ class WorkerStatus:
     stats: dict[str, float] = field(default_factory=dict)
     #: The model store the scorer uses (``stages.score.ModelStore``), for its status.
     models: Any = None
+    #: When this worker was built: epoch ms and the monotonic clock (for ``uptime_s``).
+    started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+    started_mono: float = field(default_factory=time.monotonic)
 
     def report(self, key: str, detail: str, **extra: Any) -> None:
         """Mark ``key`` as a problem (replacing any earlier report under that key)."""
@@ -40,6 +43,9 @@ class WorkerStatus:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def uptime_s(self, now_mono: float | None = None) -> float:
+        return (time.monotonic() if now_mono is None else now_mono) - self.started_mono
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "problems": dict(self.problems), **self.gauges}
