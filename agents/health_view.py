@@ -126,6 +126,21 @@ class LiveView:
         self.window_s = window_s
         self._samples: deque[tuple[float, _Counts]] = deque()
         self._summary: Summary | None = None
+        self._restored: dict[str, _Counts] = {}
+
+    def attach(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def restored(self, symbol: str) -> None:
+        """``symbol``'s state was just restored from the table: its counts are from before
+        (the rate must not count them as ticks of the last seconds)."""
+        st = self._pipeline.states.get(symbol) if self._pipeline is not None else None
+        if st is None:
+            return
+        raw = st.consolidator.snapshot()["brokers"]
+        self._restored[symbol] = {
+            (symbol, broker): (int(r["ticks"]), float(r["latency_sum"]), int(r["latency_n"]))
+            for broker, r in raw.items() if int(r["ticks"]) > 0}
 
     def current(self, now_s: float) -> Summary:
         """The latest summary, recomputed when older than :data:`MAX_AGE_S`."""
@@ -178,31 +193,38 @@ class LiveView:
                 broker_sync=fresh / n if n else None, brokers=n, fresh_brokers=fresh)
 
         samples = self._samples
+        if samples:
+            # A symbol and broker first seen since the last sample got its ticks since then,
+            # counted from zero, or from its counts when its state was restored (those are
+            # from before: :meth:`restored`).
+            previous = samples[-1][1]
+            seen = set().union(*(c for _t, c in samples))
+            for key in counts.keys() - seen:
+                previous[key] = self._restored.get(key[0], {}).get(key, (0, 0.0, 0))
+        self._restored.clear()
         samples.append((now_s, counts))
         # The baseline is the newest sample at least a window old (or the oldest there is).
         while len(samples) > 1 and now_s - samples[1][0] >= self.window_s:
             samples.popleft()
         span = now_s - samples[0][0]
-        # broker -> [ticks per second, latency sum, ticks with a latency] over the window
+        # broker -> [ticks, latency sum, ticks with a latency] accepted in the window
         window: dict[str, list[float]] = {}
         if span > 0:
             for (sym, broker), (ticks, lat_sum, lat_n) in counts.items():
-                # The oldest sample in the window that has this symbol and broker: one first
-                # seen since (a state restored with counts from long ago, or new) counts from
-                # the sample that first saw it.
+                # The oldest sample in the window that has this symbol and broker.
                 base_s, old = next((t, c[(sym, broker)]) for t, c in samples
                                    if (sym, broker) in c)
                 if base_s >= now_s:
                     continue
                 w = window.setdefault(broker, [0.0, 0.0, 0.0])
                 if ticks >= old[0] and lat_n >= old[2]:  # else: revoked and restored since
-                    w[0] += (ticks - old[0]) / (now_s - base_s)
+                    w[0] += ticks - old[0]
                     w[1] += lat_sum - old[1]
                     w[2] += lat_n - old[2]
         brokers: dict[str, BrokerView] = {}
         for broker, b in sorted(per_broker.items()):
             got = window.get(broker)
-            rate = (got[0] if got is not None else 0.0) if span > 0 else None
+            rate = (got[0] if got is not None else 0.0) / span if span > 0 else None
             if got is not None and got[2] > 0:
                 latency: float | None = got[1] / got[2]
             else:

@@ -96,7 +96,8 @@ EXIT_FATAL = 3
 
 
 def register(w: Wiring, context: ContextSync, control: ControlView,
-             metrics: BatchMetrics | None = None) -> Pipeline:
+             metrics: BatchMetrics | None = None,
+             on_restore: Callable[[str], None] | None = None) -> Pipeline:
     """Wire the pipeline agent, its tables, rebalance hooks and timers to the objects that
     hold its logic (:class:`PipelineAgent`, :class:`~agents.checkpoint.Checkpointer`,
     :class:`~agents.fence.PartitionFence`, :class:`~agents.routing.OutputRouter`)."""
@@ -112,7 +113,7 @@ def register(w: Wiring, context: ContextSync, control: ControlView,
         quality_table=w.tables[QUALITY_TABLE], context=context, control=control,
         symbols=frozenset(cfg.symbols), checkpoint_interval_s=cfg.checkpoint_interval_ms / 1000,
         bar_idle_flush_ms=cfg.bar_idle_flush_ms, fetch_state=lambda: fetch_state(app),
-        metrics=metrics,
+        metrics=metrics, on_restore=on_restore,
     )
     w.status.models = models
     w.status.stats = worker.stats
@@ -187,9 +188,11 @@ class PipelineAgent:
         fetch_state: Callable[[], Mapping[tuple[str, int], tuple[int | None, float | None]]]
         = dict,
         metrics: BatchMetrics | None = None,
+        on_restore: Callable[[str], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.metrics = metrics  # /metrics: fed once per batch
+        self.on_restore = on_restore  # /health/: a symbol's state came back from the table
         self.models = models
         self.codec = codec
         self.router = router
@@ -357,6 +360,8 @@ class PipelineAgent:
                 "(tickstream reset) and restart",
                 exc,
             )
+        if self.on_restore is not None:
+            self.on_restore(symbol)
 
     def _write_state(self, symbol: str, event: Any) -> None:
         """One symbol's checkpoint: changed dedupe segments, then the state naming them."""

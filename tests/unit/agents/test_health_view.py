@@ -96,11 +96,21 @@ def test_current_recomputes_only_when_older_than_a_second() -> None:
     assert live.current(100.5) is s
     feed(pipeline, "A", T0, 3, spread_pips=1, latency_ms=10)
     later = live.current(101.0)
-    # A symbol's state may come restored with its counts since long ago: its ticks count
-    # from the first sample that saw it.
-    assert later is not s and later.brokers["A"].ticks_per_s == 0.0
+    assert later is not s and later.brokers["A"].ticks_per_s == 3.0
     feed(pipeline, "A", T0 + 300, 3, spread_pips=1, latency_ms=10)
-    assert live.current(102.0).brokers["A"].ticks_per_s == 3.0  # 3 ticks since 101 s
+    assert live.current(102.0).brokers["A"].ticks_per_s == 3.0  # 6 ticks since 100 s
+
+
+def test_a_restored_state_counts_only_the_ticks_after_its_restore() -> None:
+    cfg = PipelineConfig.from_settings(SETTINGS)
+    pipeline = Pipeline(cfg)
+    live = LiveView(pipeline, cfg.symbols)
+    live.update(0.0)
+    feed(pipeline, "A", T0, 10, spread_pips=1, latency_ms=10)  # as if from the table
+    live.restored("EURUSD")
+    feed(pipeline, "A", T0 + 1_000, 4, spread_pips=1, latency_ms=30)
+    view = live.update(1.0).brokers["A"]
+    assert (view.ticks, view.ticks_per_s, view.latency_ms) == (14, 4.0, 30.0)
 
 
 def test_health_report_has_the_service_shape_beside_the_old_keys() -> None:
