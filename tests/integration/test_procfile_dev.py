@@ -3,11 +3,13 @@
 The stack's own broker listens on a private port (TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS moves
 it, as Procfile.dev says); the test waits for the worker to be ready and for clean ticks
 from the simulator on ``ticks.clean``, then sends SIGINT to honcho and checks that every
-process it started, the broker binary included, is gone.
+process it started, the broker binary included, is gone. On the way it runs the image's
+HEALTHCHECK command (docker/Dockerfile) against the running worker.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -80,6 +82,18 @@ def _in_groups(groups: set[int]) -> set[int]:
     return out
 
 
+def healthcheck(web_port: str) -> int:
+    """The exit status of docker/Dockerfile's HEALTHCHECK command against this machine."""
+    text = (REPO_ROOT / "docker" / "Dockerfile").read_text().replace("\\\n", " ")
+    match = re.search(r"^HEALTHCHECK .*? CMD (\[.*\])$", text, re.M)
+    assert match is not None, "docker/Dockerfile has no HEALTHCHECK CMD [...]"
+    argv = json.loads(match.group(1))
+    assert argv[0] == "python", argv
+    env = {**os.environ, "TICKSTREAM_WEB_PORT": web_port}
+    return subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True,
+                          timeout=30).returncode
+
+
 class Output:
     """honcho's combined output, read on a thread (which ends when honcho closes it)."""
 
@@ -150,6 +164,7 @@ def test_honcho_runs_procfile_dev_and_sigint_stops_everything(unique: str,
             assert message.key == tick.symbol.encode()
             assert 0 < tick.bid < tick.ask, tick
 
+        assert healthcheck(tickstream["TICKSTREAM_WEB_PORT"]) == 0
         running = _descendants(proc.pid)  # honcho's helpers, the commands, the broker binary
         assert running >= started
     finally:
@@ -172,6 +187,7 @@ def test_honcho_runs_procfile_dev_and_sigint_stops_everything(unique: str,
     assert "SIGINT received" in text and "SIGKILL" not in text, text[-4000:]
     stopped = dict(re.findall(r"\| (\S+) stopped \(rc=(-?\d+)\)", text))
     assert stopped == {"broker.1": "0", "worker.1": "0", "collect-simulator.1": "0"}, text[-4000:]
+    assert healthcheck(tickstream["TICKSTREAM_WEB_PORT"]) != 0  # nothing answers now
     # Each was waited for by its parent before honcho reported it stopped and exited.
     left = {p for p in running if _alive(p)} | _in_groups(started)
     assert not left, f"still running after honcho stopped: {sorted(left)}"

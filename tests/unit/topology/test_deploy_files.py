@@ -9,6 +9,7 @@ for every Procfile process that runs the same command.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -218,6 +219,8 @@ def test_the_dockerfile_builds_compiled_stages_and_checks_the_worker_health() ->
     assert health is not None
     assert HEALTH_PATH in health.group(0) and "TICKSTREAM_WEB_PORT" in health.group(0)
     assert "'6066'" in health.group(0) and "EXPOSE 6066" in text
+    probe = re.search(r" CMD (\[.*\])$", health.group(0))  # exec form: valid JSON
+    assert probe is not None and json.loads(probe.group(1))[:2] == ["python", "-c"]
     cmd = re.search(r"^CMD (\[.*\])$", text, re.M)
     assert cmd is not None and yaml.safe_load(cmd.group(1)) == ["worker", "--web-bind",
                                                                  "0.0.0.0"]
