@@ -9,6 +9,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,6 +80,10 @@ class Scrape:
             out.add(family.name)
             out.update(family.name + s for s in suffixes.get(family.type, ()))
         return out
+
+
+def _is(name: str, value: float, scrape: Scrape) -> bool:
+    return scrape.get(name) == value
 
 
 def until(get: Callable[[], T], ok: Callable[[T], bool], timeout_s: float, what: str) -> T:
@@ -189,7 +194,7 @@ def test_health_and_metrics_during_a_run(settings_env: dict[str, str], tmp_path:
                 command=command, reason="endpoint test", issued_by="pytest",
                 time_ms=int(time.time() * 1000)))
             assert producer.flush() == 0
-            until(metrics, lambda s, v=value: s.get("tickstream_kill_switch") == v, 60,
+            until(metrics, partial(_is, "tickstream_kill_switch", value), 60,
                   f"tickstream_kill_switch {value}")
             assert health()["kill_switch"]["on"] is bool(value)
 
