@@ -47,8 +47,9 @@ def compiler_problem() -> str | None:
     with tempfile.TemporaryDirectory(prefix="tickstream-cc-") as tmp:
         source, obj, lib = (Path(tmp, f"probe{ext}") for ext in (".c", ".o", ".so"))
         source.write_text(PROBE)
-        for argv in ([*compile_cmd, f"-I{include}", "-c", str(source), "-o", str(obj)],
-                     [*link_cmd, str(obj), "-o", str(lib)]):
+        for step, argv in (
+                ("compile", [*compile_cmd, f"-I{include}", "-c", str(source), "-o", str(obj)]),
+                ("link", [*link_cmd, str(obj), "-o", str(lib)])):
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                                       stdin=subprocess.DEVNULL)
@@ -59,7 +60,6 @@ def compiler_problem() -> str | None:
                          if ln.strip() and not ln.startswith("collect2:")]
                 detail = next((ln for ln in lines if "error" in ln.lower()),
                               lines[0] if lines else f"exit status {done.returncode}")
-                step = "compile" if "-c" in argv else "link"
                 return f"{argv[0]!r} cannot {step} a test file: {detail}"
     return None
 
