@@ -218,7 +218,8 @@ def test_the_dockerfile_builds_compiled_stages_and_checks_the_worker_health() ->
     health = re.search(r"^HEALTHCHECK .*$", joined, re.M)
     assert health is not None
     assert HEALTH_PATH in health.group(0) and "TICKSTREAM_WEB_PORT" in health.group(0)
-    assert "'6066'" in health.group(0) and "EXPOSE 6066" in text
+    assert "'6066'" in health.group(0) and "'unhealthy'" in health.group(0)
+    assert "EXPOSE 6066" in text
     probe = re.search(r" CMD (\[.*\])$", health.group(0))  # exec form: valid JSON
     assert probe is not None and json.loads(probe.group(1))[:2] == ["python", "-c"]
     cmd = re.search(r"^CMD (\[.*\])$", text, re.M)
