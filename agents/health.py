@@ -51,6 +51,7 @@ SPEC = AgentSpec(
 )
 INVALID_HEALTH = "invalid_health"
 PATH = "/health/"
+ALIAS = "/health"
 #: A running collector whose last report is older than this many report intervals is stale.
 STALE_INTERVALS = 3.0
 DEFAULT_INTERVAL_S = 5.0
@@ -224,15 +225,23 @@ def register(w: Wiring, control: ControlView, live: LiveView | None = None,
         async def sample_brokers() -> None:
             live.update(time.monotonic())
 
-    @app.page(PATH)  # type: ignore[untyped-decorator]
-    async def health_page(view: Any, request: Any) -> Any:
-        """Service, brokers, aggregation, quality; every collector's latest health, the
-        model, the kill switch, broker quality per symbol."""
-        return view.json(health_report(
+    def report() -> dict[str, Any]:
+        return health_report(
             table, control, worker.models if worker is not None else None,
             quality, worker=worker,
             live=live.current(time.monotonic()) if live is not None else None,
             consumers=consumer_group(app, source),
-        ))
+        )
+
+    @app.page(PATH)  # type: ignore[untyped-decorator]
+    async def health_page(view: Any, request: Any) -> Any:
+        """Service, brokers, aggregation, quality; every collector's latest health, the
+        model, the kill switch, broker quality per symbol."""
+        return view.json(report())
+
+    @app.page(ALIAS)  # type: ignore[untyped-decorator]
+    async def health_alias(view: Any, request: Any) -> Any:
+        """The same page without the trailing slash (where most tools look)."""
+        return view.json(report())
 
     return table  # type: ignore[no-any-return]

@@ -183,6 +183,8 @@ def test_health_and_metrics_during_a_run(settings_env: dict[str, str], tmp_path:
         assert page["collectors"]["sim-endpoints"]["ok"] is True
         assert page["kill_switch"] == {"on": False} and page["worker"]["ok"] is True
         assert page["broker_quality"]  # the table the pipeline keeps, as before
+        alias = json.loads(_get(port, "/health"))
+        assert set(alias) == set(page) and alias["service"] == "tickstream-worker"
         # At least one sample inside the window after the last batch shows the rate.
         until(health, lambda p: any((b["ticks_per_s"] or 0) > 0 for b in p["brokers"].values())
               and any(b["status"] == "active" for b in p["brokers"].values()),
