@@ -83,22 +83,25 @@ def run(args: list[str], timeout_s: float = 60) -> subprocess.CompletedProcess[s
                           env={**os.environ, "PYTHONPATH": ""}, cwd="/")
 
 
-def read_lines(stream: IO[str], n: int, timeout_s: float) -> list[str]:
-    lines: list[str] = []
+def read_lines(stream: IO[bytes], n: int, timeout_s: float) -> list[str]:
+    """The first ``n`` lines the process writes, read from the pipe itself (a buffered
+    reader would hold lines the selector no longer sees)."""
+    fd = stream.fileno()
+    data = b""
     sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
+    sel.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout_s
     try:
-        while len(lines) < n:
+        while data.count(b"\n") < n:
             left = deadline - time.monotonic()
-            assert left > 0, f"timed out after {lines!r}"
+            assert left > 0, f"timed out after {data!r}"
             if sel.select(left):
-                got = stream.readline()
-                assert got, f"the example exited after {lines!r}"
-                lines.append(got.rstrip("\n"))
+                chunk = os.read(fd, 65536)
+                assert chunk, f"the example exited after {data!r}"
+                data += chunk
     finally:
         sel.close()
-    return lines
+    return data.decode().splitlines()[:n]
 
 
 def test_example_prints_every_command_in_both_framings(settings_env: dict[str, str],
@@ -165,18 +168,19 @@ def test_ctrl_c_stops_it_cleanly_with_its_offsets_committed(settings_env: dict[s
     assert producer.flush() == 0
     args = [sys.executable, str(EXAMPLE), *FAST_JOIN, "--bootstrap", bootstrap,
             "--topic", topic, "--group", f"g{unique}", "--from-beginning"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": ""}, cwd="/")
     try:
         assert proc.stdout is not None
         lines = read_lines(proc.stdout, len(first), 60)
         assert sorted(lines) == sorted(expected_line(c) for c in first)
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=30)
+        _out, raw_err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    err = raw_err.decode()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and f"{len(first)} command(s)" in err
 

@@ -107,6 +107,13 @@ async def test_health_page_shows_collectors_model_kill_switch_and_quality(app: A
     assert page["kill_switch"]["on"] is True and page["kill_switch"]["reason"] == "drill"
     assert page["model"]["healthy"] is False and "model_dir" in page["model"]
     assert page["broker_quality"] == {"EURUSD": quality}
+    # The service shape beside those keys: no tick and no assignment in this test.
+    assert (page["service"], page["status"]) == ("tickstream-worker", "degraded")
+    assert page["brokers"] == {} and page["aggregation"]["consumers"] == 0
+    assert page["aggregation"]["consumer_group"]["partitions"] == []
+    assert page["quality"]["completeness"] is None
+    alias = await app.web.views["/health"].get(None)
+    assert set(orjson.loads(alias.body)) == set(page)
 
 
 def test_report_is_ok_when_every_running_collector_is_fresh() -> None:
