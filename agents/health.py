@@ -124,7 +124,7 @@ def health_report(
     worker_view = worker.as_dict() if worker is not None else {"ok": True, "problems": {}}
     worker_ok = bool(worker_view["ok"])
     collectors_ok = all(r["ok"] for r in reports.values() if r.get("state") != "STOPPED")
-    status = HEALTHY if worker_ok and collectors_ok else UNHEALTHY if not worker_ok else DEGRADED
+    status = overall_status(worker_ok, collectors_ok)
     return {
         "service": SERVICE,
         "status": status,
@@ -143,6 +143,14 @@ def health_report(
         "model_announced": announced,
         "broker_quality": quality,
     }
+
+
+def overall_status(worker_ok: bool, collectors_ok: bool) -> str:
+    """``healthy``; ``unhealthy`` while the worker reports a problem; else ``degraded``
+    while a collector (not stopped on purpose) is failed, disconnected or stale."""
+    if not worker_ok:
+        return UNHEALTHY
+    return HEALTHY if collectors_ok else DEGRADED
 
 
 def aggregation(live: Summary | None, consumers: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -166,6 +166,7 @@ class WorkerCollector(Collector):
             UNHEALTHY,
             collector_status,
             consumer_group,
+            overall_status,
             service_version,
         )
 
@@ -233,11 +234,11 @@ class WorkerCollector(Collector):
             for reason, n in sorted(self._pipeline.risk.blocked_by_reason.items()):
                 blocked.add_metric([reason], float(n))
             yield blocked
-        yield from self._collector_families(collector_status)
-        collectors_ok = self._collectors_ok(collector_status)
+        reports = self._collector_reports(collector_status)
+        yield from self._collector_families(reports)
+        collectors_ok = all(r["ok"] for r in reports if r.get("state") != "STOPPED")
         worker_ok = status.ok if status is not None else True
-        current = (HEALTHY if worker_ok and collectors_ok
-                   else UNHEALTHY if not worker_ok else DEGRADED)
+        current = overall_status(worker_ok, collectors_ok)
         state = GaugeMetricFamily("tickstream_worker_status", "1 for the worker's current "
                                   "/health/ status, 0 for the others", labels=["status"])
         for name in (HEALTHY, DEGRADED, UNHEALTHY):
@@ -259,11 +260,7 @@ class WorkerCollector(Collector):
                 continue
         return out
 
-    def _collectors_ok(self, collector_status: Any) -> bool:
-        return all(r["ok"] for r in self._collector_reports(collector_status)
-                   if r.get("state") != "STOPPED")
-
-    def _collector_families(self, collector_status: Any) -> Iterator[Metric]:
+    def _collector_families(self, reports: list[dict[str, Any]]) -> Iterator[Metric]:
         labels = ["collector", "kind"]
         up = GaugeMetricFamily("tickstream_collector_up", "1 while a collector is running, "
                                "connected and reporting", labels=labels)
@@ -281,7 +278,7 @@ class WorkerCollector(Collector):
                 ("reconnects", "Reconnects of the collector since it started"),
             )
         }
-        for report in self._collector_reports(collector_status):
+        for report in reports:
             key = [str(report.get("name", "")), str(report.get("kind", ""))]
             up.add_metric(key, 1.0 if report.get("ok") else 0.0)
             age.add_metric(key, float(report.get("age_s") or 0.0))
