@@ -232,3 +232,36 @@ def check_dashboard(scrape: Scrape) -> None:
             assert names, f"{p['title']}: {target['expr']} names no tickstream metric"
             unknown += [(p["title"], n) for n in names if n not in exposed]
     assert not unknown, f"dashboard queries name metrics the worker does not expose: {unknown}"
+
+
+def test_two_workers_each_report_the_group_and_their_share(settings_env: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    from devstack.broker import free_port
+
+    settings = Settings.from_env(settings_env, env_file=None)
+    ensure_topics(settings)
+    envs = [settings_env, {**settings_env, "TICKSTREAM_WEB_PORT": str(free_port()),
+                           "TICKSTREAM_DATA_DIR": str(tmp_path / "second")}]
+    workers: list[WorkerProcess] = []
+    try:
+        for i, env in enumerate(envs):
+            workers.append(WorkerProcess(env, tmp_path / f"worker{i}.log").start())
+
+        def groups() -> list[dict[str, Any]]:
+            return [json.loads(_get(e["TICKSTREAM_WEB_PORT"], "/health/"))["aggregation"]
+                    for e in envs]
+
+        aggs = until(groups, lambda a: all(x["consumers"] == 2 for x in a), 90,
+                     "both workers in one group of two")
+        a, b = (x["consumer_group"] for x in aggs)
+        assert a["members"] == b["members"] and a["this_worker"] != b["this_worker"]
+        assert a["members"][a["this_worker"]] == a["partitions"]
+        assert b["members"][b["this_worker"]] == b["partitions"]
+        assert sorted(a["partitions"] + b["partitions"]) == list(range(settings.partitions))
+        scrapes = [Scrape(_get(e["TICKSTREAM_WEB_PORT"], "/metrics").decode()) for e in envs]
+        assert [s.get("tickstream_consumer_group_members") for s in scrapes] == [2.0, 2.0]
+        assert sum(s.get("tickstream_assigned_partitions") or 0 for s in scrapes) == (
+            settings.partitions)
+    finally:
+        for w in workers:
+            w.stop()
