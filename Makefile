@@ -30,8 +30,8 @@ native: $(NATIVE) ## compile the per-tick stages with mypyc (same code, ~1.5x fa
 clean-native: ## remove the compiled stage modules (the stages then run from source)
 	rm -rf stages/*.so stages/_compiled $(NATIVE)
 
-demo: $(STAMP) $(NATIVE) ## run the main job end to end on a private local broker (embedded defaults)
-	$(BIN)/tickstream smoke --embedded
+demo: $(STAMP) $(NATIVE) ## the whole system on a private broker: history, training, worker, sink, live collectors, summary (DURATION=60 make demo)
+	$(BIN)/python -m topology.demo_cli --duration $(or $(DURATION),120)
 
 stunnel: ## install stunnel4 (and openssl), the TLS terminator tests/test_tls.py puts before the broker
 	@{ command -v stunnel4 || command -v stunnel; } >/dev/null && command -v openssl >/dev/null || \
