@@ -1,0 +1,160 @@
+"""``tickstream demo --duration 30 --json`` end to end, and a Ctrl-C in the middle of one.
+
+The demo runs in its own session with a marker in its environment that every process it
+starts inherits (the broker binary, the worker, the sink, the collectors); afterwards no
+process carrying the marker may be alive, and none of the pids the summary lists.
+
+The first run loads one day of the Lean history (``--history-days 1``: the default loads
+all of it, which takes longer than this test should), or simulated history where the data
+folder is absent. What the summary must show: commands, duplicates, rejects of every kind
+the demo injects (crossed quotes, spikes → price_jump, late quotes → out_of_order,
+undecodable records → malformed), the nothing-lost invariant (every record on ticks.raw is a
+clean tick, a reject from ticks.raw or a duplicate the worker counted), the store holding
+exactly the records of the stored topics, and the training report's PNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+RUN_TIMEOUT_S = 240.0
+STOP_TIMEOUT_S = 60.0
+INJECTED_REJECTS = ("crossed_quote", "price_jump", "out_of_order", "malformed")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _marked(mark: str) -> list[int]:
+    """Live processes whose environment carries ``DEMO_TEST_MARK=mark``."""
+    needle = f"DEMO_TEST_MARK={mark}".encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and _alive(int(entry)):
+            out.append(int(entry))
+    return out
+
+
+def _wait_gone(mark: str, pids: list[int], timeout_s: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = sorted(set(_marked(mark)) | {p for p in pids if _alive(p)})
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _start(tmp_path: Path, mark: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    err = tmp_path / "demo.stderr"
+    env = {**os.environ, "DEMO_TEST_MARK": mark, "PYTHONUNBUFFERED": "1"}
+    with open(err, "wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "topology.demo_cli", "--workdir", str(tmp_path / "demo"),
+             *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=f,
+            start_new_session=True)
+    return proc, err
+
+
+def _kill_all(proc: subprocess.Popen[bytes], mark: str) -> None:
+    """Only when the test itself failed: nothing of this run may outlive it."""
+    for pid in [proc.pid, *_marked(mark)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    mark = uuid.uuid4().hex
+    proc, err = _start(tmp_path, mark, "--duration", "30", "--json", "--history-days", "1")
+    try:
+        out, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _kill_all(proc, mark)
+        pytest.fail(f"demo still running after {RUN_TIMEOUT_S} s:\n{err.read_text()[-3000:]}")
+    assert proc.returncode == 0, err.read_text()[-3000:]
+    lines = out.decode().strip().splitlines()
+    assert len(lines) == 1, out.decode()[-2000:]  # one JSON object, nothing else on stdout
+    s = json.loads(lines[0])
+    assert s["interrupted"] is False
+
+    left = _wait_gone(mark, list(s["pids"].values()))
+    assert not left, f"processes left running: {left}"
+    assert set(s["pids"]) >= {"broker", "worker", "sink", "collect-simulator"}
+
+    assert s["commands"] > 0, s["commands_by_action"]
+    assert sum(s["commands_by_action"].values()) == s["commands"]
+    assert s["duplicates"] > 0
+    for reason in INJECTED_REJECTS:
+        assert s["rejects_by_reason"].get(reason, 0) > 0, (reason, s["rejects_by_reason"])
+    assert s["bars"] > 0
+
+    # Nothing lost: every record on ticks.raw (read back from the topic by the demo) is a
+    # clean tick, a reject from ticks.raw or a duplicate the worker counted; the worker
+    # consumed exactly those records.
+    assert s["ticks_in"] == sum(s["ticks_per_broker"].values()) + s["malformed_in"]
+    assert s["ticks_in"] == s["clean"] + s["rejected"] + s["duplicates"]
+    assert s["nothing_lost"]["holds"] is True
+    assert s["worker_records_in"] == s["ticks_in"]
+    assert s["rejected"] == sum(s["rejects_by_reason"].values())
+
+    # The store holds every record of the stored topics, once.
+    assert s["rows_stored"] == s["records_through_topics"]
+    assert s["rows_stored"] == s["distinct_keys_through_topics"]
+    assert s["rows_stored"]["ticks"] == s["clean"]
+    assert s["rows_stored"]["commands"] == s["commands"]
+
+    assert s["train"]["version"] == "demo" and s["train"]["used_by_demo"] is True
+    assert s["train"]["promoted"] == s["train"]["beats_best_baseline"]
+    for png in s["reports"]:
+        assert Path(png).is_file() and Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert s["collector_exit"] == {"simulator": 0}
+    assert s["exit_codes"]["worker"] == 0 and s["exit_codes"]["sink"] == 0
+
+
+def test_demo_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """SIGINT to the demo's process group (what Ctrl-C in a terminal sends) once the live
+    collectors run: exit 130, and every process it started is gone."""
+    mark = uuid.uuid4().hex
+    proc, err = _start(tmp_path, mark, "--duration", "600", "--json", "--history-days", "1")
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while "live for" not in err.read_text(errors="replace"):
+            assert proc.poll() is None, err.read_text()[-3000:]
+            assert time.monotonic() < deadline, err.read_text()[-3000:]
+            time.sleep(0.2)
+        started = _marked(mark)
+        assert len(started) >= 5, started  # demo, broker, worker, sink, collector
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
+    except BaseException:
+        _kill_all(proc, mark)
+        raise
+    assert proc.returncode == 130, err.read_text()[-3000:]
+    s = json.loads(out.decode().strip().splitlines()[-1])
+    assert s["interrupted"] is True
+    left = _wait_gone(mark, [*started, *s["pids"].values()])
+    assert not left, f"processes left running after Ctrl-C: {left}"
