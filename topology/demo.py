@@ -55,6 +55,7 @@ from devstack.broker import LocalBroker, free_port
 from devstack.kafka_io import Message, TopicReader
 from devstack.localstack import WorkerProcess
 from devstack.sink import SinkProcess
+from topology.demo_feeds import FeedServer
 from topology.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ MINUTE_MS = 60_000
 DEMO_ENTRY_THRESHOLD = 0.5001
 MODEL_VERSION = "demo"
 OUTPUT_TOPICS = ("ticks.raw", "ticks.clean", "ticks.rejected", "bars.m1", "features",
-                 "trading.commands")
+                 "trading.commands", "events.calendar", "events.news")
 STORED = {"ticks": "ticks.clean", "bars_m1": "bars.m1", "features": "features",
           "commands": "trading.commands", "rejects": "ticks.rejected"}
 
@@ -131,6 +132,8 @@ class Stats:
     end_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     keys: dict[str, set[Any]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    #: (kind, source) -> market events on events.calendar / events.news
+    events: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
     def raw(self) -> int:
@@ -185,6 +188,7 @@ class TopicStats:
             Bar,
             CleanTick,
             FeatureVector,
+            MarketEvent,
             RawTick,
             RejectedRecord,
             TradingCommand,
@@ -195,7 +199,8 @@ class TopicStats:
         end[(m.topic, m.partition)] = max(end.get((m.topic, m.partition), 0), m.offset + 1)
         types: dict[str, Any] = {
             "ticks.raw": RawTick, "ticks.clean": CleanTick, "ticks.rejected": RejectedRecord,
-            "bars.m1": Bar, "features": FeatureVector, "trading.commands": TradingCommand}
+            "bars.m1": Bar, "features": FeatureVector, "trading.commands": TradingCommand,
+            "events.calendar": MarketEvent, "events.news": MarketEvent}
         schema = types[topic].SCHEMA
         try:
             r = self.codec.decode_dict(schema, m.value, m.topic)
@@ -225,6 +230,8 @@ class TopicStats:
             if r["trigger_recv_time_us"] >= st.live_from_us > 0:
                 st.bars_live += 1
             self._key(topic, (r["symbol"], r["bar_time"]))
+        elif topic.startswith("events."):
+            st.events[(r["kind"], r["source"])] += 1
         elif topic == "features":
             st.features += 1
             self._key(topic, (r["symbol"], r["bar_time"]))
@@ -490,6 +497,7 @@ def run_demo(opts: DemoOptions, view: View) -> dict[str, Any]:
                                "interrupted": False}
     stats = Stats()
     reader: TopicStats | None = None
+    feeds: FeedServer | None = None
     settings: Settings | None = None
     started = time.monotonic()
     try:
@@ -523,12 +531,17 @@ def run_demo(opts: DemoOptions, view: View) -> dict[str, Any]:
             if code != 0:
                 raise DemoError(f"the warm-up collector exited with {code}: see "
                                 f"{workdir / 'collect-warmup.log'}")
+            _wait_worker(settings, warm["warmup_ticks"], view)
             reader = TopicStats(settings, stats)
             stats.live_from_us = time.time_ns() // 1000
-            view.step(f"live for {opts.duration_s:g} s: simulator quoting from several "
-                      "brokers (with its calendar and news events); Ctrl-C stops it")
+            view.step(f"live for {opts.duration_s:g} s: the simulator quoting from several "
+                      "brokers (with its own calendar and news events), the calendar and news "
+                      "collectors polling simulated feeds on 127.0.0.1; Ctrl-C stops it")
             children.collect("simulator", "simulate", live_cfg, env,
                              workdir / "collect-simulator.log")
+            feeds = FeedServer()
+            for kind, path in feeds.configs(workdir).items():
+                children.collect(kind, kind, path, env, workdir / f"collect-{kind}.log")
             _send_malformed(settings)
             end = time.monotonic() + opts.duration_s
             next_scrape = 0.0
@@ -558,6 +571,8 @@ def run_demo(opts: DemoOptions, view: View) -> dict[str, Any]:
         with _no_interrupts():
             if reader is not None:
                 reader.close()
+            if feeds is not None:
+                feeds.close()
             summary["exit_codes"] = children.stop_all()
     summary["pids"] = children.pids
     if not summary["interrupted"] and settings is not None:
@@ -592,6 +607,21 @@ def _send_closing_quotes(settings: Settings, stats: Stats) -> int:
     if producer.flush(10):
         raise DemoError("the broker did not take the closing quotes")
     return len(stats.last_clean)
+
+
+def _wait_worker(settings: Settings, ticks: int, view: View, timeout_s: float = 120.0) -> None:
+    """Until the worker consumed the warm-up, so the live ticks do not queue behind it."""
+    deadline = time.monotonic() + timeout_s
+    consumed = 0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            consumed = int(scrape_metrics(settings.web_port).get(
+                "tickstream_records_in_total", 0))
+        if consumed >= ticks:
+            return
+        time.sleep(0.2)
+    view.lines(f"warning: the worker took {consumed:,} of the {ticks:,} warm-up quotes in "
+               f"{timeout_s:.0f} s; going live anyway")
 
 
 def _accounted(stats: Stats) -> int:
@@ -674,6 +704,8 @@ def _summarise(stats: Stats, workdir: Path, settings: Settings) -> dict[str, Any
         "bars": stats.bars, "bars_live": stats.bars_live, "features": stats.features,
         "commands": sum(stats.commands.values()), "commands_live": stats.commands_live,
         "commands_by_action": dict(sorted(stats.commands.items())),
+        "events": {f"{kind.lower()} from {source}": n
+                   for (kind, source), n in sorted(stats.events.items())},
         "latency_ms": {**stats.latency(), "over": "live ticks and the commands they "
                        "triggered (receive time to clean tick / to command)"},
         "records_through_topics": records,
@@ -709,6 +741,8 @@ def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
       f"feature vectors {summary['features']:,}")
     p(f"commands: {summary['commands']:,} ({summary['commands_live']:,} from live ticks): "
       + ", ".join(f"{a} {n}" for a, n in summary["commands_by_action"].items()))
+    p("market events: " + (", ".join(f"{k} {n}" for k, n in summary["events"].items())
+                           or "none"))
     p(f"latency tick -> clean p50/p99: {lat['tick_to_clean_p50_ms']} / "
       f"{lat['tick_to_clean_p99_ms']} ms; tick -> command p50/p99: "
       f"{lat['tick_to_command_p50_ms']} / {lat['tick_to_command_p99_ms']} ms")

@@ -103,7 +103,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 
     left = _wait_gone(mark, list(s["pids"].values()))
     assert not left, f"processes left running: {left}"
-    assert set(s["pids"]) >= {"broker", "worker", "sink", "collect-simulator"}
+    assert set(s["pids"]) >= {"broker", "worker", "sink", "collect-warmup",
+                              "collect-simulator", "collect-calendar", "collect-news"}
 
     assert s["commands"] > 0, s["commands_by_action"]
     assert sum(s["commands_by_action"].values()) == s["commands"]
@@ -131,7 +132,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert s["train"]["promoted"] == s["train"]["beats_best_baseline"]
     for png in s["reports"]:
         assert Path(png).is_file() and Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert s["collector_exit"] == {"simulator": 0}
+    assert s["collector_exit"] == {"simulator": 0, "calendar": 0, "news": 0}
+    for kind in ("calendar from SIMULATOR", "news from SIMULATOR",
+                 "calendar from demo-calendar", "news from demo-wire"):
+        assert s["events"].get(kind, 0) > 0, (kind, s["events"])
     assert s["exit_codes"]["worker"] == 0 and s["exit_codes"]["sink"] == 0
 
 
@@ -146,8 +150,10 @@ def test_demo_ctrl_c_stops_everything(tmp_path: Path) -> None:
             assert proc.poll() is None, err.read_text()[-3000:]
             assert time.monotonic() < deadline, err.read_text()[-3000:]
             time.sleep(0.2)
-        started = _marked(mark)
-        assert len(started) >= 5, started  # demo, broker, worker, sink, collector
+        while len(started := _marked(mark)) < 7:  # demo, broker, worker, sink, 3 collectors
+            assert proc.poll() is None, err.read_text()[-3000:]
+            assert time.monotonic() < deadline, (started, err.read_text()[-3000:])
+            time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
     except BaseException:
