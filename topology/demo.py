@@ -438,7 +438,8 @@ def load_and_train(settings: Settings, opts: DemoOptions, workdir: Path,
     view.step("training (walk-forward, then the model)")
     result = train(features, workdir / "models", settings.symbols, version=MODEL_VERSION,
                    force=True, progress=lambda s: view.step(f"train: {s}"))
-    view.lines(format_summary(result))
+    view.lines(format_summary(result).replace(
+        "(--force: promoted without an edge)", "(forced for this demo only: no edge)"))
     if result["forced"]:
         view.lines(f"DEMO ONLY: version {MODEL_VERSION!r} is NOT promoted (no edge over the "
                    "baselines); the demo saved it with --force in its own model folder and "

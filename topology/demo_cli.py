@@ -79,6 +79,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except DemoError as exc:
         print(f"tickstream demo: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # after every process was stopped (counting the store)
+        print("tickstream demo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a step's own error (broker, worker, sink, training, ...)
+        print(f"tickstream demo: {type(exc).__name__}: {exc}\n(every process it started "
+              f"was stopped; logs in {opts.workdir})", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary, sort_keys=True), flush=True)
     else:
