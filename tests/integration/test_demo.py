@@ -141,9 +141,11 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 
 def test_demo_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """SIGINT to the demo's process group (what Ctrl-C in a terminal sends) once the live
-    collectors run: exit 130, and every process it started is gone."""
+    collectors run: exit 130, and every process it started is gone. This run has no Lean
+    folder, so it also shows the fallback to simulated history."""
     mark = uuid.uuid4().hex
-    proc, err = _start(tmp_path, mark, "--duration", "600", "--json", "--history-days", "1")
+    proc, err = _start(tmp_path, mark, "--duration", "600", "--json", "--history-days", "1",
+                       "--history", str(tmp_path / "no-lean-here"))
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while "live for" not in err.read_text(errors="replace"):
@@ -159,6 +161,7 @@ def test_demo_ctrl_c_stops_everything(tmp_path: Path) -> None:
     except BaseException:
         _kill_all(proc, mark)
         raise
+    assert "loading simulated history" in err.read_text()
     assert proc.returncode == 130, err.read_text()[-3000:]
     s = json.loads(out.decode().strip().splitlines()[-1])
     assert s["interrupted"] is True
