@@ -283,6 +283,17 @@ class Children:
         self.pids[f"collect-{name}"] = proc.pid
         return proc
 
+    def check_running(self, workdir: Path) -> None:
+        """A process that ended on its own ends the demo with its log's name."""
+        running: list[tuple[str, subprocess.Popen[bytes] | None]] = [
+            (f"collector {n}", p) for n, p in self.collectors]
+        running += [("worker", self.worker.process if self.worker else None),
+                    ("sink", self.sink.proc if self.sink else None),
+                    ("broker", self.broker.process if self.broker else None)]
+        for name, proc in running:
+            if proc is not None and proc.poll() is not None:
+                raise DemoError(f"the {name} exited with {proc.returncode} (logs in {workdir})")
+
     def stop_collectors(self, timeout_s: float = 20.0) -> dict[str, int | None]:
         codes: dict[str, int | None] = {}
         for _name, proc in self.collectors:
@@ -552,10 +563,7 @@ def run_demo(opts: DemoOptions, view: View) -> dict[str, Any]:
                     with contextlib.suppress(OSError, ValueError):
                         stats.metrics = scrape_metrics(settings.web_port)
                     next_scrape = time.monotonic() + 1.0
-                for name, p in children.collectors:
-                    if p.poll() is not None:
-                        raise DemoError(f"collector {name} exited with {p.returncode}: see "
-                                        f"{workdir / f'collect-{name}.log'}")
+                children.check_running(workdir)
                 view.live(stats, left)
             view.end_live()
             view.step("stopping the collectors, draining the worker and the sink")
