@@ -31,7 +31,7 @@ clean-native: ## remove the compiled stage modules (the stages then run from sou
 	rm -rf stages/*.so stages/_compiled $(NATIVE)
 
 demo: $(STAMP) $(NATIVE) ## the whole system on a private broker: history, training, worker, sink, live collectors, summary (DURATION=60 make demo)
-	$(BIN)/python -m topology.demo_cli --duration $(or $(DURATION),120)
+	$(BIN)/tickstream demo --duration $(or $(DURATION),120)
 
 stunnel: ## install stunnel4 (and openssl), the TLS terminator tests/test_tls.py puts before the broker
 	@{ command -v stunnel4 || command -v stunnel; } >/dev/null && command -v openssl >/dev/null || \

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from connectors.base.secrets import Secret
+from connectors.kafka_log import with_client_logging
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -60,7 +61,7 @@ def consumer_config(settings: KafkaClientSettings, **overrides: Any) -> dict[str
         "fetch.queue.backoff.ms": 10,
     }
     conf.update(overrides)
-    return conf
+    return with_client_logging(conf)  # librdkafka's log through Python logging
 
 
 __all__ = ["KafkaClientSettings", "KafkaSecurity", "SaslMechanism", "SecurityProtocol",

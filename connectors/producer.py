@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from connectors.kafka_client import KafkaClientSettings as Settings
+from connectors.kafka_log import with_client_logging
 from schemas.codec import Codec, make_codec
 from schemas.records import Record
 
@@ -35,7 +36,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     conf = {**settings.confluent_config(), **PRODUCER_DEFAULTS}
     conf["linger.ms"] = settings.producer_linger_ms
     conf.update(overrides)
-    return conf
+    return with_client_logging(conf)  # librdkafka's log through Python logging
 
 
 class RecordProducer:

@@ -13,6 +13,7 @@ import heapq
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -217,15 +218,22 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
     backs = [ctx.Pipe(duplex=False) for _ in range(jobs)]  # (parent reads, child writes)
     procs = []
     try:
-        for k in range(jobs):
-            sink = KeyedParts(parts, k) if parts is not None else None
-            shard = Shard(config, book, files, sink, record_ticks)
-            mine = (pipes[k][0], backs[k][1])
-            foreign = [c for pair in pipes + backs for c in pair if c not in mine]
-            p = ctx.Process(target=child_main, args=(shard, *mine, foreign),
-                            name=f"tickstream-process-{k}", daemon=True)
-            p.start()
-            procs.append(p)
+        # Ctrl-C while forking would be swallowed by the fork hooks (an "Exception ignored"
+        # KeyboardInterrupt in the parent or a shard): SIGINT waits until every shard runs
+        # (each ignores it; the parent alone stops the run), then interrupts the parent.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for k in range(jobs):
+                sink = KeyedParts(parts, k) if parts is not None else None
+                shard = Shard(config, book, files, sink, record_ticks)
+                mine = (pipes[k][0], backs[k][1])
+                foreign = [c for pair in pipes + backs for c in pair if c not in mine]
+                p = ctx.Process(target=child_main, args=(shard, *mine, foreign),
+                                name=f"tickstream-process-{k}", daemon=True)
+                p.start()
+                procs.append(p)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         for r, _w in pipes:
             r.close()
         for _r, w in backs:

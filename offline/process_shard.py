@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import mmap
+import signal
 import traceback
 from array import array
 from collections import Counter
@@ -303,8 +304,21 @@ def child_main(shard: Shard, rows: Connection, results: Connection,
     An error is reported after the input is drained (the parent may be blocked writing to
     this shard), as ``("error", traceback)``.
     """
+    # Ctrl-C reaches the whole process group: the parent alone handles it (it closes the
+    # pipes and reaps the shards), so a shard neither dies mid-chunk nor prints a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while forking
     for conn in foreign:  # other shards' pipe ends: a dead shard must give the parent EPIPE
         conn.close()
+    try:
+        _serve(shard, rows, results)
+    except (EOFError, OSError):  # EOF mid-message is an OSError; EPIPE on send
+        pass  # the parent stopped (interrupted or failed) and closed its ends: it reports
+    finally:
+        results.close()
+
+
+def _serve(shard: Shard, rows: Connection, results: Connection) -> None:
     error: str | None = None
     while True:
         chunk: Chunk | None = rows.recv()
@@ -324,4 +338,3 @@ def child_main(shard: Shard, rows: Connection, results: Connection,
             results.send(("error", traceback.format_exc()))
     else:
         results.send(("error", error))
-    results.close()

@@ -61,7 +61,9 @@ def create_planned(
     from connectors.kafka_tls import check_broker_tls
 
     check_broker_tls(settings)  # a CA that cannot work: one clear error, not a log flood
-    admin = AdminClient(settings.confluent_config())
+    from connectors.kafka_log import with_client_logging
+
+    admin = AdminClient(with_client_logging(settings.confluent_config()))
     existing = admin.list_topics(timeout=timeout_s).topics
     mismatched = [
         f"{p.name}: has {len(existing[p.name].partitions)} partitions, declared {p.partitions}"

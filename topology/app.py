@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,27 @@ def create_app(settings: Settings, *, web_enabled: bool = True) -> TickstreamApp
 def __getattr__(name: str) -> Any:
     """Build ``app`` on first access, for ``faust -A topology.app``."""
     if name == "app":
-        app = create_app(Settings.from_env())
+        app = create_app(_settings_for_faust_cli(sys.argv))
         globals()["app"] = app
         return app
     raise AttributeError(name)
+
+
+def _settings_for_faust_cli(argv: list[str]) -> Settings:
+    """The settings for ``faust -A topology.app …`` (the Procfile's worker line): a bad
+    ``TICKSTREAM_*`` value, no broker at the address or the web port taken ends the process
+    with one line on stderr (exit 2 or 1) as ``tickstream worker`` does, not a traceback."""
+    from topology.preflight import PreflightError, require_worker_can_start
+    from topology.settings import SettingsError
+
+    try:
+        settings = Settings.from_env()
+        if "worker" in argv[1:]:
+            require_worker_can_start(settings, argv[argv.index("worker") + 1:])
+    except SettingsError as exc:
+        print(f"tickstream worker: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except PreflightError as exc:
+        print(f"tickstream worker: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    return settings

@@ -1,7 +1,9 @@
 """``tickstream``: run the local broker, workers and tools.
 
 Every command resolves :class:`~topology.settings.Settings` from ``TICKSTREAM_*`` variables
-at start-up; a bad value stops the command with a message naming the variable.
+at start-up; a bad value stops the command with a message naming the variable. A command
+that fails ends with one line on stderr and a documented exit code
+(:mod:`topology.cli_errors`); ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -15,16 +17,59 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from topology.cli_errors import EXIT_CODES, report
 from topology.settings import Settings, SettingsError
 
 log = logging.getLogger("tickstream")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tickstream")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _warn(command: str, text: str) -> None:
+    print(f"tickstream {command}: warning: {text}", file=sys.stderr, flush=True)
+
+
+def _check_tick_files(command: str, paths: Sequence[Any]) -> None:
+    """Every canonical tick CSV is there and has a usable header, before anything is
+    started or written (one line naming the file otherwise); an empty or header-only file
+    is a warning."""
+    from connectors.files import TickFileError, canonical_table
+
+    for path in paths:
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "no such file"
+            raise TickFileError(f"{path}: {what}")
+        try:
+            table = canonical_table(path)
+        except OSError as exc:
+            raise TickFileError(f"{path}: cannot read: {exc.strerror}") from None
+        if table is None:
+            _warn(command, f"{path}: empty file: no ticks in it")
+            continue
+        records = table[1]
+        try:
+            if next(records, None) is None:
+                _warn(command, f"{path}: only a header: no ticks in it")
+        finally:
+            records.close()  # type: ignore[attr-defined]
+
+
+#: How this run's error lines begin (``tickstream COMMAND`` once the command is known).
+_PREFIX = "tickstream"
 
 
 def _settings() -> Settings:
     try:
         return Settings.from_env()
     except SettingsError as exc:
-        print(f"tickstream: configuration error: {exc}", file=sys.stderr)
+        print(f"{_PREFIX}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -49,8 +94,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     from topology.admin import ensure_topics, planned_topics
+    from topology.preflight import require_broker
 
     settings = _settings()
+    require_broker(settings)  # one line at once, not 30 s of client retries
     created = ensure_topics(settings)
     for p in planned_topics(settings):
         mark = "created" if p.name in created else "ok"
@@ -60,8 +107,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from topology.admin import ensure_topics
+    from topology.preflight import require_worker_can_start
 
     settings = _settings()
+    require_worker_can_start(settings, args.faust_args)
     ensure_topics(settings)  # fail fast, before Faust starts, on a partition mismatch
     from faust.cli.faust import cli
 
@@ -98,12 +147,17 @@ def cmd_process(args: argparse.Namespace) -> int:
     from offline.process import run_process, usable_cpus
 
     settings = _settings()
+    files = [Path(f) for f in args.files]
+    _check_tick_files("process", files)  # before any shard is started or output written
+    for e in args.events:
+        if not Path(e).is_file():
+            raise FileNotFoundError(2, "no such events file", e)
     # The worker's garbage-collector tuning (topology/app.py): the imported libraries'
     # heap is frozen and young collections run every TICKSTREAM_GC_GEN0_THRESHOLD
     # allocations (~10% faster here, docs/platform-notes.md).
     freeze_startup_heap(settings.gc_gen0_threshold)
     result = run_process(
-        [Path(f) for f in args.files], settings,
+        files, settings,
         Path(args.model) if args.model else None, Path(args.out) if args.out else None,
         events=[Path(e) for e in args.events], jobs=args.jobs or usable_cpus(),
         store=args.store,
@@ -172,11 +226,11 @@ def _progress(args: argparse.Namespace, what: str) -> Any:
                 disable=True if args.json else None, dynamic_ncols=True)
 
 
-def _print_history_summary(result: dict[str, Any], verb: str) -> None:
+def _print_history_summary(result: dict[str, Any], verb: str, command: str) -> None:
     for p in result["paths"]:
         status = p["status"]
-        if status == "failed":
-            print(f"{p['path']}: FAILED: {p['detail']}")
+        if status == "failed":  # the detail names the path
+            print(f"tickstream {command}: {p['detail']}", file=sys.stderr, flush=True)
             continue
         if status == "skipped":
             print(f"{p['path']}: skipped: {p['detail']}")
@@ -197,8 +251,10 @@ def _print_history_summary(result: dict[str, Any], verb: str) -> None:
 
 def cmd_load(args: argparse.Namespace) -> int:
     from connectors.history.parse import HistoryError, check_options
+    from offline.convert import check_inputs
     from offline.load import LoadError, load_paths
     from topology.admin import ensure_topics
+    from topology.preflight import require_broker
 
     settings = _settings()
     try:
@@ -206,13 +262,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     except HistoryError as exc:
         print(f"tickstream load: {exc}", file=sys.stderr)
         return 2
-    from topology.state_guard import _accepts_connections
-
-    servers = settings.kafka_bootstrap_servers
-    if not any(_accepts_connections(s) for s in servers):  # one line, not a client's retries
-        print(f"tickstream load: no Kafka broker answers at {','.join(servers)}: start one "
-              "(make broker) or set TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
-        return 1
+    check_inputs(_history_paths(args))  # every path is there before anything is loaded
+    require_broker(settings)  # one line, not a client's retries
     logging.getLogger("topology.admin").setLevel(logging.WARNING)  # one line, not one a topic
     created = ensure_topics(settings)  # ticks.history and the manifest, declared partitions
     if created and not args.json:
@@ -226,11 +277,19 @@ def cmd_load(args: argparse.Namespace) -> int:
         except LoadError as exc:
             print(f"tickstream load: {exc}", file=sys.stderr)
             return 1
+    _warn_empty("load", result)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        _print_history_summary(result, f"loaded into {result['topic']}:")
+        _print_history_summary(result, f"loaded into {result['topic']}:", "load")
     return 1 if result["failed"] else 0
+
+
+def _warn_empty(command: str, result: dict[str, Any]) -> None:
+    for p in result["paths"]:
+        if p["status"] != "failed" and p["status"] != "skipped" and not p["ticks"]:
+            bad = f" ({p['bad_lines']:,} bad lines)" if p["bad_lines"] else ""
+            _warn(command, f"{p['path']}: no ticks in it{bad}")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -244,14 +303,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
     except HistoryError as exc:
         print(f"tickstream convert: {exc}", file=sys.stderr)
         return 2
+    to_stdout = args.output == "-"
     with _progress(args, "convert") as bar:
-        result = convert_paths(args.format, _history_paths(args), Path(args.output),
+        result = convert_paths(args.format, _history_paths(args),
+                               None if to_stdout else Path(args.output),
                                broker=args.broker, symbol=args.symbol, tz=args.tz,
                                progress=bar.update)
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
+    _warn_empty("convert", result)
+    if args.json:  # on stderr when the CSV itself goes to stdout
+        print(json.dumps(result, sort_keys=True), file=sys.stderr if to_stdout else sys.stdout)
+    elif to_stdout:
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):
+            _print_history_summary(result, "wrote standard output:", "convert")
     else:
-        _print_history_summary(result, f"wrote {result['output']}:")
+        verb = f"wrote {result['output']}:" if result["written"] else (
+            f"NOTHING written to {result['output']} (a path failed):")
+        _print_history_summary(result, verb, "convert")
     return 1 if result["failed"] else 0
 
 
@@ -277,6 +346,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from offline.replay import ReplayError, replay
 
     settings = _settings()
+    _check_tick_files("replay", [Path(f) for f in args.file])
     with _progress(args, "replay") as bar:
         try:
             result = replay(
@@ -306,11 +376,13 @@ def _history_arguments(p: argparse.ArgumentParser) -> None:
     from connectors.history.parse import FORMATS
 
     p.add_argument("format", choices=FORMATS, metavar="FORMAT",
-                   help=f"one of {', '.join(FORMATS)} (see docs/history.md)")
+                   help=f"the files' format: one of {', '.join(FORMATS)} (each format's "
+                   "layout and clock: docs/history.md)")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="files, or folders for dukascopy (.bi5 layout) and lean")
     p.add_argument("--broker", help="broker name of the ticks (default: the vendor's)")
-    p.add_argument("--symbol", help="symbol, when the file or folder does not name it")
+    p.add_argument("--symbol", help="symbol of every tick, when neither the rows nor the file "
+                   "or folder name say it (never guessed: without it such a file is refused)")
     p.add_argument("--tz", metavar="ZONE",
                    help="IANA zone of the file's clock, overriding the format's (mt5: required)")
     p.add_argument("--json", action="store_true", help="print one compact JSON line")
@@ -357,21 +429,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickstream",
         description="Multi-broker forex tick topology on Faust. Settings come from "
-        "TICKSTREAM_* environment variables (see README).",
+        "TICKSTREAM_* environment variables (see README); a misspelt one is an error.",
+        epilog=EXIT_CODES,
     )
+    parser.add_argument("--version", action="version", version=f"tickstream {_version()}",
+                        help="print the installed version and exit")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="log at DEBUG and print the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("broker", help="run the local Kafka-protocol broker (Tansu) on 127.0.0.1")
+    p = sub.add_parser(
+        "broker", help="run the local Kafka-protocol broker (Tansu) on 127.0.0.1",
+        description="Run the development broker (Tansu, in memory: its data are gone when it "
+        "stops) on 127.0.0.1 in the foreground until Ctrl-C or SIGTERM. Production uses "
+        "Apache Kafka (docker/compose.yaml).")
     p.add_argument("--port", type=int, default=9092, help="TCP port (default 9092)")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("topics", help="create missing topics, verify partition counts")
+    p = sub.add_parser(
+        "topics", help="create missing topics, verify partition counts",
+        description="Create every declared topic that is missing (with its declared "
+        "partition count, TICKSTREAM_PARTITIONS) and check the existing ones; prints one "
+        "line per topic. Exit 1 when the broker does not answer or a count differs.")
     p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser(
-        "worker", help="create/verify topics, then run a Faust worker (as faust -A topology.app)"
-    )
-    p.add_argument("faust_args", nargs=argparse.REMAINDER, help="extra faust worker options")
+        "worker", help="create/verify topics, then run a Faust worker (as faust -A topology.app)",
+        description="Check the broker answers and the web port is free, create or verify the "
+        "topics, then run the Faust worker in the foreground (SIGTERM stops it cleanly). "
+        "Its web server (health at /health/) listens on TICKSTREAM_WEB_PORT (default 6066): "
+        "a second worker on one machine needs another port.")
+    p.add_argument("faust_args", nargs=argparse.REMAINDER, metavar="FAUST_OPTION",
+                   help="extra `faust worker` options, e.g. --web-bind 0.0.0.0 or "
+                   "--web-port 6067")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser(
@@ -388,13 +478,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one compact JSON line")
     p.set_defaults(func=cmd_reset)
 
-    p = sub.add_parser("describe", help="print the topology as text and/or a Mermaid diagram")
-    p.add_argument("--format", choices=["text", "mermaid", "both"], default="both")
+    p = sub.add_parser(
+        "describe", help="print the topology as text and/or a Mermaid diagram",
+        description="Print the topics, tables and agents with their partition counts "
+        "(as resolved from the current settings), as text and/or a Mermaid flowchart.")
+    p.add_argument("--format", choices=["text", "mermaid", "both"], default="both",
+                   help="text, mermaid or both (default both)")
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser(
-        "smoke", help="end-to-end smoke run: broker, topics, worker, ticks in, results out"
-    )
+        "smoke", help="end-to-end smoke run: broker, topics, worker, ticks in, results out",
+        description="Send simulated ticks through a real worker and check results come out; "
+        "prints one JSON line with ok true/false (exit 0/1).")
     p.add_argument("--ticks", type=int, default=200, help="valid ticks to send (default 200)")
     p.add_argument(
         "--embedded", action="store_true",
@@ -403,10 +498,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_smoke)
 
     p = sub.add_parser(
-        "process", help="run the stage chain offline over canonical tick CSV files (no Kafka)"
-    )
+        "process", help="run the stage chain offline over canonical tick CSV files (no Kafka)",
+        description="Run the worker's stages (dedupe, validation, consolidation, bars, "
+        "features, score, risk) over canonical tick CSVs without Kafka and print the counts "
+        "as JSON. Every input is checked before anything starts; an empty or header-only "
+        "file is a warning. Exit codes: 0 done, 1 unusable input, 2 bad usage.")
     p.add_argument("files", nargs="+", metavar="FILE",
-                   help="CSV with header broker,symbol,time_msc,bid,ask[,last,volume,seq]")
+                   help="CSV with header broker,symbol,time_msc,bid,ask[,last,volume,seq] "
+                   "(`tickstream convert` writes them)")
     p.add_argument("--model", metavar="DIR", help="model directory (default: no model)")
     p.add_argument("--out", metavar="DIR",
                    help="write clean/rejected/bars/features/commands .csv here")
@@ -455,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one collector in this process: records go to Kafka through the shared "
         "producer, a health report goes to collectors.health every health_interval_s seconds "
         "(config key, default 5) and once at stop. SIGTERM/SIGINT stop it after flushing. "
-        "Exit codes: 0 clean stop, 1 collector failure or undelivered records, 2 bad config.",
+        "Exit codes: 0 clean stop, 1 collector failure, no broker or undelivered records, "
+        "2 bad config.",
     )
     p.add_argument("kind", choices=list(KINDS), help="which collector")
     p.add_argument("--config", required=True, metavar="FILE",
@@ -470,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(key = symbol, record timestamp = tick time) through the collectors' producer. A "
         "file already loaded into the topic (by content fingerprint, kept on the compacted "
         "history.manifest topic) is skipped unless --force. Bad lines are counted and "
-        "reported with file and line. Exit codes: 0 loaded, 1 a path failed, 2 bad usage.",
+        "reported with file and line; a path without ticks is a warning. Exit codes: 0 "
+        "loaded, 1 a path failed or no broker, 2 bad usage.",
     )
     _history_arguments(p)
     p.add_argument("--topic", default="ticks.history", help="logical topic (default ticks.history)")
@@ -496,7 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="to_ms", type=_iso_ms, metavar="ISO",
                    help="end (exclusive), e.g. 2014-05-14T12:00Z")
     p.add_argument("--symbols", nargs="+", metavar="SYM", help="only these symbols")
-    p.add_argument("--out", required=True, metavar="FILE.parquet")
+    p.add_argument("--out", required=True, metavar="FILE.parquet",
+                   help="the feature matrix to write (the input of `tickstream train`)")
     p.add_argument("--horizon-min", type=int, default=5, metavar="H",
                    help="label horizon in minutes (default 5)")
     p.add_argument("--threshold", type=float, metavar="PRICE",
@@ -504,12 +606,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one compact JSON line")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("convert", help="convert vendor tick files to one canonical CSV",
-                       description="The same readers as `load`, written to a canonical CSV "
-                       "(the input of `process` and `train`).")
+    p = sub.add_parser(
+        "convert", help="convert vendor tick files to one canonical CSV",
+        description="The same readers as `load`, written to one canonical CSV (the input of "
+        "`process` and `replay --file`). Every input is checked before the output is "
+        "created; the output is written beside its name and renamed into place only when "
+        "every path was read, so a failed run leaves no file. The symbol comes from the rows "
+        "or the file name, or --symbol. Exit codes: 0 written, 1 a path failed (nothing "
+        "written), 2 bad usage.")
     _history_arguments(p)
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="canonical CSV to write")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="canonical CSV to write; - writes it to standard output (the summary "
+                   "then goes to stderr)")
     p.set_defaults(func=cmd_convert)
+
+    from topology.tail_cli import add_parser as add_tail_parser
+
+    add_tail_parser(sub)
+
+    from topology.demo_cli import add_parser as add_demo_parser
+
+    add_demo_parser(sub)
 
     from topology.backtest_cli import add_parser as add_backtest_parser
 
@@ -518,7 +635,20 @@ def build_parser() -> argparse.ArgumentParser:
     from topology.store_cli import add_parsers as add_store_parsers
 
     add_store_parsers(sub)  # sink, query ohlc|quality|commands, store migrate|retention
+    _everywhere(sub, "--debug", action="store_true", default=argparse.SUPPRESS,
+                help="log at DEBUG and print the traceback of a failure")
     return parser
+
+
+def _everywhere(sub: Any, *flags: str, **kwargs: Any) -> None:
+    """Add an option to every subcommand (and their subcommands) that lacks it, so a
+    global flag works after the command name too."""
+    for p in set(sub.choices.values()):
+        if not any(set(flags) & set(a.option_strings) for a in p._actions):
+            p.add_argument(*flags, **kwargs)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _everywhere(action, *flags, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -526,30 +656,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     native.install()  # before any stage module is imported: compiled when fresh
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from confluent_kafka import KafkaException
-
-    from connectors.files import TickFileError
-    from connectors.kafka_tls import KafkaTlsError
-
+    global _PREFIX
+    _PREFIX = f"tickstream {args.command}"
+    debug = bool(args.debug)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not debug:
+        logging.getLogger("librdkafka").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
-    except KafkaTlsError as exc:  # one line saying what to set, not a traceback
-        print(f"tickstream {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KafkaException as exc:  # e.g. no broker at the configured address
-        err = exc.args[0] if exc.args else exc
-        where = ",".join(_settings().kafka_bootstrap_servers)
-        print(f"tickstream {args.command}: Kafka at {where}: {getattr(err, 'str', lambda: err)()}"
-              " (is the broker running? TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS sets where)",
-              file=sys.stderr)
-        return 1
-    except TickFileError as exc:  # a tick file unreadable as a whole
-        print(f"tickstream {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"tickstream {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except SystemExit:
+        raise
+    except BaseException as exc:  # one line and a documented exit code, not a traceback
+        return report(args.command, exc, debug=debug)
 
 
 if __name__ == "__main__":

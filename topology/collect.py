@@ -287,6 +287,13 @@ def run_collector(
     except CollectorConfigError as exc:
         print(f"{prefix}: configuration error: {exc}", file=sys.stderr)
         return 2
+    from topology.preflight import PreflightError, require_broker
+
+    try:
+        require_broker(settings)  # one line at once, not 30 s of client retries
+    except PreflightError as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return 1
     try:
         from topology.admin import ensure_topics
 

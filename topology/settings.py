@@ -9,6 +9,8 @@ so a worker stops at start-up rather than misbehaving later. Secrets are wrapped
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -164,7 +166,10 @@ class Settings:
         if env_file is not None and Path(env_file).is_file():
             merged.update(_read_env_file(Path(env_file)))
         merged.update({k: v for k, v in (os.environ if env is None else env).items()})
-        return _Resolver(merged).settings()
+        resolver = _Resolver(merged)
+        settings = resolver.settings()
+        check_unknown(merged, resolver.read)
+        return settings
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -184,6 +189,37 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
+#: ``TICKSTREAM_*`` variables read outside :class:`Settings` (name without the prefix ->
+#: where): known, so not reported as unknown.
+READ_ELSEWHERE = {
+    "STAGES_SOURCE": "stages/native.py",
+    "TANSU_BIN": "devstack/broker.py",
+    "FUZZ_EXAMPLES": "the fuzz tests",
+}
+_log = logging.getLogger(__name__)
+
+
+def check_unknown(env: Mapping[str, str], known: set[str]) -> None:
+    """A ``TICKSTREAM_*`` variable that is no setting: a misspelling of one (difflib finds
+    a close match) is a :class:`SettingsError`, because the setting meant is silently left
+    at its default otherwise; any other unknown name is logged as a warning."""
+    names = {PREFIX + n for n in known | set(READ_ELSEWHERE)}
+    for var in sorted(k for k in env if k.startswith(PREFIX) and k not in names):
+        close = difflib.get_close_matches(var, sorted(names), n=1, cutoff=0.8)
+        if close:
+            raise UnknownSettingError(var, close[0])
+        _log.warning("unknown setting %s: no tickstream setting has this name (ignored; "
+                     "the settings are listed in the README)", var)
+
+
+class UnknownSettingError(SettingsError):
+    """A ``TICKSTREAM_*`` variable that looks like a misspelt setting."""
+
+    def __init__(self, variable: str, meant: str) -> None:
+        ValueError.__init__(self, f"unknown setting {variable} — did you mean {meant}?")
+        self.variable, self.expected, self.meant = variable, meant, meant
+
+
 T = TypeVar("T")
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-]+:\d{1,5}$|^\[[0-9A-Fa-f:]+\]:\d{1,5}$")
 _SYMBOL = re.compile(r"^[A-Z]{6}$")
@@ -192,8 +228,10 @@ _SYMBOL = re.compile(r"^[A-Z]{6}$")
 class _Resolver:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
+        self.read: set[str] = set()  # every name looked up: the known settings
 
     def raw(self, name: str) -> str | None:
+        self.read.add(name)
         value = self.env.get(PREFIX + name)
         if value is None or value.strip() == "":
             return None
@@ -222,6 +260,7 @@ class _Resolver:
         return self.integer(name, lo, hi, default, "milliseconds")
 
     def secret(self, name: str) -> Secret | None:
+        self.read.add(name + "_FILE")
         value = self.raw(name)
         if value is None:
             file_value = self.raw(name + "_FILE")

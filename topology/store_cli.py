@@ -151,34 +151,58 @@ def _common(p: argparse.ArgumentParser, output: bool = True) -> None:
 def add_parsers(sub: Any) -> None:
     """Register ``sink``, ``query`` and ``store`` on the CLI's subparsers."""
     p = sub.add_parser("sink", help="store ticks.clean, bars.m1, features, trading.commands "
-                                    "and ticks.rejected in ClickHouse (own process and group)")
+                                    "and ticks.rejected in ClickHouse (own process and group)",
+                       description="Consume the output topics in the sink's own consumer "
+                       "group and insert them in batches into the store (ClickHouse server or "
+                       "embedded chdb), committing offsets only after each insert: "
+                       "at-least-once, idempotent by row key. A store outage pauses the "
+                       "consumer and retries with backoff. Runs until SIGTERM/Ctrl-C.")
     p.add_argument("--store", metavar="URL", help="store URL (default TICKSTREAM_STORE_URL)")
     p.set_defaults(func=cmd_sink)
 
-    p = sub.add_parser("query", help="query the store: ohlc, quality, commands")
+    p = sub.add_parser("query", help="query the store: ohlc, quality, commands",
+                       description="Read the stored tables (deduplicated with FINAL): OHLC "
+                       "bars, broker quality, or trading commands; a table, --json or --csv.")
     q = p.add_subparsers(dest="what", required=True, metavar="QUERY")
-    o = q.add_parser("ohlc", help="OHLC bars of a symbol, rolled up from the stored 1m bars")
-    o.add_argument("symbol", type=str.upper)
-    o.add_argument("--timeframe", "-t", choices=list(TIMEFRAMES_MS), default="1m")
-    o.add_argument("--limit", type=int, default=None)
+    o = q.add_parser("ohlc", help="OHLC bars of a symbol, rolled up from the stored 1m bars",
+                     description="OHLC bars of one symbol, rolled up from the stored 1-minute "
+                     "bars to the timeframe asked for, oldest first.")
+    o.add_argument("symbol", type=str.upper, help="the symbol, e.g. EURUSD")
+    o.add_argument("--timeframe", "-t", choices=list(TIMEFRAMES_MS), default="1m",
+                   help=f"bar length: one of {', '.join(TIMEFRAMES_MS)} (default 1m)")
+    o.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only the last N bars (default all in the range)")
     _common(o)
     b = q.add_parser("quality", help="broker quality over time (ticks, spread, best-price "
-                                     "share, latency)")
-    b.add_argument("--bucket", choices=list(TIMEFRAMES_MS), default="1h")
+                                     "share, latency)",
+                     description="Per broker and time bucket: ticks, mean spread, the share "
+                     "of ticks at the consolidated best price, and receive latency.")
+    b.add_argument("--bucket", choices=list(TIMEFRAMES_MS), default="1h",
+                   help=f"bucket length: one of {', '.join(TIMEFRAMES_MS)} (default 1h)")
     b.add_argument("--symbols", type=lambda v: [s.strip().upper() for s in v.split(",")],
-                   default=[], metavar="SYM,SYM")
+                   default=[], metavar="SYM,SYM", help="only these symbols (default all)")
     _common(b)
-    c = q.add_parser("commands", help="trading commands per day, symbol and action")
-    c.add_argument("--symbol", type=str.upper, default=None)
+    c = q.add_parser("commands", help="trading commands per day, symbol and action",
+                     description="Counts of stored trading commands per day, symbol and "
+                     "action (BUY, SELL, CLOSE).")
+    c.add_argument("--symbol", type=str.upper, default=None,
+                   help="only this symbol (default all)")
     _common(c)
     p.set_defaults(func=cmd_query)
 
-    p = sub.add_parser("store", help="the store's schema and retention")
+    p = sub.add_parser("store", help="the store's schema and retention",
+                       description="Create or migrate the store's tables, or apply the "
+                       "retention tiers.")
     s = p.add_subparsers(dest="what", required=True, metavar="ACTION")
-    m = s.add_parser("migrate", help="create or migrate the tables; print the schema version")
+    m = s.add_parser("migrate", help="create or migrate the tables; print the schema version",
+                     description="Apply every migration not yet recorded in "
+                     "schema_migrations (idempotent) and print the schema version.")
     _common(m, output=False)
     r = s.add_parser("retention", help="drop day partitions older than each table's tier "
-                                       "(TICKSTREAM_STORE_TIER / TICKSTREAM_STORE_TIERS)")
+                                       "(TICKSTREAM_STORE_TIER / TICKSTREAM_STORE_TIERS)",
+                     description="Drop the day partitions older than each table's retention "
+                     "tier (TICKSTREAM_STORE_TIER / TICKSTREAM_STORE_TIERS); --dry-run lists "
+                     "them only.")
     r.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
     _common(r, output=False)
     p.set_defaults(func=cmd_store)

@@ -89,6 +89,9 @@ def read_yaml(path: str | Path) -> Any:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise CollectorConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CollectorConfigError(f"{path}: not a YAML text file (not UTF-8 at byte "
+                                   f"{exc.start})") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -33,14 +33,17 @@ def test_lazy_app_attribute_reads_settings(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delitem(vars(mod), "app", raising=False)
 
 
-def test_bad_setting_stops_the_faust_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    from topology.settings import SettingsError
-
+def test_bad_setting_stops_the_faust_entry_point(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("TICKSTREAM_PARTITIONS", "many")
     mod = importlib.import_module("topology.app")
     monkeypatch.delitem(vars(mod), "app", raising=False)
-    with pytest.raises(SettingsError, match="TICKSTREAM_PARTITIONS"):
+    with pytest.raises(SystemExit) as stopped:
         _ = mod.app
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == ("tickstream worker: configuration error: "
+                                       "TICKSTREAM_PARTITIONS: expected an integer 1..10000 "
+                                       "(got 'many')\n")
 
 
 def test_app_declares_every_topic_with_prefix() -> None:

@@ -197,3 +197,30 @@ def test_env_file_and_precedence(tmp_path: Path) -> None:
     f.write_text("garbage line\n")
     with pytest.raises(SettingsError):
         Settings.from_env({}, env_file=f)
+
+
+def test_a_misspelt_setting_is_an_error_naming_the_one_meant() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"TICKSTREAM_PARTITON": "3"}, env_file=None)
+    assert str(err.value) == ("unknown setting TICKSTREAM_PARTITON — did you mean "
+                              "TICKSTREAM_PARTITIONS?")
+    with pytest.raises(SettingsError, match="did you mean TICKSTREAM_KAFKA_SASL_PASSWORD_FILE"):
+        Settings.from_env({"TICKSTREAM_KAFKA_SASL_PASWORD_FILE": "/x"}, env_file=None)
+
+
+def test_an_unknown_setting_far_from_any_is_a_warning(caplog: pytest.LogCaptureFixture,
+                                                      tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("secret\n")
+    with caplog.at_level("WARNING", logger="topology.settings"):
+        Settings.from_env({"TICKSTREAM_SOMETHING_ELSE": "1", "TICKSTREAM_STAGES_SOURCE": "1",
+                           "TICKSTREAM_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "pw")},
+                          env_file=None)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "unknown setting TICKSTREAM_SOMETHING_ELSE"]
+
+
+def test_a_misspelt_setting_in_the_env_file_is_reported_too(tmp_path: Path) -> None:
+    f = tmp_path / ".env"
+    f.write_text("TICKSTREAM_WEB_PROT=6067\n")
+    with pytest.raises(SettingsError, match="did you mean TICKSTREAM_WEB_PORT"):
+        Settings.from_env({}, env_file=f)
