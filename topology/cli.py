@@ -624,6 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tail_parser(sub)
 
+    from topology.control_cli import add_parser as add_control_parser
+
+    add_control_parser(sub)  # control kill-switch on|off, control model VERSION
+
     from topology.demo_cli import add_parser as add_demo_parser
 
     add_demo_parser(sub)

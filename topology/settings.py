@@ -76,7 +76,7 @@ class Settings:
     clickhouse_url: ClickHouseURL = field(
         default_factory=lambda: ClickHouseURL(scheme="chdb", path=Path("var/chdb"))
     )
-    model_dir: Path = Path("models")
+    model_dir: Path = Path("var/models")  # under var/: nothing litters the work tree
     data_dir: Path = Path("var/worker")
     table_store: str = "rocksdb://"
     web_port: int = 6066
