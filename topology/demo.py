@@ -546,6 +546,13 @@ def run_demo(opts: DemoOptions, view: View) -> dict[str, Any]:
             _wait_worker(settings, warm["warmup_ticks"], view)
             reader = TopicStats(settings, stats)
             stats.live_from_us = time.time_ns() // 1000
+            # Where a second program can look while the demo runs (its own consumer, a
+            # Prometheus scrape): the broker, the worker's web port, the topics.
+            (workdir / "endpoints.json").write_text(json.dumps({
+                "bootstrap": settings.bootstrap, "web_port": settings.web_port,
+                "health": f"http://127.0.0.1:{settings.web_port}/health/",
+                "metrics": f"http://127.0.0.1:{settings.web_port}/metrics",
+                "commands_topic": settings.topic("trading.commands")}, indent=2) + "\n")
             view.step(f"live for {opts.duration_s:g} s: the simulator quoting from several "
                       "brokers (with its own calendar and news events), the calendar and news "
                       "collectors polling simulated feeds on 127.0.0.1; Ctrl-C stops it")

@@ -156,6 +156,7 @@ def test_demo_ctrl_c_stops_everything(tmp_path: Path) -> None:
             assert proc.poll() is None, err.read_text()[-3000:]
             assert time.monotonic() < deadline, (started, err.read_text()[-3000:])
             time.sleep(0.1)
+        _look_while_live(tmp_path / "demo" / "endpoints.json", deadline)
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
     except BaseException:
@@ -167,3 +168,38 @@ def test_demo_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert s["interrupted"] is True
     left = _wait_gone(mark, [*started, *s["pids"].values()])
     assert not left, f"processes left running after Ctrl-C: {left}"
+
+
+def _look_while_live(endpoints: Path, deadline: float) -> None:
+    """While the demo runs: its worker's /health and /metrics answer in their documented
+    shapes (the Prometheus text parsed with prometheus_client's parser), and the example
+    consumer reads the demo's trading.commands and prints them."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    where = json.loads(endpoints.read_text())
+    with urllib.request.urlopen(where["health"], timeout=10) as resp:
+        health = json.loads(resp.read())
+    assert health["service"] and health["status"] in ("healthy", "degraded")
+    assert health["brokers"] and health["aggregation"]["symbols_tracked"] > 0
+    assert {"completeness", "spread_quality", "broker_sync"} <= set(health["quality"])
+    with urllib.request.urlopen(where["metrics"], timeout=10) as resp:
+        families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+    assert "tickstream_duplicates" in families and "tickstream_kill_switch" in families
+    assert sum(s.value for s in families["tickstream_records_in"].samples
+               if s.name.endswith("_total")) > 0
+    assert {s.labels["direction"] for s in families["tickstream_stage_records"].samples} \
+        >= {"in", "out"}
+
+    # The example consumer, as another team would run it, on the demo's own broker: the
+    # warm-up bars have produced commands by now (the first test asserts commands > 0).
+    example = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "consume_commands.py"),
+         "--bootstrap", where["bootstrap"], "--topic", where["commands_topic"],
+         "--group", f"example-{uuid.uuid4().hex[:8]}", "--from-beginning", "--json",
+         "--max", "1"], capture_output=True, text=True,
+        timeout=max(5.0, deadline - time.monotonic()))
+    assert example.returncode == 0, example.stderr
+    command = json.loads(example.stdout.splitlines()[0])
+    assert command["action"] in ("BUY", "SELL", "CLOSE") and command["command_id"]
