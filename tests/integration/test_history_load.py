@@ -108,10 +108,16 @@ def test_a_mistake_is_one_line_and_bad_lines_are_reported(
     src = tmp_path / "ticks.csv"
     src.write_text("broker,symbol,time_msc,bid,ask\nA,EURUSD,1700000000000,1.1,1.1002\n"
                    "A,EURUSD,later,1.1,1.1002\n")
-    out = cli(settings_env, "load", "csv", str(src), str(tmp_path / "missing.csv"))
-    assert out.returncode == 1, out.stderr  # a path failed; the other was loaded
+    # Every path is checked before anything is loaded: a missing one is one line, exit 1,
+    # and the others are not loaded either (nothing half-done).
+    missing = cli(settings_env, "load", "csv", str(src), str(tmp_path / "missing.csv"))
+    assert missing.returncode == 1, missing.stderr
+    assert missing.stderr.strip().splitlines()[-1] == (
+        f"tickstream load: no such file or folder: {tmp_path / 'missing.csv'}")
+    assert "Traceback" not in missing.stderr and missing.stdout == ""
+    out = cli(settings_env, "load", "csv", str(src))
+    assert out.returncode == 0, out.stderr
     assert f"{src}: 1 ticks, 1 bad lines" in out.stdout
     assert f"bad line: {src}:3:" in out.stdout
-    assert "missing.csv: FAILED" in out.stdout and "no such file" in out.stdout
     assert "Traceback" not in out.stderr
     assert [isinstance(r, BadLine) for r in read_history("csv", src)] == [False, True]
