@@ -667,6 +667,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not debug:
         logging.getLogger("librdkafka").setLevel(logging.WARNING)
+        # clickhouse-driver logs each failed connect with its traceback; the store's error
+        # (StorageError) already says which address did not answer, in one line
+        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
     try:
         return int(args.func(args))
     except SystemExit:

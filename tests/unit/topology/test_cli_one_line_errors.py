@@ -228,3 +228,14 @@ def test_librdkafka_connection_failures_are_one_warning_then_debug() -> None:
                 f"[thrd:127.0.0.1:9/bootstrap]: 127.0.0.1:9/bootstrap: Connect to "
                 f"ipv4#127.0.0.1:9 failed: Connection refused (after {ms}ms in state CONNECT)")
     assert [r.levelno for r in records] == [logging.WARNING] + [logging.DEBUG] * 3
+
+
+def test_process_store_on_a_store_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    f = tmp_path / "ticks.csv"
+    f.write_text(HEADER + "OANDA,EURUSD,1400000000000,1.30000,1.30010\n")
+    port = _closed_port()
+    proc = run(["process", str(f), "--store", f"clickhouse://u:p@127.0.0.1:{port}/db"],
+               tmp_path, timeout=120)
+    assert proc.returncode == 1
+    line = one_line(proc, "process")
+    assert line.startswith("tickstream process: store: ") and f"127.0.0.1:{port}" in line
