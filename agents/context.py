@@ -47,26 +47,47 @@ class ContextSync:
     Only a newer snapshot (higher ``revision``) replaces a currency. The table is global with
     every changelog partition as a standby, so the worker that writes a currency also reads
     its own earlier writes back from the changelog, a little later, and the store applies
-    them: for a moment the table holds an older book than the one just written. Taking that
+    them: for a while the table holds an older book than the one just written. Taking that
     echo would join bars against fewer events than were already in (found by the
     online-equals-offline test); ignoring anything not newer keeps the book monotone.
+
+    Ignoring is not enough when the reader never saw the newest write before its echoes
+    replaced it (the table went newest, oldest echo, ... before a sync): the reader would
+    take the oldest echo and climb back only as the echoes come in. So this worker's own
+    writes are also kept in ``written`` (by the context agent, see :func:`register`), and a
+    sync takes, per currency, the newest of the table's value and the one written here.
     """
 
-    def __init__(self, table: Mapping[bytes, bytes]) -> None:
+    def __init__(self, table: Mapping[bytes, bytes],
+                 written: Mapping[bytes, bytes] | None = None) -> None:
         self.table = table
-        self._seen: dict[bytes, bytes] = {}
+        self.written: Mapping[bytes, bytes] = written if written is not None else {}
+        self._seen: dict[tuple[int, bytes], bytes] = {}
         self.updates = 0
 
+    def _candidates(self) -> list[tuple[bytes, bytes]]:
+        changed: list[tuple[bytes, bytes]] = []
+        for source, values in enumerate((self.table, self.written)):
+            for key, raw in list(values.items()):
+                if self._seen.get((source, key)) is raw:
+                    continue
+                self._seen[(source, key)] = raw
+                changed.append((key, raw))
+        return changed
+
     def sync(self, book: ContextBook) -> int:
-        changed = 0
-        for key, raw in list(self.table.items()):
-            if self._seen.get(key) is raw:
-                continue
-            self._seen[key] = raw
+        newest: dict[str, tuple[int, dict[str, Any]]] = {}
+        for key, raw in self._candidates():
             data = orjson.loads(raw)
             currency = key.decode()
             revision = data.get("revision")
-            if revision is not None and int(revision) <= book.revision(currency):
+            rank = int(revision) if revision is not None else -1
+            held = newest.get(currency)
+            if held is None or rank > held[0]:
+                newest[currency] = (rank, data)
+        changed = 0
+        for currency, (rank, data) in newest.items():
+            if rank >= 0 and rank <= book.revision(currency):
                 continue  # our own earlier write, read back from the changelog
             book.restore_currency(currency, data)
             changed += 1
@@ -78,8 +99,10 @@ def register(w: Wiring) -> ContextSync:
     app, codec = w.app, w.codec
     table = w.tables[TABLE]
     book = ContextBook()
-    own = ContextSync(table)  # the agent's book follows the table too
-    sync = ContextSync(table)  # handed to the pipeline agent for its own book
+    # The newest value this worker wrote per currency: readers never fall back to an echo.
+    written: dict[bytes, bytes] = {}
+    own = ContextSync(table, written)  # the agent's book follows the table too
+    sync = ContextSync(table, written)  # handed to the pipeline agent for its own book
     source = app.topic(w.topic("events.calendar"), w.topic("events.news"), schema=RawBytes())
     dead_letters = w.topics["ticks.rejected"]
     dl_physical = w.topic("ticks.rejected")
@@ -103,6 +126,8 @@ def register(w: Wiring) -> ContextSync:
             except ValueError as exc:
                 await dead_letter(event, INVALID_EVENT, str(exc))
                 continue
-            table[ev.currency.encode()] = orjson.dumps(book.snapshot_currency(ev.currency))
+            key, raw = ev.currency.encode(), orjson.dumps(book.snapshot_currency(ev.currency))
+            written[key] = raw
+            table[key] = raw
 
     return sync

@@ -62,21 +62,29 @@ class ControlView:
     """Read side of ``control_state`` for other agents.
 
     Decodes only when a value changes, and never moves back to a value with a lower
-    ``offset`` than the newest it has seen (see the module docstring).
+    ``offset`` than the newest it has seen (see the module docstring). On the worker that
+    writes the table that is not enough: if the table went from the newest write to an
+    older echo before this view looked, the view would never have seen the newest. So the
+    control agent also keeps its own writes in ``written``, and the view takes, per key,
+    the value with the highest offset of the two.
     """
 
-    def __init__(self, table: Mapping[bytes, bytes]) -> None:
+    def __init__(self, table: Mapping[bytes, bytes],
+                 written: Mapping[bytes, bytes] | None = None) -> None:
         self.table = table
-        self._raw: dict[bytes, bytes | None] = {}
+        self.written: Mapping[bytes, bytes] = written if written is not None else {}
+        self._raw: dict[tuple[int, bytes], bytes | None] = {}
         self._val: dict[bytes, dict[str, Any] | None] = {}
 
     def get(self, key: bytes) -> dict[str, Any] | None:
-        raw = self.table.get(key)
-        if raw is not self._raw.get(key):
-            self._raw[key] = raw
-            val = orjson.loads(raw) if raw is not None else None
+        for source, values in enumerate((self.table, self.written)):
+            raw = values.get(key)
+            if raw is None or raw is self._raw.get((source, key)):
+                continue
+            self._raw[(source, key)] = raw
+            val = orjson.loads(raw)
             held = self._val.get(key)
-            if val is None or held is None or _offset(val) >= _offset(held):
+            if held is None or _offset(val) >= _offset(held):
                 self._val[key] = val
         return self._val.get(key)
 
@@ -98,6 +106,8 @@ def register(w: Wiring) -> ControlView:
     dl_physical = w.topic("ticks.rejected")
 
     dead_letter = DeadLetters(dead_letters, dl_physical, codec, "control").send
+    # This worker's own newest writes: a view never falls back to an echo it saw first.
+    written: dict[bytes, bytes] = {}
 
     @app.agent(w.topics["control"], name="control")  # type: ignore[untyped-decorator]
     async def control(stream: Any) -> None:
@@ -114,7 +124,9 @@ def register(w: Wiring) -> ControlView:
                 await dead_letter(event, "unknown_command", f"command {msg.command!r}")
                 continue
             key, data = entry
-            table[key] = orjson.dumps(data)
+            raw = orjson.dumps(data)
+            written[key] = raw
+            table[key] = raw
             if key == KILL_SWITCH_KEY:
                 log.warning(
                     "KILL SWITCH %s by %s: %s", "ON" if data["on"] else "lifted",
@@ -123,4 +135,4 @@ def register(w: Wiring) -> ControlView:
             else:
                 log.info("model %s announced by %s", msg.model_version, msg.issued_by)
 
-    return ControlView(table)
+    return ControlView(table, written)
