@@ -119,6 +119,32 @@ def test_scores_are_bit_for_bit_deterministic(trained: Path) -> None:
     assert b.predict_many([]).shape == (0,)
 
 
+def test_the_one_row_fast_path_gives_inplace_predicts_bits(trained: Path) -> None:
+    # predict_one calls xgboost's C prediction directly (no wrapper work per call): on
+    # random rows with missing values it must give exactly what inplace_predict gives.
+    model = Model.load(meta_path_for(trained, "v2"))
+    assert model._dense is not None, "the fast path must be in use with this xgboost"
+    rng = np.random.default_rng(7)
+    rows, _ = DATA
+    probes: list[Row] = []
+    for r in rows[:300]:
+        row = dict(r)
+        for name in FEATURE_NAMES:
+            if rng.random() < 0.15:
+                row[name] = None
+            elif rng.random() < 0.3:
+                row[name] = float(rng.normal(0, 3))
+        probes.append(row)
+    booster = model._booster
+    for row in probes:
+        x = np.array([[np.nan if row.get(n) is None else row[n] for n in model.feature_names]],
+                     dtype=np.float32)
+        want = float(booster.inplace_predict(x, validate_features=False)[0])
+        if model._cal is not None:
+            want = model.calibrate(want)
+        assert bits(model.predict_one(row)) == bits(want)
+
+
 def test_key_order_of_the_features_does_not_matter(trained: Path) -> None:
     model = Model.load(meta_path_for(trained, "v2"))
     rows, _ = DATA
