@@ -1,7 +1,11 @@
 """``make bench``: every benchmark in one run on a private local broker; JSON on the last line.
 
-``python -m bench [--quick] [--bootstrap HOST:PORT]``. Figures are only comparable within one
-run (these machines are noisy): read the ratios and the latency added over the broker floor.
+``python -m bench [--input lean|simulated|FILE] [--ticks N] [--runs R] [--quick]
+[--bootstrap HOST:PORT]``. By default the input is the real two-broker Lean days in
+``../shared/data/lean`` (the first 400,000 ticks merged by time), and the Quix Streams peer
+in ``../shared/peer`` runs on the same ticks after the topology figures. Figures are only
+comparable within one run (these machines are noisy): read the ratios, the spread over the
+repeated runs and the latency added over the broker floor. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -17,6 +21,18 @@ from typing import Any
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--bootstrap", help="use this broker instead of a private local one")
+    ap.add_argument("--input", default="lean", metavar="lean|simulated|FILE",
+                    help="the ticks: the Lean days of ../shared/data/lean (default), the "
+                         "simulator, or any canonical tick CSV")
+    ap.add_argument("--ticks", type=int, metavar="N",
+                    help="the first N ticks of the input (default 400000; --quick 12000)")
+    ap.add_argument("--runs", type=int, metavar="R",
+                    help="repeated one-worker throughput runs (default 3; --quick 1)")
+    ap.add_argument("--workers", type=int, default=2, metavar="W",
+                    help="also run the input through W worker processes of one group "
+                         "(default 2; 1 skips it)")
+    ap.add_argument("--skip-peer", action="store_true",
+                    help="do not run the Quix Streams peer on the same ticks")
     ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
     ap.add_argument("--skip-collectors", action="store_true")
     ap.add_argument("--skip-history", action="store_true", help="no history loader figures")
@@ -27,10 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     from stages import native
 
     native.install()  # the stages as users run them: compiled when fresh
+    import tempfile
+    from pathlib import Path
+
     from bench import topology
+    from bench.inputs import InputError, load
     from devstack.broker import LocalBroker
 
     started = time.monotonic()
+    work = tempfile.TemporaryDirectory(prefix="tickstream-bench-input-")
+    n = args.ticks or (12_000 if args.quick else 400_000)
+    try:
+        inp = load(args.input, n, Path(work.name))
+    except InputError as exc:
+        print(f"python -m bench: --input: {exc}", file=sys.stderr)
+        work.cleanup()
+        return 2
+    print(f"bench: input: {inp.description}", file=sys.stderr, flush=True)
     broker = None
     bootstrap = args.bootstrap
     if bootstrap is None:
@@ -38,11 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = broker.bootstrap
     try:
         sizes: dict[str, Any] = (
-            {"throughput_ticks": 12_000, "passthrough_msgs": 6_000, "aiokafka_msgs": 30_000,
-             "latency_s": 3.0, "runs": 1}
+            {"passthrough_msgs": 6_000, "aiokafka_msgs": 30_000, "latency_s": 3.0,
+             "runs": 1, "latency_runs": 1}
             if args.quick else {}
         )
-        result = topology.run(bootstrap, with_sink=not args.skip_storage, **sizes)
+        if args.runs:
+            sizes["runs"] = args.runs
+        result = topology.run(bootstrap, inp, with_sink=not args.skip_storage,
+                              scale_workers=args.workers, **sizes)
+        if not args.skip_peer:
+            result.update(peer(inp.csv, len(inp.ticks), result))
         if not args.skip_collectors:
             result["collectors_ticks_per_s"] = collectors(bootstrap, quick=args.quick)
         if not args.skip_history:
@@ -57,9 +91,34 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if broker is not None:
             broker.stop()
+        work.cleanup()
     result["bench_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, sort_keys=True))
     return 0
+
+
+def peer(csv: Any, n: int, result: dict[str, Any]) -> dict[str, Any]:
+    """The Quix Streams peer on the same ticks: its figures and the ratios to ours."""
+    from bench.peer import PeerUnavailable, measure
+
+    print(f"bench: the Quix Streams peer on the same {n} ticks", file=sys.stderr, flush=True)
+    try:
+        got = measure(csv, n)
+    except PeerUnavailable as exc:
+        print(f"bench: peer not measured: {exc}; going on without its figures",
+              file=sys.stderr, flush=True)
+        return {}
+    tps = float(got["ticks_per_s"])
+    spread = result["topology_ticks_per_s_spread"]
+    return {
+        "peer_quix_ticks_per_s": round(tps),
+        "peer_quix_passthrough_msgs_per_s": round(float(got["passthrough_msgs_per_s"])),
+        "peer_quix_version": got.get("version"),
+        "peer_quix_counts": got.get("counts"),
+        # At the slowest of our repeated runs (the figure the target is set on), and median.
+        "ratio_vs_quix_peer": round(spread["min"] / tps, 2),
+        "ratio_vs_quix_peer_median": round(spread["median"] / tps, 2),
+    }
 
 
 def collectors(bootstrap: str, quick: bool) -> dict[str, float]:

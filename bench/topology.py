@@ -1,30 +1,40 @@
 """Throughput and latency of the whole topology against baselines measured in the same run.
 
-* ``topology_ticks_per_s``: a worker process catches up on a preloaded ``ticks.raw``
-  (simulated 3-broker ticks with anomalies, a model loaded, every stage running); ticks in /
-  span of its outputs (``ticks.clean`` + ``ticks.rejected``; their count is known exactly
-  from the offline run of the same ticks).
+Every figure is on the run's input (:mod:`bench.inputs`: real two-broker Lean ticks by
+default, any canonical CSV, or the simulator), the same ticks for each:
+
+* ``topology_ticks_per_s``: a fresh worker catches up on a preloaded ``ticks.raw`` (a model
+  loaded, every stage running); ticks in / span of its outputs (``ticks.clean`` +
+  ``ticks.rejected``; their count is known exactly from the offline run of the same
+  ticks). Repeated ``runs`` times, each a fresh app (its own topics, group and worker):
+  the median, and ``topology_ticks_per_s_spread`` (min / median / max and every run).
+* ``topology_worker_cpu_us_per_tick``: the worker's CPU time (user + system, sampled every
+  20 ms) over the processing span only, per tick; the same spread.
+* ``scale_out``: the same ticks through 1 and then 2 worker processes of one consumer group
+  (Kafka's partition assignment shares the partitions out), on topics with a partition
+  count that puts the input's symbols on different workers (with two symbols the hash alone
+  decides: EURUSD and NZDUSD are on partitions 5 and 9 of 12, one worker of two would get
+  both). Ticks/s and CPU per tick of each, their ratio, and whether every bar and feature
+  vector is byte-identical. ``ticks_raw_partition_records`` shows where the input falls.
 * ``faust_passthrough_msgs_per_s``: a bare Faust agent forwarding a preloaded topic.
 * ``aiokafka_passthrough_msgs_per_s``: a raw aiokafka ``getmany`` → ``send`` loop.
-* ``latency_ms``: ticks offered at a steady rate (default 2,000/s) by the collectors'
-  producer path, read back by a consumer with a 5 ms fetch wait: tick → its CleanTick, the
-  bar-closing tick → its TradingCommand, and ``broker_floor`` (the same producer → the same
-  consumer on a plain topic, no worker). Every run is a fresh app: its floor on its own
-  topic (measured before its worker starts), then its own worker on its own topics, so
-  each run starts on empty partitions (Tansu's latency grows with partition size).
-  ``added_over_floor`` is the median over runs of (worker - that run's floor). The
-  producer is warmed up before each clock starts.
-  Event time runs faster than the wall clock so bars close every few seconds; latency is
-  wall time from send to receipt, matched by ``seq`` (clean ticks) and by the trigger
+* ``latency_ms``: ticks of the input offered at a steady rate (default 2,000/s) by the
+  collectors' producer path, read back by a consumer with a 5 ms fetch wait: tick → its
+  CleanTick, the bar-closing tick → its TradingCommand, and ``broker_floor`` (the same
+  producer → the same consumer on a plain topic, no worker). Every run is a fresh app: its
+  floor on its own topic (measured before its worker starts), then its own worker on its
+  own topics, so each run starts on empty partitions (Tansu's latency grows with partition
+  size). ``added_over_floor`` is the median over runs of (worker - that run's floor). The
+  producer is warmed up before each clock starts. History offered at 2,000 ticks/s runs
+  event time hundreds of times faster than the wall clock, so bars close often; latency
+  is wall time from send to receipt, matched by ``seq`` (clean ticks) and by the trigger
   tick's receive stamp (commands).
-* ``topology_worker_cpu_us_per_tick``: the worker's CPU time (user + system) over the
-  throughput span per tick, steadier than wall-clock throughput on a shared machine.
-* ``topology_ticks_per_s_with_sink`` and ``ratio_with_sink_vs_without``: the same
-  throughput run on a fresh app with the storage sink process beside the worker (into a
-  private clickhouse-server); ``sink_beside_topology`` gives the sink's lag when the worker's
-  last output is out, its catch-up time and rows/s (``with_sink=False``: not measured).
-* ``offline_process_ticks_per_s``: ``tickstream process`` on a CSV of the same ticks, with
-  its default jobs (``offline_process_jobs``: one shard process per usable CPU) and, for
+* ``topology_ticks_per_s_with_sink`` and ``ratio_with_sink_vs_without``: one throughput
+  run on a fresh app with the storage sink process beside the worker (into a private
+  clickhouse-server); ``sink_beside_topology`` gives the sink's lag when the worker's last
+  output is out, its catch-up time and rows/s (``with_sink=False``: not measured).
+* ``offline_process_ticks_per_s``: ``tickstream process`` on the input CSV, with its
+  default jobs (``offline_process_jobs``: one shard process per usable CPU) and, for
   reference, ``offline_process_one_job_ticks_per_s`` with ``--jobs 1``. ``stages_compiled``
   says whether the per-tick stages ran compiled (``make native``).
 """
@@ -40,9 +50,11 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.inputs import BenchInput
 from bench.kafka_tools import (
     Span,
     assign_from,
@@ -53,7 +65,6 @@ from bench.kafka_tools import (
     producer,
     read_span,
 )
-from connectors.files import write_canonical
 from connectors.simulator import simulate
 from devstack.localstack import WorkerProcess
 from schemas.codec import make_codec
@@ -65,7 +76,10 @@ from topology.admin import ensure_topics
 from topology.settings import Settings
 
 RISK = {"TICKSTREAM_RISK_ENTRY_THRESHOLD": "0.51", "TICKSTREAM_RISK_EXIT_THRESHOLD": "0.5",
-        "TICKSTREAM_RISK_COOLDOWN_S": "0", "TICKSTREAM_RISK_MAX_SPREAD_PIPS": "10"}
+        "TICKSTREAM_RISK_COOLDOWN_S": "0", "TICKSTREAM_RISK_MAX_SPREAD_PIPS": "10",
+        # History at full speed: a bar closes on event time only, never on the wall-clock
+        # idle timer (whose outcome would depend on how busy the machine is).
+        "TICKSTREAM_BAR_IDLE_FLUSH_MS": "3600000"}
 CODEC = make_codec(None)
 
 
@@ -89,27 +103,23 @@ def raw_bytes(t: Tick, topic: str, seq: int | None = None) -> bytes:
 
 
 # ---- offline ------------------------------------------------------------------------------
-def offline_process(env: dict[str, str], model_dir: Path, ticks: list[Tick], tmp: Path,
+def offline_process(env: dict[str, str], model_dir: Path, src: Path, n_ticks: int,
                     *extra: str) -> tuple[float, dict[str, Any]]:
     """``tickstream process FILE --model DIR --json [extra]`` as users run it (its own
     process, its GC tuning, by default one shard process per usable CPU); ticks/s over its
     processing time (``seconds``: reading, stages, model; not the interpreter's start-up),
     best of three, and that run's JSON."""
-    src = tmp / "offline.csv"
-    if not src.exists():
-        with src.open("w", newline="") as fh:
-            write_canonical(ticks, fh)
     best: tuple[float, dict[str, Any]] = (0.0, {})
     for _ in range(3):
         out = subprocess.run(
             [sys.executable, "-m", "topology.cli", "process", str(src), "--model",
              str(model_dir), "--json", *extra],
-            env={**os.environ, **env}, capture_output=True, text=True, timeout=600, check=True,
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=900, check=True,
         )
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        if result["ticks_in"] != len(ticks):
-            raise RuntimeError(f"process read {result['ticks_in']} ticks of {len(ticks)}")
-        best = max(best, (len(ticks) / result["seconds"], result), key=lambda b: b[0])
+        if result["ticks_in"] != n_ticks:
+            raise RuntimeError(f"process read {result['ticks_in']} ticks of {n_ticks}")
+        best = max(best, (n_ticks / result["seconds"], result), key=lambda b: b[0])
     return best
 
 
@@ -193,16 +203,26 @@ def aiokafka_passthrough(settings: Settings, n: int) -> float:
 
 
 # ---- the topology -------------------------------------------------------------------------
-def expected_outputs(settings: Settings, ticks: list[Tick]) -> int:
-    """Clean ticks + dead letters the worker will publish for ``ticks`` (offline run)."""
+@dataclass(frozen=True)
+class Expected:
+    """What the worker will publish for a list of ticks (from the offline run of them)."""
+
+    per_tick: int  # clean ticks + dead letters
+    bars: int
+    features: int
+
+
+def expected_outputs(settings: Settings, ticks: list[Tick]) -> Expected:
     pipeline = Pipeline(PipelineConfig.from_settings(settings))
     out = Outputs()
-    n = 0
+    n = bars = features = 0
     for t in ticks:
         pipeline.on_tick(t, out)
         n += len(out.clean) + len(out.rejects)
+        bars += len(out.bars)
+        features += len(out.features)
         out.clear()
-    return n
+    return Expected(n, bars, features)
 
 
 def process_cpu_s(pid: int) -> float:
@@ -211,26 +231,158 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def topology_throughput(settings: Settings, env: dict[str, str], ticks: list[Tick],
-                        tmp: Path) -> tuple[float, WorkerProcess, float]:
-    """Ticks/s through a fresh worker over a preloaded topic, and the worker's CPU
-    microseconds per tick over the same span (steadier than wall time on a shared box)."""
+class CpuSampler(threading.Thread):
+    """Samples a process's CPU seconds every 20 ms with the wall clock, so its CPU can be
+    counted over the processing span only (not its start-up, nor the idle time after)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.samples.append((time.time(), process_cpu_s(self.pid)))
+            except (OSError, IndexError, ValueError):
+                return
+            self.stopping.wait(0.02)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(5)
+
+    def between(self, t0: float, t1: float) -> float:
+        """CPU seconds used from wall time ``t0`` to ``t1`` (the nearest samples around)."""
+        before = [c for t, c in self.samples if t <= t0]
+        after = [c for t, c in self.samples if t >= t1]
+        start = before[-1] if before else self.samples[0][1]
+        end = after[0] if after else self.samples[-1][1]
+        return end - start
+
+
+def preload_ticks(settings: Settings, ticks: list[Tick]) -> dict[int, int]:
+    """``ticks`` onto ``ticks.raw`` keyed by symbol; the records per partition."""
     ensure_topics(settings)
     raw = settings.topic("ticks.raw")
     produce_all(producer(settings), raw,
                 ((t.symbol.encode(), raw_bytes(t, raw)) for t in ticks))
-    expected = expected_outputs(settings, ticks)
-    worker = WorkerProcess(env, tmp / "worker.log").start()
-    assert worker.process is not None
-    cpu0 = process_cpu_s(worker.process.pid)
-    span = read_span(settings, [settings.topic("ticks.clean"), settings.topic("ticks.rejected")],
-                     expected, timeout_s=max(120.0, len(ticks) / 300))
-    cpu_us = (process_cpu_s(worker.process.pid) - cpu0) * 1e6 / len(ticks)
-    return len(ticks) / span.seconds, worker, cpu_us
+    return partition_counts(ticks, settings.partitions)
+
+
+def partition_counts(ticks: list[Tick], partitions: int) -> dict[int, int]:
+    """Ticks per partition of ``ticks.raw`` (keyed by symbol, murmur2 as the producer does;
+    the broker's watermarks are not exact on Tansu), partitions with none left out."""
+    from aiokafka.partitioner import murmur2
+
+    per_symbol: dict[str, int] = {}
+    for t in ticks:
+        per_symbol[t.symbol] = per_symbol.get(t.symbol, 0) + 1
+    out: dict[int, int] = {}
+    for sym, n in per_symbol.items():
+        p = (murmur2(sym.encode()) & 0x7FFFFFFF) % partitions
+        out[p] = out.get(p, 0) + n
+    return dict(sorted(out.items()))
+
+
+def spreading_partitions(symbols: list[str], workers: int, near: int) -> int:
+    """A partition count, nearest ``near``, at which ``symbols`` fall on partitions that a
+    round-robin assignment (Faust's, partition ``p`` to worker ``p % workers``) gives to
+    every worker in turn, as evenly as the symbols allow.
+
+    With few symbols the hash decides alone whether more workers can help: EURUSD and
+    NZDUSD fall on partitions 5 and 9 of 12 (both odd: one worker of two gets both). An
+    operator chooses the partition count; nothing here shards by hand.
+    """
+    from aiokafka.partitioner import murmur2
+
+    def imbalance(p: int) -> int:
+        per = [0] * workers
+        for sym in symbols:
+            per[((murmur2(sym.encode()) & 0x7FFFFFFF) % p) % workers] += 1
+        return max(per) - min(per)
+
+    candidates = range(workers, 4 * max(near, workers) + 1)
+    return min(candidates, key=lambda p: (imbalance(p), abs(p - near), p))
+
+
+def start_workers(envs: list[dict[str, str]], tmp: Path, name: str) -> list[WorkerProcess]:
+    """Start the workers at the same moment (so they join the group in one generation)
+    and wait until every one is ready."""
+    workers = [WorkerProcess(e, tmp / f"{name}-{i}.log") for i, e in enumerate(envs)]
+    errors: list[BaseException] = []
+
+    def start(w: WorkerProcess) -> None:
+        try:
+            w.start(ready_timeout_s=120)
+        except BaseException as exc:  # reported below, after every start returned
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for w in workers:
+            w.stop()
+        raise errors[0]
+    return workers
+
+
+def _collector(values: list[bytes]) -> Any:
+    def on_message(m: Any) -> None:
+        values.append(m.value())
+    return on_message
+
+
+@dataclass
+class Throughput:
+    ticks_per_s: float
+    cpu_us_per_tick: float  # every worker's CPU over the processing span, per tick
+    partitions: dict[int, int]  # ticks.raw records per partition
+    workers: list[WorkerProcess]
+    outputs: dict[str, list[bytes]] | None = None  # bars.m1 and features, when collected
+
+
+def topology_throughput(settings: Settings, envs: list[dict[str, str]], ticks: list[Tick],
+                        tmp: Path, expected: Expected, *, collect: bool = False,
+                        name: str = "worker") -> Throughput:
+    """Ticks/s through fresh workers (one per env, one consumer group) over a preloaded
+    ``ticks.raw``: ticks over the span of their per-tick outputs (``ticks.clean`` +
+    ``ticks.rejected``, CreateTime stamps), and their CPU microseconds per tick over the
+    same span. ``collect``: also read back every bar and feature vector (their bytes)."""
+    partitions = preload_ticks(settings, ticks)
+    workers = start_workers(envs, tmp, name)
+    samplers = []
+    for w in workers:
+        assert w.process is not None
+        samplers.append(CpuSampler(w.process.pid))
+        samplers[-1].start()
+    try:
+        span = read_span(settings,
+                         [settings.topic("ticks.clean"), settings.topic("ticks.rejected")],
+                         expected.per_tick, timeout_s=max(180.0, len(ticks) / 200))
+    finally:
+        for sm in samplers:
+            sm.stop()
+    t0, t1 = span.first_ms / 1000, span.last_ms / 1000
+    cpu = sum(sm.between(t0, t1) for sm in samplers)
+    outputs = None
+    if collect:
+        outputs = {}
+        for topic, n in (("bars.m1", expected.bars), ("features", expected.features)):
+            values: list[bytes] = []
+            read_span(settings, [settings.topic(topic)], n, timeout_s=60,
+                      on_message=_collector(values))
+            outputs[topic] = sorted(values)
+    return Throughput(len(ticks) / span.seconds, cpu * 1e6 / len(ticks), partitions, workers,
+                      outputs)
 
 
 def topology_throughput_with_sink(bootstrap: str, model_dir: str, ticks: list[Tick],
-                                  tmp: Path) -> dict[str, Any]:
+                                  tmp: Path, expected_outputs: Expected) -> dict[str, Any]:
     """:func:`topology_throughput` on a fresh app with the storage sink beside the worker
     (its own process and group, default batches, into a private clickhouse-server): the
     topology's ticks/s, and how far the sink is behind when the worker's last output is out
@@ -243,7 +395,7 @@ def topology_throughput_with_sink(bootstrap: str, model_dir: str, ticks: list[Ti
     env = bench_env(bootstrap, str(tmp / "worker-sink"), **RISK, TICKSTREAM_MODEL_DIR=model_dir)
     settings = Settings.from_env(env, env_file=None)
     ensure_topics(settings)
-    expected = expected_outputs(settings, ticks)
+    expected = expected_outputs.per_tick
     with ClickHouseServer(root=tmp / "ch-topology") as server:
         url = server.store_url("topology")
         sink = SinkProcess(sink_env(env, url), tmp / "sink-topology.log")
@@ -252,7 +404,10 @@ def topology_throughput_with_sink(bootstrap: str, model_dir: str, ticks: list[Ti
         try:
             sink.wait_assigned()
             poller.start()
-            tps, worker, cpu_us = topology_throughput(settings, env, ticks, tmp)
+            run = topology_throughput(settings, [env], ticks, tmp, expected_outputs,
+                                      name="worker-sink")
+            worker = run.workers[0]
+            tps, cpu_us = run.ticks_per_s, run.cpu_us_per_tick
             end = time.time()
             catchup = sink.wait_for(lambda: poller.rows_at(time.time()) >= expected,
                                     120, f"{expected} rows stored")
@@ -365,7 +520,7 @@ def topology_latency(settings: Settings, ticks: list[Tick], rate: float,
     items = [(t.symbol.encode(), raw_bytes(t, raw, seq=seq_base + i))
              for i, t in enumerate(ticks)]
     sent = offer(settings, raw, items, rate)
-    expected_clean = expected_outputs(settings, ticks)  # upper bound incl. rejects
+    expected_clean = expected_outputs(settings, ticks).per_tick  # upper bound incl. rejects
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if sum(1 for _, tp, _ in reader.got if tp == clean_t) >= expected_clean * 0.9:
@@ -397,91 +552,181 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def run(bootstrap: str, *, throughput_ticks: int = 60_000, passthrough_msgs: int = 30_000,
+def spread(values: list[float], digits: int = 0) -> dict[str, Any]:
+    """min / median / max of repeated runs, and the runs in order."""
+    def r(x: float) -> float:
+        return round(x, digits) if digits else round(x)
+    return {"min": r(min(values)), "median": r(statistics.median(values)),
+            "max": r(max(values)), "runs": [r(v) for v in values]}
+
+
+#: Partitions of the topology's topics in the throughput runs (``run(partitions=...)``).
+PARTITIONS = {"value": 12}
+
+
+def app_env(bootstrap: str, tmp: Path, name: str, model_dir: str) -> dict[str, str]:
+    return bench_env(bootstrap, str(tmp / name), **RISK, TICKSTREAM_MODEL_DIR=model_dir,
+                     TICKSTREAM_PARTITIONS=str(PARTITIONS["value"]))
+
+
+def worker_envs(env: dict[str, str], tmp: Path, n: int) -> list[dict[str, str]]:
+    """``n`` workers of one app (one consumer group): own data dirs and web ports."""
+    from devstack.broker import free_port
+
+    return [{**env, "TICKSTREAM_DATA_DIR": f"{env['TICKSTREAM_DATA_DIR']}-{i}",
+             "TICKSTREAM_WEB_PORT": str(free_port())} for i in range(n)]
+
+
+def run(bootstrap: str, inp: BenchInput, *, passthrough_msgs: int = 30_000,
         aiokafka_msgs: int = 200_000, rate: float = 2000.0, latency_s: float = 10.0,
-        runs: int = 3, with_sink: bool = True) -> dict[str, Any]:
+        runs: int = 3, latency_runs: int = 3, with_sink: bool = True,
+        scale_workers: int = 2) -> dict[str, Any]:
+    """Every topology figure on ``inp`` (see the module docstring)."""
+    ticks = inp.ticks
     with tempfile.TemporaryDirectory(prefix="tickstream-bench-") as d:
         tmp = Path(d)
         env = bench_env(bootstrap, str(tmp / "worker"), **RISK)
         settings = Settings.from_env(env, env_file=None)
-        env["TICKSTREAM_MODEL_DIR"] = str(train_bench_model(settings, tmp / "models"))
+        model_dir = str(train_bench_model(settings, tmp / "models"))
+        env["TICKSTREAM_MODEL_DIR"] = model_dir
         settings = Settings.from_env(env, env_file=None)
-        per = max(1, throughput_ticks // (2 * 3 * 600))
-        ticks = simulate(3, symbols=("EURUSD", "USDJPY"), seconds=600, ticks_per_s=per)
-        result: dict[str, Any] = {"ticks_in": len(ticks)}
-        tps, off = offline_process(env, settings.model_dir, ticks, tmp)
+        expected = expected_outputs(settings, ticks)
+        result: dict[str, Any] = {"ticks_in": len(ticks), **inp.summary(),
+                                  "expected_outputs": expected.__dict__}
+        progress(f"offline process on {len(ticks)} ticks")
+        tps, off = offline_process(env, settings.model_dir, inp.csv, len(ticks))
         result["offline_process_ticks_per_s"] = round(tps)
         result["offline_process_jobs"] = off["jobs"]
         result["stages_compiled"] = off["stages_compiled"]
         result["offline_process_one_job_ticks_per_s"] = round(
-            offline_process(env, settings.model_dir, ticks, tmp, "--jobs", "1")[0])
+            offline_process(env, settings.model_dir, inp.csv, len(ticks), "--jobs", "1")[0])
+        progress("baselines: aiokafka and Faust passthrough")
         result["aiokafka_passthrough_msgs_per_s"] = round(
             aiokafka_passthrough(settings, aiokafka_msgs))
         result["faust_passthrough_msgs_per_s"] = round(
             faust_passthrough(settings, passthrough_msgs, tmp))
-        tps, worker, cpu_us = topology_throughput(settings, env, ticks, tmp)
-        worker.stop()
-        result["topology_ticks_per_s"] = round(tps)
-        result["topology_worker_cpu_us_per_tick"] = round(cpu_us, 1)
+        # Repeated runs, each a fresh app (its own topics, group and worker).
+        tps_runs, cpu_runs = [], []
+        for r in range(runs):
+            progress(f"topology run {r + 1} of {runs}: one worker")
+            run_env = app_env(bootstrap, tmp, f"run{r}", model_dir)
+            t = topology_throughput(Settings.from_env(run_env, env_file=None), [run_env],
+                                    ticks, tmp, expected, name=f"run{r}")
+            for w in t.workers:
+                w.stop()
+            tps_runs.append(t.ticks_per_s)
+            cpu_runs.append(t.cpu_us_per_tick)
+            if r == 0:
+                result["ticks_raw_partition_records"] = t.partitions
+        result["topology_ticks_per_s"] = round(statistics.median(tps_runs))
+        result["topology_ticks_per_s_spread"] = spread(tps_runs)
+        result["topology_worker_cpu_us_per_tick"] = round(statistics.median(cpu_runs), 1)
+        result["topology_worker_cpu_us_per_tick_spread"] = spread(cpu_runs, 1)
+        tps = statistics.median(tps_runs)
         result["ratio_vs_faust_passthrough"] = round(
             tps / result["faust_passthrough_msgs_per_s"], 2)
         result["ratio_vs_aiokafka_passthrough"] = round(
             tps / result["aiokafka_passthrough_msgs_per_s"], 3)
+        if scale_workers > 1:
+            result.update(scale_out(bootstrap, model_dir, inp, tmp, expected, scale_workers))
         if with_sink:  # the same ticks, a fresh app, the storage sink running beside it
-            sunk = topology_throughput_with_sink(bootstrap, env["TICKSTREAM_MODEL_DIR"],
-                                                 ticks, tmp)
+            progress("topology with the storage sink beside the worker")
+            sunk = topology_throughput_with_sink(bootstrap, model_dir, ticks, tmp, expected)
             result["topology_ticks_per_s_with_sink"] = sunk.pop("topology_ticks_per_s")
             result["topology_worker_cpu_us_per_tick_with_sink"] = sunk.pop(
                 "topology_worker_cpu_us_per_tick")
             result["ratio_with_sink_vs_without"] = round(
                 result["topology_ticks_per_s_with_sink"] / tps, 3)
             result["sink_beside_topology"] = sunk
-        # Each latency run on fresh topics, the floor's and the worker's alike: Tansu's
-        # produce→fetch latency grows with the partition's size (measured: p50 6 → 9 → 24 →
-        # 39 ms over four runs of 20k records on the same topic, no worker at all), so runs
-        # on reused topics measure the broker filling up. Per run: a fresh app (its own
-        # topics and worker), its floor on its own topic, then the worker.
-        # Event time runs ~80x the wall clock so bars close often.
-        n = int(rate * latency_s)
-        lat_ticks = simulate(5, symbols=("GBPUSD", "AUDUSD"), seconds=int(n * runs / 24) + 60,
-                             ticks_per_s=4)
-        floors, cleans, cmds = [], [], []
-        all_cmd: list[float] = []
-        for r in range(runs):
-            lat_env = bench_env(bootstrap, str(tmp / f"latency-worker-{r}"), **RISK,
-                                TICKSTREAM_MODEL_DIR=env["TICKSTREAM_MODEL_DIR"])
-            lat_settings = Settings.from_env(lat_env, env_file=None)
-            ensure_topics(lat_settings)
-            # The floor first, with no worker running (an idle worker's fetches cost the
-            # broker CPU, which would raise the floor).
-            floors.append(broker_floor(lat_settings, lat_settings.topic("floor"), rate,
-                                       latency_s))
-            lat_worker = WorkerProcess(lat_env, tmp / f"latency-worker-{r}.log").start()
-            try:
-                lat = topology_latency(lat_settings, lat_ticks[r * n:(r + 1) * n], rate,
-                                       seq_base=r * n)
-            finally:
-                lat_worker.stop()
-            cleans.append(percentiles(lat["tick_to_clean"]))
-            all_cmd += lat["tick_to_command"]
-            if lat["tick_to_command"]:
-                cmds.append(percentiles(lat["tick_to_command"]))
-        floor = median_of(floors)
-        clean = median_of(cleans)
-        result["latency_ms"] = {
-            "offered_ticks_per_s": rate,
-            "broker_floor": floor,
-            "tick_to_clean": clean,
-            "tick_to_command": percentiles(all_cmd),
-            # Paired: each run's worker minus that run's floor, median over runs.
-            "added_over_floor": {
-                q: round(statistics.median(c[q] - f[q] for c, f in zip(cleans, floors,
-                                                                         strict=True)), 2)
-                for q in ("p50", "p99")
-            },
-            "runs": {"broker_floor": floors, "tick_to_clean": cleans},
-        }
+        result["latency_ms"] = latency(bootstrap, model_dir, ticks, rate, latency_s,
+                                       latency_runs, tmp)
         return result
+
+
+def scale_out(bootstrap: str, model_dir: str, inp: BenchInput, tmp: Path,
+              expected: Expected, workers: int) -> dict[str, Any]:
+    """The input through 1 and then ``workers`` worker processes of one consumer group, on
+    topics with a partition count that spreads the input's symbols over the workers (see
+    :func:`spreading_partitions`); whether both give byte-identical bars and features."""
+    symbols = sorted({t.symbol for t in inp.ticks})
+    saved = PARTITIONS["value"]
+    parts = spreading_partitions(symbols, workers, saved)
+    PARTITIONS["value"] = parts
+    try:
+        got: dict[int, Throughput] = {}
+        for n in (1, workers):
+            progress(f"scale-out: {n} worker process(es) of one group, {parts} partitions")
+            env = app_env(bootstrap, tmp, f"scale{n}", model_dir)
+            t = topology_throughput(Settings.from_env(env, env_file=None),
+                                    worker_envs(env, tmp, n), inp.ticks, tmp, expected,
+                                    collect=True, name=f"scale{n}")
+            for w in t.workers:
+                w.stop()
+            got[n] = t
+    finally:
+        PARTITIONS["value"] = saved
+    one, many = got[1], got[workers]
+    return {"scale_out": {
+        "partitions": parts,
+        "ticks_raw_partition_records": one.partitions,
+        "workers_1_ticks_per_s": round(one.ticks_per_s),
+        f"workers_{workers}_ticks_per_s": round(many.ticks_per_s),
+        "workers_1_cpu_us_per_tick": round(one.cpu_us_per_tick, 1),
+        f"workers_{workers}_cpu_us_per_tick": round(many.cpu_us_per_tick, 1),
+        f"ratio_{workers}_vs_1": round(many.ticks_per_s / one.ticks_per_s, 3),
+        "outputs_identical": one.outputs == many.outputs and one.outputs is not None,
+        "usable_cpus": len(os.sched_getaffinity(0)),
+    }}
+
+
+def latency(bootstrap: str, model_dir: str, ticks: list[Tick], rate: float,
+            latency_s: float, runs: int, tmp: Path) -> dict[str, Any]:
+    """Ticks of the input offered at ``rate``/s: added latency over the broker floor.
+
+    Each latency run on fresh topics, the floor's and the worker's alike: Tansu's
+    produce→fetch latency grows with the partition's size (measured: p50 6 → 9 → 24 → 39 ms
+    over four runs of 20k records on the same topic, no worker at all), so runs on reused
+    topics measure the broker filling up. Per run: a fresh app (its own topics and worker),
+    its floor on its own topic, then the worker, on its own slice of the input (the input
+    again from its start when it is shorter than every run together).
+    """
+    n = int(rate * latency_s)
+    floors, cleans = [], []
+    all_cmd: list[float] = []
+    for r in range(runs):
+        progress(f"latency run {r + 1} of {runs}: {n} ticks at {rate:.0f}/s")
+        lat_env = app_env(bootstrap, tmp, f"latency-worker-{r}", model_dir)
+        lat_settings = Settings.from_env(lat_env, env_file=None)
+        ensure_topics(lat_settings)
+        # The floor first, with no worker running (an idle worker's fetches cost the
+        # broker CPU, which would raise the floor).
+        floors.append(broker_floor(lat_settings, lat_settings.topic("floor"), rate,
+                                   latency_s))
+        start = (r * n) % max(1, len(ticks) - n) if len(ticks) > n else 0
+        lat_worker = WorkerProcess(lat_env, tmp / f"latency-worker-{r}.log").start()
+        try:
+            lat = topology_latency(lat_settings, ticks[start:start + n], rate, seq_base=r * n)
+        finally:
+            lat_worker.stop()
+        cleans.append(percentiles(lat["tick_to_clean"]))
+        all_cmd += lat["tick_to_command"]
+    return {
+        "offered_ticks_per_s": rate,
+        "broker_floor": median_of(floors),
+        "tick_to_clean": median_of(cleans),
+        "tick_to_command": percentiles(all_cmd),
+        # Paired: each run's worker minus that run's floor, median over runs.
+        "added_over_floor": {
+            q: round(statistics.median(c[q] - f[q] for c, f in zip(cleans, floors,
+                                                                     strict=True)), 2)
+            for q in ("p50", "p99")
+        },
+        "runs": {"broker_floor": floors, "tick_to_clean": cleans},
+    }
+
+
+def progress(line: str) -> None:
+    print(f"bench: {line}", file=sys.stderr, flush=True)
 
 
 __all__ = ["Span", "run"]

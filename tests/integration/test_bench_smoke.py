@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def test_quick_bench_prints_every_documented_figure(broker: LocalBroker) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--skip-collectors",
+        [sys.executable, "-m", "bench", "--quick", "--skip-collectors", "--skip-peer",
          "--bootstrap", broker.bootstrap],
         capture_output=True, text=True, timeout=600, check=False,
     )
@@ -30,6 +30,24 @@ def test_quick_bench_prints_every_documented_figure(broker: LocalBroker) -> None
                 "aiokafka_passthrough_msgs_per_s", "offline_process_ticks_per_s",
                 "offline_process_one_job_ticks_per_s", "topology_worker_cpu_us_per_tick"):
         assert result[key] > 0, key
+    # Real two-broker data by default, from the moment both brokers quote both pairs.
+    assert result["input"] == "lean" and result["input_ticks"] == 12_000
+    assert result["input_brokers"] == ["FXCM", "OANDA"]
+    assert result["input_symbols"] == ["EURUSD", "NZDUSD"]
+    assert sum(result["ticks_raw_partition_records"].values()) == 12_000
+    for key in ("topology_ticks_per_s", "topology_worker_cpu_us_per_tick"):
+        spread = result[f"{key}_spread"]
+        assert spread["min"] <= spread["median"] <= spread["max"], key
+        assert len(spread["runs"]) == 1 and result[key] == spread["median"], key
+    # Scale-out: the symbols on different workers, the same bars and features from both.
+    scale = result["scale_out"]
+    assert len(scale["ticks_raw_partition_records"]) == 2
+    assert len({p % 2 for p in map(int, scale["ticks_raw_partition_records"])}) == 2
+    assert scale["workers_1_ticks_per_s"] > 0 and scale["workers_2_ticks_per_s"] > 0
+    assert scale["ratio_2_vs_1"] == pytest.approx(
+        scale["workers_2_ticks_per_s"] / scale["workers_1_ticks_per_s"], abs=0.01)
+    assert scale["outputs_identical"] is True
+    assert "peer_quix_ticks_per_s" not in result  # --skip-peer
     assert result["offline_process_jobs"] >= 1
     assert isinstance(result["stages_compiled"], bool)
     assert result["ratio_vs_faust_passthrough"] == pytest.approx(
