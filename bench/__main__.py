@@ -2,7 +2,8 @@
 
 ``python -m bench [--input lean|simulated|FILE] [--ticks N] [--runs R] [--quick]
 [--bootstrap HOST:PORT]``. By default the input is the real two-broker Lean days in
-``../shared/data/lean`` (the first 400,000 ticks merged by time), and the Quix Streams peer
+``../shared/data/lean`` (400,000 ticks merged by time, from the moment both brokers quote
+both pairs), and the Quix Streams peer
 in ``../shared/peer`` runs on the same ticks after the topology figures. Figures are only
 comparable within one run (these machines are noisy): read the ratios, the spread over the
 repeated runs and the latency added over the broker floor. Progress goes to stderr.
@@ -18,17 +19,36 @@ import time
 from typing import Any
 
 
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("python -m bench: interrupted; the broker and workers it started are stopped",
+              file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--bootstrap", help="use this broker instead of a private local one")
     ap.add_argument("--input", default="lean", metavar="lean|simulated|FILE",
                     help="the ticks: the Lean days of ../shared/data/lean (default), the "
                          "simulator, or any canonical tick CSV")
-    ap.add_argument("--ticks", type=int, metavar="N",
+    ap.add_argument("--ticks", type=positive, metavar="N",
                     help="the first N ticks of the input (default 400000; --quick 12000)")
-    ap.add_argument("--runs", type=int, metavar="R",
+    ap.add_argument("--runs", type=positive, metavar="R",
                     help="repeated one-worker throughput runs (default 3; --quick 1)")
-    ap.add_argument("--workers", type=int, default=2, metavar="W",
+    ap.add_argument("--workers", type=positive, default=2, metavar="W",
                     help="also run the input through W worker processes of one group "
                          "(default 2; 1 skips it)")
     ap.add_argument("--skip-peer", action="store_true",
@@ -62,6 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: input: {inp.description}", file=sys.stderr, flush=True)
     broker = None
     bootstrap = args.bootstrap
+    if bootstrap is not None:
+        from bench.kafka_tools import bench_env
+        from topology.preflight import PreflightError, require_broker
+        from topology.settings import Settings
+
+        try:
+            require_broker(Settings.from_env(bench_env(bootstrap, work.name), env_file=None))
+        except PreflightError as exc:
+            print(f"python -m bench: --bootstrap: {exc}", file=sys.stderr)
+            work.cleanup()
+            return 1
     if bootstrap is None:
         broker = LocalBroker().start()
         bootstrap = broker.bootstrap

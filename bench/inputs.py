@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from connectors.files import BadRow, read_canonical, write_canonical
+from connectors.files import BadRow, TickFileError, read_canonical, write_canonical
 from stages.types import Tick
 
 LEAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "lean"
@@ -55,16 +55,20 @@ def with_recv_time(ticks: list[Tick]) -> list[Tick]:
 def first_ticks(path: Path, n: int | None, *, from_all_streams: bool = False) -> list[Tick]:
     """The first ``n`` ticks of a canonical CSV (``from_all_streams``: from the first tick
     at which every (broker, symbol) of the first 2 million ticks has quoted)."""
-    start_at = _all_streams_begun(path) if from_all_streams else None
     out: list[Tick] = []
-    for item in read_canonical(path):
-        if isinstance(item, BadRow):
-            raise InputError(f"{path}: line {item.line}: {item.detail}")
-        if start_at is not None and item.time_msc < start_at:
-            continue
-        out.append(item)
-        if n is not None and len(out) >= n:
-            break
+    try:
+        start_at = _all_streams_begun(path) if from_all_streams else None
+        for item in read_canonical(path):
+            if isinstance(item, BadRow):
+                raise InputError(f"{path}: line {item.line}: {item.detail}")
+            if start_at is not None and item.time_msc < start_at:
+                continue
+            out.append(item)
+            if n is not None and len(out) >= n:
+                break
+    except (TickFileError, OSError) as exc:
+        raise InputError(f"{exc} (a canonical tick CSV: broker,symbol,time_msc,bid,ask)"
+                         ) from None
     if not out:
         raise InputError(f"{path}: no ticks")
     return out

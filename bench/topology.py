@@ -364,6 +364,10 @@ def topology_throughput(settings: Settings, envs: list[dict[str, str]], ticks: l
         span = read_span(settings,
                          [settings.topic("ticks.clean"), settings.topic("ticks.rejected")],
                          expected.per_tick, timeout_s=max(180.0, len(ticks) / 200))
+    except BaseException:  # a timeout or Ctrl-C: no worker is left behind
+        for w in workers:
+            w.stop()
+        raise
     finally:
         for sm in samplers:
             sm.stop()
@@ -560,13 +564,14 @@ def spread(values: list[float], digits: int = 0) -> dict[str, Any]:
             "max": r(max(values)), "runs": [r(v) for v in values]}
 
 
-#: Partitions of the topology's topics in the throughput runs (``run(partitions=...)``).
-PARTITIONS = {"value": 12}
+#: Partitions of the topology's topics: the project's default, as users run it.
+PARTITIONS = 12
 
 
-def app_env(bootstrap: str, tmp: Path, name: str, model_dir: str) -> dict[str, str]:
+def app_env(bootstrap: str, tmp: Path, name: str, model_dir: str,
+            partitions: int = PARTITIONS) -> dict[str, str]:
     return bench_env(bootstrap, str(tmp / name), **RISK, TICKSTREAM_MODEL_DIR=model_dir,
-                     TICKSTREAM_PARTITIONS=str(PARTITIONS["value"]))
+                     TICKSTREAM_PARTITIONS=str(partitions))
 
 
 def worker_envs(env: dict[str, str], tmp: Path, n: int) -> list[dict[str, str]]:
@@ -649,22 +654,17 @@ def scale_out(bootstrap: str, model_dir: str, inp: BenchInput, tmp: Path,
     topics with a partition count that spreads the input's symbols over the workers (see
     :func:`spreading_partitions`); whether both give byte-identical bars and features."""
     symbols = sorted({t.symbol for t in inp.ticks})
-    saved = PARTITIONS["value"]
-    parts = spreading_partitions(symbols, workers, saved)
-    PARTITIONS["value"] = parts
-    try:
-        got: dict[int, Throughput] = {}
-        for n in (1, workers):
-            progress(f"scale-out: {n} worker process(es) of one group, {parts} partitions")
-            env = app_env(bootstrap, tmp, f"scale{n}", model_dir)
-            t = topology_throughput(Settings.from_env(env, env_file=None),
-                                    worker_envs(env, tmp, n), inp.ticks, tmp, expected,
-                                    collect=True, name=f"scale{n}")
-            for w in t.workers:
-                w.stop()
-            got[n] = t
-    finally:
-        PARTITIONS["value"] = saved
+    parts = spreading_partitions(symbols, workers, PARTITIONS)
+    got: dict[int, Throughput] = {}
+    for n in (1, workers):
+        progress(f"scale-out: {n} worker process(es) of one group, {parts} partitions")
+        env = app_env(bootstrap, tmp, f"scale{n}", model_dir, parts)
+        t = topology_throughput(Settings.from_env(env, env_file=None),
+                                worker_envs(env, tmp, n), inp.ticks, tmp, expected,
+                                collect=True, name=f"scale{n}")
+        for w in t.workers:
+            w.stop()
+        got[n] = t
     one, many = got[1], got[workers]
     return {"scale_out": {
         "partitions": parts,

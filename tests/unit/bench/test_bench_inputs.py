@@ -57,6 +57,10 @@ def test_a_csv_input_is_read_as_given_and_a_bad_row_is_one_error(tmp_path: Path)
         fh.write("B1,EURUSD,notanumber,1.1,1.2,,,,\n")
     with pytest.raises(inputs.InputError, match="line 12"):
         inputs.load(str(src), None, tmp_path / "run")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\x7fELF\x02\x01\xd0\xff\xfe" * 50)
+    with pytest.raises(inputs.InputError, match="unreadable"):
+        inputs.load(str(binary), 4, tmp_path / "run")
     with pytest.raises(inputs.InputError, match="no such file"):
         inputs.load(str(tmp_path / "absent.csv"), 4, tmp_path / "run")
 
