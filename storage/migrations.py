@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from storage.backend import Backend, quote
-from storage.schema import TABLES, create_table_sql
+from storage.schema import COMMANDS, TABLES, Table, create_table_sql
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,16 @@ class Migration:
     apply: Callable[[Backend], None]
 
 
+#: Migration 1's commands table: partitioned by the day of ``created_time_us`` (wall clock
+#: online, 0 offline: ``process --store``'s commands all fell on 1970-01-01, which the
+#: retention job dropped at once). Migration 3 moves it to the decision day.
+_COMMANDS_V1 = replace(COMMANDS, time_expr="intDiv(created_time_us, 1000000)")
+
+
 def _create_tables(backend: Backend) -> None:
     version = backend.server_version()
     for table in TABLES:
+        table = _COMMANDS_V1 if table is COMMANDS else table
         backend.execute(create_table_sql(table, backend.database, version))
 
 
@@ -53,10 +60,44 @@ def _inserted_at(backend: Backend) -> None:
         _add_column(backend, table.name, "inserted_at", "DateTime('UTC') DEFAULT now()")
 
 
+def _time_default(backend: Backend, table: str) -> str:
+    rows = backend.query(
+        f"SELECT default_expression FROM system.columns WHERE database = "
+        f"{quote(backend.database)} AND table = {quote(table)} AND name = 'time'"
+    ).rows
+    return str(rows[0][0]) if rows else ""
+
+
+def _repartition(backend: Backend, table: Table, marker: str) -> None:
+    """Rebuild ``table`` with its current ``time`` expression (a partition key cannot be
+    altered): create ``<name>_new``, copy every row (``time`` recomputed by its new default),
+    swap the names, drop the old table. Safe to run again at any point: a table whose
+    ``time`` default already holds ``marker`` is left as it is (a copy left over from an
+    interrupted run is dropped)."""
+    db, name = backend.database, table.name
+    new, old = f"{name}_new", f"{name}_old"
+    if marker in _time_default(backend, name):
+        backend.execute(f"DROP TABLE IF EXISTS {db}.{old}")
+        return
+    backend.execute(f"DROP TABLE IF EXISTS {db}.{new}")
+    backend.execute(create_table_sql(replace(table, name=new), db, backend.server_version()))
+    _add_column(backend, new, "inserted_at", "DateTime('UTC') DEFAULT now()")
+    cols = ", ".join((*table.column_names, "inserted_at"))
+    backend.execute(f"INSERT INTO {db}.{new} ({cols}) SELECT {cols} FROM {db}.{name}")
+    backend.execute(f"RENAME TABLE {db}.{name} TO {db}.{old}, {db}.{new} TO {db}.{name}")
+    backend.execute(f"DROP TABLE IF EXISTS {db}.{old}")
+
+
+def _commands_by_decision_day(backend: Backend) -> None:
+    _repartition(backend, COMMANDS, "bar_time")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create the ticks, bars_m1, features, commands and rejects tables",
               _create_tables),
     Migration(2, "inserted_at on every table", _inserted_at),
+    Migration(3, "commands partitioned by the day they were decided (bar_time), not by "
+                 "created_time_us", _commands_by_decision_day),
 )
 LATEST = MIGRATIONS[-1].version
 

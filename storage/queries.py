@@ -88,8 +88,10 @@ def broker_quality(backend: Backend, *, bucket: str = "1h", symbols: Sequence[st
 
 def commands_per_day(backend: Backend, *, symbol: str | None = None,
                      start_ms: int | None = None, end_ms: int | None = None) -> Result:
-    """Commands per UTC day, symbol and action (outcomes come with the backtest)."""
-    where = "1" + _between("created_time_us", start_ms, end_ms, scale=1000)
+    """Commands per UTC day of their bar (event time: the same for the live worker's and
+    ``process --store``'s commands), symbol and action; ``start_ms``/``end_ms`` bound the
+    bar time. Their outcomes: :func:`offline.outcomes.command_outcomes`."""
+    where = "1" + _between("bar_time", start_ms, end_ms)
     if symbol:
         where += f" AND symbol = {_symbol(symbol)}"
     return backend.query(

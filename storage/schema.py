@@ -112,7 +112,9 @@ COMMANDS = Table(
           "model_version String, reason String, bar_time Int64*, trigger_recv_time_us Int64*, "
           "created_time_us Int64*"),
     key=("command_id",),
-    time_expr="intDiv(created_time_us, 1000000)",
+    # the day the risk manager decided it (its bar's, or its tick's for a stop): event
+    # time, the same online and offline (an offline command's created_time_us is 0)
+    time_expr="intDiv(bar_time, 1000)",
     low_cardinality=frozenset({"action", "symbol", "model_version"}),
 )
 REJECTS = Table(

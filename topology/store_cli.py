@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from offline.backtest import DEFAULT_LATENCY_MS
 from storage.backend import Backend, Result
 from storage.errors import StorageError
 from storage.queries import TIMEFRAMES_MS
@@ -35,6 +36,19 @@ def _time_ms(value: str) -> int:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return int(t.timestamp() * 1000)
+
+
+def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or not number >= 0 or number == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+        return number
+
+    return parse
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -111,8 +125,22 @@ def cmd_query(args: argparse.Namespace, backend: Backend, settings: Settings) ->
         result = queries.broker_quality(backend, bucket=args.bucket, symbols=args.symbols,
                                         start_ms=args.start, end_ms=args.end)
     else:
-        result = queries.commands_per_day(backend, symbol=args.symbol, start_ms=args.start,
-                                          end_ms=args.end)
+        from offline.outcomes import command_outcomes
+
+        outcomes = command_outcomes(
+            backend, {s: spec.pip_size for s, spec in settings.symbols.items()},
+            symbol=args.symbol, start_ms=args.start, end_ms=args.end, venue=args.venue,
+            latency_ms=args.latency_ms, commission=args.commission)
+        result = outcomes.result
+        if args.json or args.csv:
+            pass
+        elif outcomes.venue is None and result.rows:
+            print("outcomes: unknown (no stored clean ticks after the first command to fill "
+                  "at)")
+        elif outcomes.venue is not None:
+            print(f"outcomes: filled at {outcomes.venue}'s stored quotes, latency "
+                  f"{outcomes.latency_ms} ms, commission {outcomes.commission:g} per lot "
+                  f"and side ({len(outcomes.trades)} trades; as tickstream backtest fills)")
     _print(result, args)
     return 0
 
@@ -182,11 +210,25 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--symbols", type=lambda v: [s.strip().upper() for s in v.split(",")],
                    default=[], metavar="SYM,SYM", help="only these symbols (default all)")
     _common(b)
-    c = q.add_parser("commands", help="trading commands per day, symbol and action",
+    c = q.add_parser("commands", help="trading commands per day, symbol and action, with "
+                                      "their outcome",
                      description="Counts of stored trading commands per day, symbol and "
-                     "action (BUY, SELL, CLOSE).")
+                     "action (BUY, SELL, CLOSE), and what they came to: the commands filled "
+                     "at one venue's stored clean quotes by the backtest's rules (entries "
+                     "after the bar close plus the latency, stops and targets tick by tick, "
+                     "net of the spread and commission). Columns filled, open (still open "
+                     "at the last stored quote), wins, net_pips, pnl and currency; a CLOSE "
+                     "row counts the trades it closed, their pips are on the entry's row.")
     c.add_argument("--symbol", type=str.upper, default=None,
                    help="only this symbol (default all)")
+    c.add_argument("--venue", metavar="BROKER", default=None,
+                   help="fill at this broker's quotes (default: the broker with the most "
+                        "stored clean ticks)")
+    c.add_argument("--latency-ms", type=_non_negative(int), default=DEFAULT_LATENCY_MS,
+                   metavar="MS", help="from decision to fill (default "
+                                      f"{DEFAULT_LATENCY_MS})")
+    c.add_argument("--commission", type=_non_negative(float), default=0.0, metavar="USD",
+                   help="per lot and side, in the account currency (default 0)")
     _common(c)
     p.set_defaults(func=cmd_query)
 
