@@ -275,6 +275,12 @@ class Codec:
         except Exception as exc:  # pragma: no cover - resolution guarantees all fields
             raise MalformedRecord(f"cannot build {record_type.__name__}: {_short(exc)}") from None
 
+    def current_headers(self, schema_name: str) -> frozenset[bytes]:
+        """The headers decoded so far that name a writer with exactly the current layout of
+        ``schema_name``: a body after one reads with the current schema, no resolution
+        (what :mod:`schemas.columnar` may read column-wise)."""
+        return frozenset(h for (h, name) in self._headers_read if name == schema_name)
+
     def decode_dict(self, schema_name: str, data: Buffer, topic: str = "") -> dict[str, Any]:
         """Decode ``data`` into a dict laid out as the current schema ``schema_name``.
 

@@ -41,6 +41,23 @@ def to_columns(table: Table, records: Iterable[Mapping[str, Any]]) -> dict[str, 
     return {c.name: column_array(c, [r[c.name] for r in recs]) for c in table.columns}
 
 
+def columns_from_arrays(table: Table, arrays: Mapping[str, np.ndarray[Any, Any]]
+                        ) -> dict[str, Any]:
+    """The columns of ``table`` from field arrays decoded column-wise
+    (:func:`schemas.columnar.decode_columns`), in the dtypes :func:`column_array` gives."""
+    out: dict[str, Any] = {}
+    for c in table.columns:
+        a = arrays[c.name]
+        base = c.base_type
+        if base == "Float64" or (base in _NUMERIC and not c.nullable):
+            out[c.name] = np.ascontiguousarray(a, dtype=_NUMERIC[base])
+        elif a.dtype == object:
+            out[c.name] = a
+        else:  # a nullable integer column read without nulls: Python ints, as from rows
+            out[c.name] = a.astype(object)
+    return out
+
+
 def table_for_topic(topic: str) -> Table:
     """The table that stores the logical topic ``topic`` (KeyError if none does)."""
     return BY_TOPIC[topic]

@@ -146,3 +146,50 @@ def test_outage_pauses_retries_and_loses_nothing() -> None:
         merged.update(c)
     assert merged == {("p.ticks.clean", 0): 101, ("p.ticks.clean", 1): 50,
                       ("p.bars.m1", 0): 100}
+
+
+def test_a_batch_decodes_column_wise_as_record_by_record() -> None:
+    """The batch's columns (column-wise decode, with the one-by-one path for what it
+    declines) hold exactly the rows the codec's decode_dict gives, and every record it cannot
+    read as a malformed reject with its coordinates and bytes."""
+    import numpy as np
+
+    from agents.sink import Batch
+    from storage.rows import to_columns
+    from storage.schema import BY_NAME, BY_TOPIC
+
+    batch = Batch(CODEC, TOPICS, clock_us=lambda: 7)
+    sent = messages(60)
+    good = CODEC.encode(storage_checks.tick(999), "p.ticks.clean")
+    sent.append(Msg("p.ticks.clean", 1, 500, good[:-1]))  # cut short
+    sent.append(Msg("p.ticks.clean", 1, 501, good + b"\x00"))  # a trailing byte
+    sent += [Msg("p.ticks.rejected", 0, i, CODEC.encode(r, "p.ticks.rejected"))
+             for i, r in enumerate(storage_checks.samples(40)["ticks.rejected"])]
+    for m in sent:
+        batch.add(m.topic(), m.partition(), m.offset(), m.key(), m.value())
+    got = batch.columns()
+    assert batch.columns().keys() == got.keys() and batch.malformed == 3  # decoded once
+
+    want: dict[str, list[dict[str, Any]]] = {}
+    for m in sent:
+        table = BY_TOPIC[TOPICS[m.topic()]]
+        try:
+            want.setdefault(table.name, []).append(CODEC.decode_dict(table.record, m.value()))
+        except Exception:
+            want.setdefault("rejects", []).append({
+                "source_topic": m.topic(), "source_partition": m.partition(),
+                "source_offset": m.offset(), "reason": "malformed", "detail": "",
+                "stage": "sink", "original": m.value(), "key": m.key(), "time_us": 7})
+
+    def rows(name: str, cols: dict[str, Any]) -> list[tuple[Any, ...]]:
+        names = [c for c in BY_NAME[name].column_names if c != "detail"]
+        for c in names:
+            assert isinstance(cols[c], np.ndarray), (name, c)
+        return sorted(zip(*(cols[c].tolist() for c in names), strict=True), key=repr)
+
+    assert got.keys() == want.keys()
+    for name, recs in want.items():
+        expected = to_columns(BY_NAME[name], recs)
+        for c, arr in expected.items():
+            assert got[name][c].dtype == arr.dtype, (name, c)
+        assert rows(name, got[name]) == rows(name, expected), name
