@@ -122,10 +122,11 @@ def test_corrupted_rows_are_never_accepted_wrongly(name: str, data: Any, seed: i
 
 
 def test_short_and_long_strings_both_paths() -> None:
-    """Over 32 rows: short strings of a field are grouped, long ones sliced, mixed lengths
-    and trailing NULs kept apart."""
+    """Over 32 rows: short strings of a field are grouped (a pass per value for a few, a
+    sort for many), long ones sliced, mixed lengths and trailing NULs kept apart."""
     codec = Codec()
     names = ["ICM", "a", "a\x00", "", "EURUSD", "é€", "x" * 7, "y" * 8, "z" * 30] * 8
+    names += [f"S{i}" for i in range(12)] * 3
     recs = [{"symbol": s, "bar_time": i, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0,
              "bid_close": 1.0, "ask_close": 1.0, "tick_count": i, "mean_spread": 0.0,
              "fresh_brokers": 1, "dispersion": 0.0, "trigger_recv_time_us": 0}
