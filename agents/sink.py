@@ -187,10 +187,16 @@ class Batch:
             left = np.ones(len(p.values), dtype=bool)
             left[done] = False
             records = []
+            int32 = [c.name for c in table.columns if c.base_type == "Int32"]
             for i in np.flatnonzero(left).tolist():
                 value = p.values[i]
                 try:
-                    records.append(self.codec.decode_dict(table.record, value, topic))
+                    rec = self.codec.decode_dict(table.record, value, topic)
+                    for name in int32:  # an Avro int is 32 bits; a varint need not be
+                        v = rec[name]
+                        if v is not None and not -(1 << 31) <= v < (1 << 31):
+                            raise ValueError(f"{name}: {v} does not fit an Avro int")
+                    records.append(rec)
                 except Exception as exc:  # MalformedRecord, or anything it could not read
                     rejects.append({
                         "source_topic": topic, "source_partition": p.partitions[i],

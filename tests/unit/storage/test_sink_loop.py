@@ -193,3 +193,20 @@ def test_a_batch_decodes_column_wise_as_record_by_record() -> None:
         for c, arr in expected.items():
             assert got[name][c].dtype == arr.dtype, (name, c)
         assert rows(name, got[name]) == rows(name, expected), name
+
+
+def test_an_int_past_32_bits_is_a_reject_not_a_failed_insert() -> None:
+    """A foreign producer's varint too big for an Avro int (``tick_count``): the record is
+    a malformed reject with its bytes; the batch still inserts into its Int32 column."""
+    from agents.sink import Batch
+
+    good = CODEC.encode(storage_checks.bar(1), "p.bars.m1")
+    bad = CODEC.encode_dict("Bar", {**storage_checks.bar(1).to_dict(), "tick_count": 1 << 40})
+    batch = Batch(CODEC, TOPICS, clock_us=lambda: 7)
+    batch.add("p.bars.m1", 0, 0, None, good)
+    batch.add("p.bars.m1", 0, 1, None, bad)
+    cols = batch.columns()
+    assert batch.malformed == 1
+    assert cols["bars_m1"]["tick_count"].tolist() == [storage_checks.bar(1).tick_count]
+    assert cols["rejects"]["original"].tolist() == [bad]
+    assert "does not fit an Avro int" in cols["rejects"]["detail"][0]
