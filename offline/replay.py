@@ -68,18 +68,41 @@ def ticks_from_topic(
                        progress=progress)
     codec = make_codec(settings.schema_registry_url.get()
                        if settings.schema_registry_url else None)
-    ticks: list[Tick] = []
-    malformed = 0
-    for _p, _off, _ts, _key, value in found.records:
-        try:
-            r = codec.decode_dict(RawTick.SCHEMA, value, physical)
-        except MalformedRecord:
-            malformed += 1
-            continue
-        ticks.append(Tick(r["broker"], r["symbol"], r["time_msc"], r["bid"], r["ask"],
-                          r["recv_time_us"], r["seq"], r["last"], r["volume"]))
+    ticks, malformed = decode_ticks(codec, [r[4] for r in found.records], physical)
     return ticks, {"records_scanned": found.scanned, "records_outside": found.outside,
                    "malformed": malformed}
+
+
+_TICK_FIELDS = ("broker", "symbol", "time_msc", "bid", "ask", "recv_time_us", "seq", "last",
+                "volume")
+
+
+def decode_ticks(codec: Any, values: Sequence[bytes], topic: str) -> tuple[list[Tick], int]:
+    """``RawTick`` records as stage ticks, in their order, and how many were malformed.
+
+    Read column-wise (:func:`schemas.columnar.decode_columns`); a record that path declines
+    is decoded on its own by the codec, so every tick is what ``decode_dict`` gives."""
+    from schemas.columnar import decode_columns
+
+    cols, done = decode_columns(codec, RawTick.SCHEMA, values, topic, none_for_null=True)
+    out: list[Tick | None] = [None] * len(values)
+    if len(done):
+        fast = zip(*(cols[f].tolist() for f in _TICK_FIELDS), strict=True)
+        for i, row in zip(done.tolist(), fast, strict=True):
+            out[i] = Tick(*row)
+    malformed = 0
+    if len(done) < len(values):
+        taken = set(done.tolist())
+        for i, value in enumerate(values):
+            if i in taken:
+                continue
+            try:
+                r = codec.decode_dict(RawTick.SCHEMA, value, topic)
+            except MalformedRecord:
+                malformed += 1
+                continue
+            out[i] = Tick(*(r[f] for f in _TICK_FIELDS))
+    return [t for t in out if t is not None], malformed
 
 
 def ticks_from_files(

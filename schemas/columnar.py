@@ -26,9 +26,9 @@ nothing else changes (``tests/unit/schemas/test_columnar.py`` checks both on gen
 random and corrupted bodies of every stored schema).
 
 Columns come out as numpy arrays: ``float64`` for ``float``/``double`` (an optional one
-holds NaN for null, as the stores take it), ``int64`` for ``int``/``long``, ``bool`` for
-``boolean``, and object arrays (``str``, ``bytes``, or ``None`` for null; Python ints for an
-optional ``long``) otherwise.
+holds NaN for null, as the stores take it, or ``None`` in an object array on request),
+``int64`` for ``int``/``long``, ``bool`` for ``boolean``, and object arrays (``str``,
+``bytes``, or ``None`` for null; Python ints for an optional ``long``) otherwise.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def _fixed(rows: _Rows, sel: Sel, widths: Sequence[int]) -> list[Array]:
 Reader = Callable[[_Rows, Sel], Array]
 
 
-def _reader(kind: str, detail: Any) -> Reader:
+def _reader(kind: str, detail: Any, none_for_null: bool = False) -> Reader:
     if kind == "null":
         return lambda rows, sel: np.full(len(rows.pos[sel]), None, dtype=object)
     if kind == "boolean":
@@ -250,7 +250,7 @@ def _reader(kind: str, detail: Any) -> Reader:
     if kind == "optional":
         null_index, (okind, odetail) = detail
         inner = _reader(okind, odetail)
-        numeric_float = okind in ("float", "double")
+        numeric_float = okind in ("float", "double") and not none_for_null
 
         def optional(rows: _Rows, sel: Sel) -> Array:
             pos = rows.pos[sel]
@@ -272,7 +272,8 @@ def _reader(kind: str, detail: Any) -> Reader:
     raise AssertionError(kind)  # pragma: no cover - _kinds admits nothing else
 
 
-def _plan(kinds: Sequence[tuple[str, str, Any]]) -> list[tuple[tuple[str, ...], Any]]:
+def _plan(kinds: Sequence[tuple[str, str, Any]],
+          none_for_null: bool) -> list[tuple[tuple[str, ...], Any]]:
     """Steps over the fields: a run of plain float/double fields is one step."""
     steps: list[tuple[tuple[str, ...], Any]] = []
     run: list[tuple[str, int]] = []
@@ -289,7 +290,7 @@ def _plan(kinds: Sequence[tuple[str, str, Any]]) -> list[tuple[tuple[str, ...], 
             run.append((name, 4 if kind == "float" else 8))
             continue
         close_run()
-        reader = _reader(kind, detail)
+        reader = _reader(kind, detail, none_for_null)
         steps.append(((name,), lambda rows, sel, reader=reader: [reader(rows, sel)]))
     close_run()
     return steps
@@ -300,9 +301,10 @@ class ColumnReader:
 
     __slots__ = ("_pad", "_steps", "fields")
 
-    def __init__(self, kinds: Sequence[tuple[str, str, Any]]) -> None:
+    def __init__(self, kinds: Sequence[tuple[str, str, Any]],
+                 none_for_null: bool = False) -> None:
         self.fields = tuple(name for name, _k, _d in kinds)
-        self._steps = _plan(kinds)
+        self._steps = _plan(kinds, none_for_null)
         # a row's position never runs more than 10 bytes per field past the data (strings
         # are cut at their body's end), and a window reads at most 8 per float field more
         self._pad = 16 + 18 * len(kinds) + _SHORT
@@ -325,34 +327,37 @@ class ColumnReader:
         return {f: c[done] for f, c in zip(self.fields, cols, strict=True)}, done
 
 
-def compile_column_reader(schema: Schema) -> ColumnReader | None:
+def compile_column_reader(schema: Schema, none_for_null: bool = False) -> ColumnReader | None:
     """A :class:`ColumnReader` for ``schema``, or None when it is not a flat record of the
-    kinds :mod:`schemas.compiled` supports."""
+    kinds :mod:`schemas.compiled` supports. ``none_for_null``: an optional float/double
+    column is an object array holding ``None`` for null (the codec's values), not NaN."""
     kinds = _kinds(schema)
-    return None if kinds is None else ColumnReader(kinds)
+    return None if kinds is None else ColumnReader(kinds, none_for_null)
 
 
-_READERS: dict[str, ColumnReader | None] = {}
+_READERS: dict[tuple[str, bool], ColumnReader | None] = {}
 _PROBES = 16  # unknown headers tried per call (each once, through the codec)
 
 
-def column_reader(schema_name: str) -> ColumnReader | None:
+def column_reader(schema_name: str, none_for_null: bool = False) -> ColumnReader | None:
     """The :class:`ColumnReader` of the current schema ``schema_name`` (cached)."""
+    key = (schema_name, none_for_null)
     try:
-        return _READERS[schema_name]
+        return _READERS[key]
     except KeyError:
-        reader = _READERS[schema_name] = compile_column_reader(avro.schema(schema_name))
+        reader = _READERS[key] = compile_column_reader(avro.schema(schema_name), none_for_null)
         return reader
 
 
 def decode_columns(codec: Codec, schema_name: str, values: Sequence[bytes],
-                   topic: str = "") -> tuple[dict[str, Array], Array]:
+                   topic: str = "", *, none_for_null: bool = False
+                   ) -> tuple[dict[str, Array], Array]:
     """Columns of the framed ``values`` that carry a header of the current layout (see
     :meth:`Codec.current_headers`) and read cleanly, and the indices of those rows. Every
     other row (another writer version, another framing, anything malformed) is for the
     caller to decode one by one with ``codec.decode_dict``, which decides it exactly as
-    it always has."""
-    reader = column_reader(schema_name)
+    it always has. ``none_for_null``: see :func:`compile_column_reader`."""
+    reader = column_reader(schema_name, none_for_null)
     if reader is None or not values:
         return {}, np.empty(0, dtype=np.int64)
     size = codec.framing.header_size

@@ -145,3 +145,44 @@ def test_replay_from_the_store_equals_replay_of_the_files(day_csv: Path, tmp_pat
         replay(None, SETTINGS, out=tmp_path / "x.parquet", store=url, symbols=["GBPUSD"])
     with pytest.raises(ReplayError, match="no tables"):
         replay(None, SETTINGS, out=tmp_path / "x.parquet", store=f"chdb://{tmp_path / 'empty'}")
+
+
+def test_ticks_decoded_column_wise_are_the_codecs_in_order() -> None:
+    """replay --topic's decode: every RawTick as decode_dict reads it, in record order, the
+    malformed ones counted (a cut record, garbage, another framing's bytes)."""
+    import random
+
+    from offline.replay import decode_ticks
+    from schemas.codec import Codec, MalformedRecord
+    from schemas.records import RawTick
+
+    codec = Codec()
+    rng = random.Random(3)
+    values = []
+    for i in range(300):
+        values.append(codec.encode(RawTick(
+            broker=("OANDA", "FXCM")[i % 2], symbol=("EURUSD", "NZDUSD")[i % 3 % 2],
+            bid=1.1 + i * 1e-5, ask=1.1002 + i * 1e-5, time_msc=1_400_000_000_000 + i,
+            recv_time_us=(1_400_000_000_000 + i) * 1000, source="HISTORY",
+            seq=None if i % 4 else i, last=None if i % 5 else 1.1001,
+            volume=None if i % 7 else float(i))))
+    values[10] = values[10][:-3]
+    values[20] = rng.randbytes(30)
+    values[30] = b"\x00\x00\x00\x00\x01" + values[30][10:]
+    ticks, malformed = decode_ticks(codec, values, "t")
+    want = []
+    bad = 0
+    for v in values:
+        try:
+            r = codec.decode_dict(RawTick.SCHEMA, v, "t")
+        except MalformedRecord:
+            bad += 1
+            continue
+        want.append(Tick(r["broker"], r["symbol"], r["time_msc"], r["bid"], r["ask"],
+                         r["recv_time_us"], r["seq"], r["last"], r["volume"]))
+    assert malformed == bad == 3
+    key = [(t.broker, t.symbol, t.time_msc, t.bid, t.ask, t.recv_time_us, t.seq, t.last,
+            t.volume) for t in ticks]
+    assert key == [(t.broker, t.symbol, t.time_msc, t.bid, t.ask, t.recv_time_us, t.seq,
+                    t.last, t.volume) for t in want]
+    assert any(t.last is None for t in ticks) and any(t.volume == 0.0 for t in ticks)
