@@ -170,7 +170,12 @@ def test_encode_long_is_avro_long(n: int) -> None:
 
 
 def test_encode_long_edges_and_overflow() -> None:
-    for n in (0, -1, 1, 63, -64, 64, 8191, -8192, 8192, 2**62, -(2**63), 2**63 - 1):
+    edges = [0, -1, 1, 63, -64, 64, 8191, -8192, 8192, 2**62, -(2**63), 2**63 - 1]
+    edges += [s * (2**k + d) for k in (13, 14, 27, 28, 41, 42) for d in (-1, 0, 1)
+              for s in (1, -1)]  # around the 14- and 28-bit table splits
+    edges += [1_700_000_000_000 + i * 8_191 for i in range(50)]  # ms timestamps
+    edges += [1_700_000_000_000_000 + i * 9_973 for i in range(50)]  # µs timestamps
+    for n in edges:
         assert encode_long(n) == _fastavro_write({"type": "long"}, n)  # type: ignore[arg-type]
     for n in (2**63, -(2**63) - 1, 2**70):
         with pytest.raises(OverflowError):
