@@ -93,6 +93,9 @@ def _varints(rows: _Rows, sel: Sel) -> Array:
     b = rows.window(pos, 10)
     term = b < 0x80
     n = term.argmax(axis=1) + 1
+    ended = term.any(axis=1)
+    if not ended.all():  # no last byte within ten: argmax said 1; as ten, it is checked below
+        n[~ended] = 10
     longest = int(n.max()) if len(n) else 1
     if longest == 1:
         z = b[:, 0].astype(np.uint64)
@@ -103,7 +106,7 @@ def _varints(rows: _Rows, sel: Sel) -> Array:
             groups[_TEN[None, :longest] >= n[:, None]] = 0
         z = np.bitwise_or.reduce(groups, axis=1)
         if longest == 10:
-            rows.bad(sel, ~term.any(axis=1) | ((n == 10) & (b[:, 9] > 1)))
+            rows.bad(sel, ~ended | ((n == 10) & (b[:, 9] > 1)))
     rows.pos[sel] = pos + n
     return ((z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))).view(np.int64)
 
@@ -166,33 +169,31 @@ def _strings(rows: _Rows, sel: Sel, decode: bool) -> Array:
             for key in uniq:
                 k = bytes(key)
                 pieces.append(k[8:8 + int.from_bytes(k[:8], "little")])
-        values = np.empty(len(pieces), dtype=object)
-        good = np.ones(len(pieces), dtype=bool)
-        for i, piece in enumerate(pieces):
-            if decode:
-                try:
-                    values[i] = piece.decode()
-                except UnicodeDecodeError:
-                    good[i] = False
-            else:
-                values[i] = piece
+        values, bad = _values(pieces, decode)
         out[:] = values[inverse]
-        if not good.all():
-            rows.bad(sel, ~good[inverse])
+        rows.bad(sel, bad[inverse])
         return out
     data = rows.data
-    bad = np.zeros(len(n), dtype=bool)
-    for j, (s, k) in enumerate(zip(start.tolist(), n.tolist(), strict=True)):
-        piece = data[s:s + k]
-        if decode:
-            try:
-                out[j] = piece.decode()
-            except UnicodeDecodeError:
-                bad[j] = True
-        else:
-            out[j] = piece
+    out, bad = _values([data[s:s + k] for s, k in zip(start.tolist(), n.tolist(),
+                                                      strict=True)], decode)
     rows.bad(sel, bad)
     return out
+
+
+def _values(pieces: Sequence[bytes], decode: bool) -> tuple[Array, Array]:
+    """The pieces as an object array (decoded as UTF-8 for strings) and which did not
+    decode."""
+    values = np.empty(len(pieces), dtype=object)
+    bad = np.zeros(len(pieces), dtype=bool)
+    if not decode:
+        values[:] = pieces
+        return values, bad
+    for i, piece in enumerate(pieces):
+        try:
+            values[i] = piece.decode()
+        except UnicodeDecodeError:
+            bad[i] = True
+    return values, bad
 
 
 def _fixed(rows: _Rows, sel: Sel, widths: Sequence[int]) -> list[Array]:
@@ -365,7 +366,9 @@ def decode_columns(codec: Codec, schema_name: str, values: Sequence[bytes],
     data = b"".join(values)
     ends = np.cumsum(lens)
     starts = ends - lens
-    buf = np.frombuffer(data + bytes(size), dtype=np.uint8)
+    if not data:
+        return {}, np.empty(0, dtype=np.int64)
+    buf = np.frombuffer(data, dtype=np.uint8)  # no copy; a short row's clamped head is masked
     idx = np.minimum(starts[:, None] + np.arange(size, dtype=np.int64)[None, :], len(buf) - 1)
     heads = buf[idx]
     long_enough = lens >= size
