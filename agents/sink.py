@@ -109,11 +109,7 @@ class Batch:
 
     def add(self, topic: str, partition: int, offset: int, key: bytes | None,
             value: bytes | None) -> None:
-        p = self.pending.get(topic)
-        if p is None:
-            if topic not in self.tables:
-                raise KeyError(topic)
-            p = self.pending[topic] = _Pending()
+        p = self.pending.get(topic) or self._pending(topic)
         if self.count == 0:
             self.started = time.monotonic()
         p.values.append(value or b"")
@@ -123,6 +119,12 @@ class Batch:
         self.offsets[(topic, partition)] = offset + 1
         self.count += 1
         self._columns = None
+
+    def _pending(self, topic: str) -> _Pending:
+        if topic not in self.tables:
+            raise KeyError(topic)
+        p = self.pending[topic] = _Pending()
+        return p
 
     def add_messages(self, messages: Sequence[Any]) -> tuple[int, list[Any]]:
         """:meth:`add` for each consumed message without an error (the loop inlined: this is
@@ -138,11 +140,7 @@ class Batch:
                 continue
             topic = m.topic()
             if topic != last_topic:
-                p = pending.get(topic)
-                if p is None:
-                    if topic not in self.tables:
-                        raise KeyError(topic)
-                    p = pending[topic] = _Pending()
+                p = pending.get(topic) or self._pending(topic)
                 last_topic = topic
             assert p is not None
             partition, offset = m.partition(), m.offset()

@@ -137,9 +137,11 @@ def command_outcomes(backend: Backend, pip_sizes: Mapping[str, float], *,
             trades = simulate(commands, quotes, pip_sizes, latency_ms=latency_ms,
                               commission=commission).trades
     by_id = {c.command_id: c for c in commands}
-    agg: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(
-        lambda: {"filled": 0, "open": 0, "wins": 0, "net_pips": None, "pnl": None,
-                 "currency": None})
+    def empty() -> dict[str, Any]:
+        return {"filled": 0, "open": 0, "wins": 0, "net_pips": None, "pnl": None,
+                "currency": None}
+
+    agg: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(empty)
 
     def row(command_id: str) -> dict[str, Any]:
         c = by_id[command_id]
@@ -159,8 +161,7 @@ def command_outcomes(backend: Backend, pip_sizes: Mapping[str, float], *,
     rows = []
     for r in counts.rows:
         day, sym, action = str(r[0]), str(r[1]), str(r[2])
-        o = agg.get((day, sym, action)) or {"filled": 0, "open": 0, "wins": 0,
-                                             "net_pips": None, "pnl": None, "currency": None}
+        o = agg.get((day, sym, action)) or empty()
         if chosen is None:
             o = dict.fromkeys(o)
         elif action == "CLOSE":

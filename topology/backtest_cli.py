@@ -20,7 +20,7 @@ from offline.backtest import DEFAULT_LATENCY_MS, DEFAULT_RANDOM_RUNS, DEFAULT_SE
 DEFAULT_OUT = "var/backtest"
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
@@ -30,7 +30,7 @@ def _non_negative_int(text: str) -> int:
     return n
 
 
-def _non_negative_float(text: str) -> float:
+def non_negative_float(text: str) -> float:
     try:
         x = float(text)
     except ValueError:
@@ -72,14 +72,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--venue", metavar="BROKER",
                    help="broker whose bid/ask fills the commands (default: the one with the "
                         "most clean ticks)")
-    p.add_argument("--latency-ms", type=_non_negative_int, default=DEFAULT_LATENCY_MS,
+    p.add_argument("--latency-ms", type=non_negative_int, default=DEFAULT_LATENCY_MS,
                    metavar="N", help="from the bar close to the order reaching the venue "
                                      f"(default {DEFAULT_LATENCY_MS})")
-    p.add_argument("--commission", type=_non_negative_float, default=0.0, metavar="X",
+    p.add_argument("--commission", type=non_negative_float, default=0.0, metavar="X",
                    help="commission per lot per side in USD (default 0)")
-    p.add_argument("--random-runs", type=_non_negative_int, default=DEFAULT_RANDOM_RUNS,
+    p.add_argument("--random-runs", type=non_negative_int, default=DEFAULT_RANDOM_RUNS,
                    metavar="N", help=f"random-side baseline runs (default {DEFAULT_RANDOM_RUNS})")
-    p.add_argument("--seed", type=_non_negative_int, default=DEFAULT_SEED, metavar="N",
+    p.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED, metavar="N",
                    help=f"seed of the bootstrap and the baseline (default {DEFAULT_SEED})")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"where summary.json, trades.csv, equity.png go (default {DEFAULT_OUT})")

@@ -20,6 +20,7 @@ from offline.backtest import DEFAULT_LATENCY_MS
 from storage.backend import Backend, Result
 from storage.errors import StorageError
 from storage.queries import TIMEFRAMES_MS
+from topology.backtest_cli import non_negative_float, non_negative_int
 from topology.settings import Settings, SettingsError
 
 
@@ -36,19 +37,6 @@ def _time_ms(value: str) -> int:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return int(t.timestamp() * 1000)
-
-
-def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(value: str) -> Any:
-        try:
-            number = kind(value)
-        except ValueError:
-            number = None
-        if number is None or not number >= 0 or number == float("inf"):
-            raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
-        return number
-
-    return parse
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -224,10 +212,10 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--venue", metavar="BROKER", default=None,
                    help="fill at this broker's quotes (default: the broker with the most "
                         "stored clean ticks)")
-    c.add_argument("--latency-ms", type=_non_negative(int), default=DEFAULT_LATENCY_MS,
+    c.add_argument("--latency-ms", type=non_negative_int, default=DEFAULT_LATENCY_MS,
                    metavar="MS", help="from decision to fill (default "
                                       f"{DEFAULT_LATENCY_MS})")
-    c.add_argument("--commission", type=_non_negative(float), default=0.0, metavar="USD",
+    c.add_argument("--commission", type=non_negative_float, default=0.0, metavar="USD",
                    help="per lot and side, in the account currency (default 0)")
     _common(c)
     p.set_defaults(func=cmd_query)
