@@ -57,6 +57,13 @@ def _with_store(fn: Callable[[argparse.Namespace, Backend, Settings], int]
 
         try:
             settings = _settings(args)
+            url = settings.store_url
+            if (args.command == "query" and url.scheme == "chdb" and url.path is not None
+                    and not url.path.exists()):
+                # a query never creates a store: a mistyped path is said, not filled empty
+                raise StorageError(f"no store at {url.path}: nothing is stored there yet "
+                                   "(tickstream sink or process --store fills one; "
+                                   "--store or TICKSTREAM_STORE_URL says where)")
             backend = open_store(settings)
             try:
                 return fn(args, backend, settings)

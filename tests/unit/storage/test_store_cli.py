@@ -69,6 +69,11 @@ def test_store_migrate_and_retention(store: str, capsys: pytest.CaptureFixture[s
 def test_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
+    typo = tmp_path / "no" / "such-store"
+    assert cli(["query", "commands", "--store", f"chdb://{typo}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no store at {typo}" in err
+    assert not typo.parent.exists()  # a query never creates a store
     assert cli(["query", "commands", "--store", "clickhouse://u:hunter2@h:x/db"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "hunter2" not in err and "TICKSTREAM_STORE_URL" in err
