@@ -129,9 +129,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from connectors.history.topic import TopicReadError
     from offline.backtest import BacktestError, run_backtest
     from offline.backtest_report import write_outputs
-    from topology.cli import _progress, _settings
+    from topology.cli import _batch_gc, _progress, _settings
 
     settings = _settings()
+    _batch_gc(settings)
     t0 = time.perf_counter()
     try:
         with _progress(args, "read") if args.topic else nullcontext() as read_bar, \

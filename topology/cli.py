@@ -140,10 +140,18 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+def _batch_gc(settings: Settings) -> None:
+    """The worker's garbage-collector tuning (topology/app.py) for a batch command: the
+    imported libraries' heap is frozen and young collections run every
+    TICKSTREAM_GC_GEN0_THRESHOLD allocations (engine/gc.py, docs/platform-notes.md)."""
+    from engine.gc import freeze_startup_heap
+
+    freeze_startup_heap(settings.gc_gen0_threshold, logging.DEBUG)
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.gc import freeze_startup_heap
     from offline.process import run_process, usable_cpus
 
     settings = _settings()
@@ -152,10 +160,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     for e in args.events:
         if not Path(e).is_file():
             raise FileNotFoundError(2, "no such events file", e)
-    # The worker's garbage-collector tuning (topology/app.py): the imported libraries'
-    # heap is frozen and young collections run every TICKSTREAM_GC_GEN0_THRESHOLD
-    # allocations (~10% faster here, docs/platform-notes.md).
-    freeze_startup_heap(settings.gc_gen0_threshold)
+    _batch_gc(settings)
     result = run_process(
         files, settings,
         Path(args.model) if args.model else None, Path(args.out) if args.out else None,
@@ -264,6 +269,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         return 2
     check_inputs(_history_paths(args))  # every path is there before anything is loaded
     require_broker(settings)  # one line, not a client's retries
+    _batch_gc(settings)
     logging.getLogger("topology.admin").setLevel(logging.WARNING)  # one line, not one a topic
     created = ensure_topics(settings)  # ticks.history and the manifest, declared partitions
     if created and not args.json:
@@ -304,6 +310,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"tickstream convert: {exc}", file=sys.stderr)
         return 2
     to_stdout = args.output == "-"
+    _batch_gc(_settings())
     with _progress(args, "convert") as bar:
         result = convert_paths(args.format, _history_paths(args),
                                None if to_stdout else Path(args.output),
@@ -347,6 +354,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _check_tick_files("replay", [Path(f) for f in args.file])
+    _batch_gc(settings)
     with _progress(args, "replay") as bar:
         try:
             result = replay(

@@ -88,3 +88,29 @@ def test_worker_tuning_settings_reach_faust() -> None:
     assert app.conf.producer_linger == pytest.approx(0.007)
     assert create_app(Settings.from_env({}, env_file=None), web_enabled=False) \
         .conf.stream_buffer_maxsize == 65_536
+
+
+@pytest.mark.parametrize("command", ["convert", "replay"])
+def test_batch_commands_apply_the_gc_tuning(command: str, tmp_path, monkeypatch) -> None:
+    """replay/convert (like process, load and backtest) build lists of many ticks: they run
+    with the worker's frozen heap and young-collection threshold, not CPython's 700."""
+    from topology import cli
+
+    src = tmp_path / "ticks.csv"
+    rows = [f"OANDA,EURUSD,{1_399_852_800_000 + 1_000 * i},1.3759{i % 10},1.3761{i % 10}"
+            for i in range(400)]
+    src.write_text("broker,symbol,time_msc,bid,ask\n" + "\n".join(rows) + "\n")
+    argv = (["convert", "csv", str(src), "--out", str(tmp_path / "out.csv"), "--json"]
+            if command == "convert" else
+            ["replay", "--file", str(src), "--out", str(tmp_path / "f.parquet"), "--json"])
+    monkeypatch.setenv("TICKSTREAM_GC_GEN0_THRESHOLD", "12345")
+    monkeypatch.setattr("tqdm.tqdm.monitor_interval", 0)  # no monitor thread left behind
+    before = gc.get_threshold()
+    try:
+        assert gc.get_threshold()[0] != 12_345
+        cli.main(argv)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
