@@ -27,7 +27,7 @@ from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from schemas.records import Bar, CleanTick, FeatureVector, TradingCommand
+from schemas.records import Bar, CleanTick, FeatureVector, TradingCommand, clean_tick
 from stages.bars import BarBuilder
 from stages.config import RiskLimits, SymbolSpec
 from stages.consolidate import Consolidator
@@ -289,16 +289,13 @@ class Pipeline:
 
     def _accept(self, st: SymbolState, t: Tick, out: Outputs) -> None:
         c = st.consolidator.update(t)
-        out.clean.append(
-            CleanTick(
-                broker=t.broker, symbol=t.symbol, time_msc=t.time_msc,
-                recv_time_us=t.recv_time_us, bid=t.bid, ask=t.ask, mid=(t.bid + t.ask) * 0.5,
-                spread=t.ask - t.bid, best_bid=c.best_bid, best_ask=c.best_ask,
-                best_bid_broker=c.best_bid_broker, best_ask_broker=c.best_ask_broker,
-                fresh_brokers=c.fresh_brokers, dispersion=c.dispersion, seq=t.seq,
-                processed_time_us=self._clock_us(),
-            )
-        )
+        bid = t.bid
+        ask = t.ask
+        out.clean.append(clean_tick(  # CleanTick's fields in order, positionally
+            t.broker, t.symbol, t.time_msc, t.recv_time_us, bid, ask, (bid + ask) * 0.5,
+            ask - bid, c.best_bid, c.best_ask, c.best_bid_broker, c.best_ask_broker,
+            c.fresh_brokers, c.dispersion, t.seq, self._clock_us(),
+        ))
         bar = st.bars.add(
             t.time_msc, c.mid, c.best_bid, c.best_ask, c.spread, c.fresh_brokers,
             c.dispersion, t.recv_time_us,
