@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import logging
 import multiprocessing
 import os
 import shutil
@@ -17,7 +18,7 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from operator import itemgetter
 from pathlib import Path
@@ -46,6 +47,8 @@ from stages.pipeline import PipelineSettings as Settings
 from stages.score import ModelError, ModelStore
 from storage.backend import Backend
 from storage.url import StoreURL, parse_store_url
+
+log = logging.getLogger(__name__)
 
 
 def read_events(path: Path) -> list[MarketEvent]:
@@ -81,6 +84,7 @@ def usable_cpus() -> int:
 def run_process(
     files: Sequence[Path], settings: Settings, model_dir: Path | None, out_dir: Path | None,
     events: Sequence[Path] = (), jobs: int = 1, store: StoreURL | str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the stages over ``files``; calendar/news ``events`` are joined as of each bar.
 
@@ -94,6 +98,9 @@ def run_process(
 
     ``store`` (a URL): the outputs also go to the store's tables, the ones the live sink
     fills (:mod:`offline.store`); it is opened and migrated before any work starts.
+
+    ``progress`` is called with the number of input rows taken on, every few thousand rows
+    (a progress bar's ``update``).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
@@ -107,7 +114,8 @@ def run_process(
             out_dir = scratch = Path(tempfile.mkdtemp(prefix="tickstream-process-"))
         try:
             started_us = time.time_ns() // 1000
-            result = run_process(files, settings, model_dir, out_dir, events, jobs)
+            result = run_process(files, settings, model_dir, out_dir, events, jobs,
+                                 progress=progress)
             from offline.store import store_outputs
 
             t0 = time.perf_counter()
@@ -145,6 +153,8 @@ def run_process(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     files = list(files)
+    log.info("processing %d file(s) with %d shard(s)%s", len(files), jobs,
+             f", model {models.current.version}" if models and models.current else "")
     if jobs == 1:
         sink = RowSink(out_dir) if out_dir is not None else None
         shard = Shard(config, book, files, sink, record_ticks=models is not None)
@@ -152,13 +162,16 @@ def run_process(
             for i, path in enumerate(files):
                 table = canonical_table(path)
                 if table is not None:
-                    shard.feed(i, *table)
+                    cols, records = table
+                    shard.feed(i, cols, records if progress is None
+                               else _counted(records, progress))
             results = [shard.finish()]
         finally:
             if sink is not None:
                 sink.close()
     else:
-        results = _run_forked(files, config, book, out_dir, jobs, models is not None)
+        results = _run_forked(files, config, book, out_dir, jobs, models is not None,
+                              progress)
 
     # Score and decide every bar in one place, in the one-process order (risk spans symbols),
     # and check open positions on each of their symbol's ticks (offline.decide).
@@ -209,8 +222,8 @@ def _open_store(url: StoreURL) -> Backend:
 
 
 def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook,
-                out_dir: Path | None, jobs: int, record_ticks: bool = False
-                ) -> list[ShardResult]:
+                out_dir: Path | None, jobs: int, record_ticks: bool = False,
+                progress: Callable[[int], None] | None = None) -> list[ShardResult]:
     """Deal the rows out to ``jobs`` forked shards by symbol; collect their results."""
     ctx = multiprocessing.get_context("fork")
     parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir)) if out_dir else None
@@ -238,7 +251,7 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
             r.close()
         for _r, w in backs:
             w.close()
-        _route(files, [w for _r, w in pipes], jobs)
+        _route(files, [w for _r, w in pipes], jobs, progress)
         results = []
         for k, (r, _w) in enumerate(backs):
             try:
@@ -270,7 +283,22 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
 CHUNK = 2048
 
 
-def _route(files: Sequence[Path], shards: Sequence[Connection], jobs: int) -> None:
+def _counted(records: Iterable[tuple[int, str]], progress: Callable[[int], None]
+             ) -> Iterator[tuple[int, str]]:
+    """``records`` as they are, reporting every :data:`CHUNK` of them to ``progress``."""
+    n = 0
+    for record in records:
+        yield record
+        n += 1
+        if n == CHUNK:
+            progress(n)
+            n = 0
+    if n:
+        progress(n)
+
+
+def _route(files: Sequence[Path], shards: Sequence[Connection], jobs: int,
+           progress: Callable[[int], None] | None = None) -> None:
     """Send every row to the shard owning its symbol (dealt out in order of first sight).
 
     A row whose symbol cannot be read goes with whatever its symbol field holds (often the
@@ -310,10 +338,14 @@ def _route(files: Sequence[Path], shards: Sequence[Connection], jobs: int) -> No
                 lines[k].append(n)
                 texts[k].append(text)
                 if len(lines[k]) >= CHUNK:
+                    if progress is not None:
+                        progress(len(lines[k]))
                     send(k, (i, cols, lines[k], texts[k]))
                     lines[k], texts[k] = [], []
             for k in range(jobs):
                 if lines[k]:
+                    if progress is not None:
+                        progress(len(lines[k]))
                     send(k, (i, cols, lines[k], texts[k]))
     finally:
         for k in range(jobs):

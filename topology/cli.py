@@ -161,12 +161,13 @@ def cmd_process(args: argparse.Namespace) -> int:
         if not Path(e).is_file():
             raise FileNotFoundError(2, "no such events file", e)
     _batch_gc(settings)
-    result = run_process(
-        files, settings,
-        Path(args.model) if args.model else None, Path(args.out) if args.out else None,
-        events=[Path(e) for e in args.events], jobs=args.jobs or usable_cpus(),
-        store=args.store,
-    )
+    with _progress(args, "process") as bar:
+        result = run_process(
+            files, settings,
+            Path(args.model) if args.model else None, Path(args.out) if args.out else None,
+            events=[Path(e) for e in args.events], jobs=args.jobs or usable_cpus(),
+            store=args.store, progress=bar.update,
+        )
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

@@ -228,3 +228,13 @@ def test_a_file_without_the_header_is_a_clear_error_with_any_jobs(tmp_path: Path
         with pytest.raises(TickFileError, match="header lacks time_msc"):
             run_process([good, bad], _settings(1), None, tmp_path / f"out{jobs}", jobs=jobs)
         assert multiprocessing.active_children() == []
+
+
+def test_progress_counts_every_input_row_with_any_jobs(shared_data: Path, tmp_path: Path
+                                                      ) -> None:
+    src = _canonical(shared_data, tmp_path)
+    for jobs in (1, 2):
+        updates: list[int] = []
+        r = run_process([src], _settings(1), None, None, jobs=jobs, progress=updates.append)
+        assert sum(updates) == r["ticks_in"] > 0  # malformed rows are input rows too
+        assert len(updates) > 1 and max(updates) <= 2048  # reported as it goes, in chunks
