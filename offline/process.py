@@ -226,16 +226,21 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
                 progress: Callable[[int], None] | None = None) -> list[ShardResult]:
     """Deal the rows out to ``jobs`` forked shards by symbol; collect their results."""
     ctx = multiprocessing.get_context("fork")
-    parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir)) if out_dir else None
-    pipes = [ctx.Pipe(duplex=False) for _ in range(jobs)]  # (child reads, parent writes)
-    backs = [ctx.Pipe(duplex=False) for _ in range(jobs)]  # (parent reads, child writes)
+    parts: Path | None = None
+    pipes: list[tuple[Any, Any]] = []  # (child reads, parent writes)
+    backs: list[tuple[Any, Any]] = []  # (parent reads, child writes)
     procs = []
     try:
         # Ctrl-C while forking would be swallowed by the fork hooks (an "Exception ignored"
         # KeyboardInterrupt in the parent or a shard): SIGINT waits until every shard runs
         # (each ignores it; the parent alone stops the run), then interrupts the parent.
+        # The parts directory and the pipes are made under the same mask, inside the try:
+        # a Ctrl-C right after the directory was made left it behind in --out.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
+            parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir)) if out_dir else None
+            pipes = [ctx.Pipe(duplex=False) for _ in range(jobs)]
+            backs = [ctx.Pipe(duplex=False) for _ in range(jobs)]
             for k in range(jobs):
                 sink = KeyedParts(parts, k) if parts is not None else None
                 shard = Shard(config, book, files, sink, record_ticks)
