@@ -46,12 +46,12 @@ class PartitionFence:
         """Partitions given (back) to us: their events are processed again."""
         self.revoked.difference_update((tp.topic, tp.partition) for tp in tps)
 
-    def mine(self, events: list[Any]) -> list[Any]:
-        """``events`` without those of revoked partitions (the list itself when none is)."""
+    def mine(self, messages: list[Any]) -> list[Any]:
+        """``messages`` without those of revoked partitions (the list itself when none is)."""
         if not self.revoked:
-            return events
+            return messages
         revoked = self.revoked
-        return [e for e in events if (e.message.topic, e.message.partition) not in revoked]
+        return [m for m in messages if (m.topic, m.partition) not in revoked]
 
     # ---- replays ------------------------------------------------------------------------
     def restore(self, symbol: str, stored: Mapping[str, Any], tp: Any) -> None:

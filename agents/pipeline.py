@@ -5,8 +5,10 @@ The agent only moves data: it decodes, hands ticks to :class:`stages.pipeline.Pi
 (the same object ``tickstream process`` drives), publishes the outputs and checkpoints the
 per-symbol state into the ``pipeline_state`` table.
 
-Checkpoint protocol (at-least-once output, exactly-once state). Per batch of events taken
-with :func:`engine.take.take_ready` (what is ready now, no timer):
+The agent reads ``ticks.raw`` as consumer messages from its lane (:mod:`engine.lane`: the
+consumer's drain loop hands the records over without building a Faust ``Event`` per
+record). Checkpoint protocol (at-least-once output, exactly-once state). Per batch of
+messages taken with :func:`engine.take.take_ready` (what is ready now, no timer):
 
 1. run the batch through the pipeline;
 2. send every output (without waiting: the next batch is processed while they fly);
@@ -18,7 +20,7 @@ goes quiet):
 4. write the dedupe window segments that changed, then each touched symbol's state
    snapshot, tagged with the last source offset it reflects, to the tables (their
    changelogs go through the same producer);
-5. only then ack the events processed since the last checkpoint. Faust flushes the
+5. only then ack the messages processed since the last checkpoint. Faust flushes the
    producer before it commits offsets, so committed offsets never run ahead of the state.
 
 After a crash the worker resumes at the committed offset; events whose offset is at or
@@ -45,7 +47,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from mode import CrashingSupervisor
@@ -61,11 +63,13 @@ from agents.idle import waiting_symbols
 from agents.metrics import BatchMetrics
 from agents.routing import OutputRouter
 from agents.wiring import Wiring
-from engine.events import as_current_event
+from engine.events import as_current_message
+from engine.lane import MessageLane
 from engine.publish import BatchPublisher
 from engine.take import ack_all, take_ready
 from engine.transport import fetch_state
 from schemas.codec import MalformedRecord
+from schemas.columnar import decode_rows
 from schemas.records import RawTick
 from schemas.rejects import rejected
 from stages.pipeline import Outputs, Pipeline
@@ -74,6 +78,13 @@ from stages.types import BAD_KEY, Tick
 
 log = logging.getLogger(__name__)
 RAW_TICK = RawTick.SCHEMA
+#: The RawTick fields a stage Tick is built from, in its order.
+TICK_FIELDS = ("broker", "symbol", "time_msc", "bid", "ask", "recv_time_us", "seq", "last",
+               "volume")
+#: A RawTick's TICK_FIELDS.
+RawRow = tuple[str, str, int, float, float, int, int | None, float | None, float | None]
+#: Batches at least this long are decoded column-wise.
+COLUMNAR_MIN_BATCH = 256
 
 STATE_TABLE = "pipeline_state"
 SEGMENT_TABLE = "dedupe_segments"
@@ -105,6 +116,15 @@ def register(w: Wiring, context: ContextSync, control: ControlView,
     models = ModelStore(cfg.model_dir, reload_interval_s=5.0)
     pipeline = Pipeline(cfg.pipeline, models=models, clock_us=lambda: time.time_ns() // 1000)
     physical = {name: w.topic(name) for name in SPEC.outputs}
+    # ticks.raw reaches the agent through a lane, not the conductor (engine/lane.py).
+    raw_topic = w.topic("ticks.raw")
+    lane = MessageLane(raw_topic, max(2, int(app.conf.stream_buffer_maxsize)),
+                       on_full=lambda tp: app.consumer.on_buffer_full(tp),
+                       on_drop=lambda tp: app.consumer.on_buffer_drop(tp))
+    lanes = getattr(app, "tickstream_lanes", None) or {}
+    lanes[raw_topic] = lane
+    app.tickstream_lanes = lanes
+    app.flow_control.manage_queue(lane)  # cleared when the flow resumes, as channels are
     publisher = BatchPublisher(app, dict.fromkeys(physical.values(), cfg.partitions))
     worker = PipelineAgent(
         pipeline=pipeline, models=models, codec=w.codec,
@@ -113,7 +133,7 @@ def register(w: Wiring, context: ContextSync, control: ControlView,
         quality_table=w.tables[QUALITY_TABLE], context=context, control=control,
         symbols=frozenset(cfg.symbols), checkpoint_interval_s=cfg.checkpoint_interval_ms / 1000,
         bar_idle_flush_ms=cfg.bar_idle_flush_ms, fetch_state=lambda: fetch_state(app),
-        metrics=metrics, on_restore=on_restore,
+        metrics=metrics, on_restore=on_restore, lane=lane,
     )
     w.status.models = models
     w.status.stats = worker.stats
@@ -189,8 +209,10 @@ class PipelineAgent:
         = dict,
         metrics: BatchMetrics | None = None,
         on_restore: Callable[[str], None] | None = None,
+        lane: MessageLane | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.lane = lane
         self.metrics = metrics  # /metrics: fed once per batch
         self.on_restore = on_restore  # /health/: a symbol's state came back from the table
         self.models = models
@@ -225,17 +247,18 @@ class PipelineAgent:
     # ---- the stream ---------------------------------------------------------------------
     async def run(self, stream: Any) -> None:
         self.stream = stream
-        async for events in take_ready(stream, BATCH_MAX):
+        async for messages in take_ready(stream, BATCH_MAX, lane=self.lane):
             async with self.lock:
                 if self.stopped.is_set():
-                    # After the last checkpoint nothing is processed: these events are not
-                    # acked, so the next owner takes them (processing them here would send
-                    # outputs no checkpoint covers: they would come out twice).
-                    self.stats["left_at_stop"] += len(events)
+                    # After the last checkpoint nothing is processed: these messages are
+                    # not acked, so the next owner takes them (processing them here would
+                    # send outputs no checkpoint covers: they would come out twice).
+                    self.stats["left_at_stop"] += len(messages)
                     continue
-                await self.process_batch(events)
+                await self.process_batch(messages)
 
     async def process_batch(self, events: list[Any]) -> None:
+        """One batch of ``ticks.raw`` consumer messages (``events`` for short)."""
         t_batch = time.perf_counter()
         pipeline, stats, out, codec, router = (
             self.pipeline, self.stats, self.out, self.codec, self.router)
@@ -251,28 +274,40 @@ class PipelineAgent:
         last_event_of_symbol: dict[str, Any] = {}
         symbols, keys, admit = self.symbols, router.keys, self.fence.admit
         states, on_tick, rejects = pipeline.states, pipeline.on_tick, out.rejects
-        for event in events:
-            msg = event.message
-            try:
-                # Straight to the stage tick: the reader schema guarantees every field
-                # (defaults filled in), so no RawTick object is built per event.
-                rt = codec.decode_dict(RAW_TICK, event.value, msg.topic)
-            except MalformedRecord as exc:
-                stats["malformed"] += 1
-                self._dead_letter(event, exc.reason, exc.detail)
-                continue
-            sym = rt["symbol"]
+        # A full batch (a backlog) is read column-wise; a few records one by one (the
+        # columns' fixed cost would outweigh them). Either way each tick is what
+        # decode_dict gives (schemas/columnar.py), and a record the columns decline is
+        # decoded on its own, where a malformed one is dead-lettered.
+        topic = events[0].topic if events else ""
+        rows: list[tuple[Any, ...] | None] | None = None
+        if len(events) >= COLUMNAR_MIN_BATCH and all(m.topic == topic for m in events):
+            rows = decode_rows(codec, RAW_TICK, [m.value for m in events], TICK_FIELDS,
+                               topic)
+        for i, msg in enumerate(events):
+            row = rows[i] if rows is not None else None
+            if row is None:
+                try:
+                    # Straight to the stage tick: the reader schema guarantees every field
+                    # (defaults filled in), so no RawTick object is built per event.
+                    rt = codec.decode_dict(RAW_TICK, msg.value, msg.topic)
+                except MalformedRecord as exc:
+                    stats["malformed"] += 1
+                    self._dead_letter(msg, exc.reason, exc.detail)
+                    continue
+                row = (rt["broker"], rt["symbol"], rt["time_msc"], rt["bid"], rt["ask"],
+                       rt["recv_time_us"], rt["seq"], rt["last"], rt["volume"])
+            sym = row[1]
             known = sym in symbols
             key = keys.get(sym) if known else None
             if key is None:
                 key = router.key(sym) if known else sym.encode()
-            if event.key != key:
+            if msg.key != key:
                 # Keyed by something else (or not at all), the tick may sit on another
                 # partition than its symbol's state: it would break the per-symbol order
                 # and the replay fence. Dead-lettered, never processed.
                 stats["bad_key"] += 1
                 self._dead_letter(
-                    event, BAD_KEY, f"record key {event.key!r} is not the symbol {sym!r}")
+                    msg, BAD_KEY, f"record key {msg.key!r} is not the symbol {sym!r}")
                 continue
             if known:
                 if sym not in states:
@@ -280,10 +315,9 @@ class PipelineAgent:
                 if not admit(sym, msg.tp, msg.offset):
                     stats["replayed_skipped"] += 1
                     continue
-                last_event_of_symbol[sym] = event
-            tick = Tick(rt["broker"], sym, rt["time_msc"], rt["bid"], rt["ask"],
-                        rt["recv_time_us"], rt["seq"], rt["last"], rt["volume"],
-                        (event.value, event.key, msg.topic, msg.partition, msg.offset))
+                last_event_of_symbol[sym] = msg
+            tick = Tick(*cast(RawRow, row),
+                        (msg.value, msg.key, msg.topic, msg.partition, msg.offset))
             before = len(rejects)
             if tick.recv_time_us > 0:
                 on_tick(tick, out)
@@ -294,7 +328,7 @@ class PipelineAgent:
                     # A tick the validator held carries its origin; one restored from a
                     # snapshot (held across a restart) does not and is encoded afresh.
                     src: tuple[bytes, bytes | None, str, int, int] = t.origin or (
-                        _encode_tick(codec, t, msg.topic), event.key, msg.topic,
+                        _encode_tick(codec, t, msg.topic), msg.key, msg.topic,
                         msg.partition, -1)
                     router.dead_letter(
                         rejected(*src, rej.reason, rej.detail, "validate"), src[1])
@@ -319,19 +353,17 @@ class PipelineAgent:
         stats["events"] += len(events)
         self._last_event.update(last_event_of_symbol)
         processed_to = self._processed_to
-        for event in events:  # in offset order within a partition: the last one wins
-            msg = event.message
+        for msg in events:  # in offset order within a partition: the last one wins
             processed_to[(msg.topic, msg.partition)] = msg.offset + 1
         self.checkpointer.processed(events, last_event_of_symbol, deliveries)
         if self.checkpointer.due():
             await self._checkpoint()
 
-    def _dead_letter(self, event: Any, reason: str, detail: str) -> None:
-        msg = event.message
+    def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:
         self.router.dead_letter(
-            rejected(event.value, event.key, msg.topic, msg.partition, msg.offset, reason,
+            rejected(msg.value, msg.key, msg.topic, msg.partition, msg.offset, reason,
                      detail, "decode"),
-            event.key,
+            msg.key,
         )
 
     # ---- state --------------------------------------------------------------------------
@@ -363,20 +395,21 @@ class PipelineAgent:
         if self.on_restore is not None:
             self.on_restore(symbol)
 
-    def _write_state(self, symbol: str, event: Any) -> None:
-        """One symbol's checkpoint: changed dedupe segments, then the state naming them."""
+    def _write_state(self, symbol: str, msg: Any) -> None:
+        """One symbol's checkpoint: changed dedupe segments, then the state naming them
+        (``msg``: the symbol's last message, whose partition the table writes go to)."""
         st = self.pipeline.states.get(symbol)
         if st is None:
             return
         changed, dropped = st.dedupe.take_changes()
-        with as_current_event(event):
+        with as_current_message(msg):
             # Segments first, then the state naming their lengths (see Deduplicator).
             for seg, entries in changed.items():
                 self.segment_table[_segment_key(symbol, seg)] = orjson.dumps(entries)
             for seg in dropped:
                 self.segment_table.pop(_segment_key(symbol, seg), None)
             self.state_table[symbol.encode()] = encode_state({
-                "offset": event.message.offset,
+                "offset": msg.offset,
                 "offsets": self.fence.offsets(symbol),
                 "state": self.pipeline.snapshot_symbol(symbol, segmented=True),
             })
@@ -385,8 +418,8 @@ class PipelineAgent:
                 self._quality_written[symbol] = now
                 self.quality_table[symbol.encode()] = orjson.dumps(st.consolidator.quality())
 
-    def _ack(self, events: list[Any]) -> None:
-        ack_all(self.stream, events)
+    def _ack(self, messages: list[Any]) -> None:
+        ack_all(messages, self.stream.app.consumer)
 
     async def _checkpoint(self) -> None:
         """See :mod:`agents.checkpoint`: outputs on the broker, then state, then acks."""
@@ -454,8 +487,7 @@ class PipelineAgent:
             if self.stopped.is_set():
                 return
             now_ms = self._event_ms + int((time.monotonic() - self._event_wall_s) * 1000)
-            sources = {sym: (e.message.topic, e.message.partition)
-                       for sym, e in self._last_event.items()}
+            sources = {sym: (m.topic, m.partition) for sym, m in self._last_event.items()}
             keep_open = waiting_symbols(sources, self._processed_to, self.fetch_state(),
                                         time.time())
             self.pipeline.idle_flush(now_ms, self.bar_idle_flush_ms, out, keep_open)

@@ -24,3 +24,21 @@ def as_current_event(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+class _MessageEvent:
+    """What Faust's table writes read of the current event: its ``message``."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+@contextlib.contextmanager
+def as_current_message(message: Any) -> Iterator[None]:
+    """:func:`as_current_event` for a consumer message taken without an ``Event`` (see
+    :mod:`engine.lane`): table writes take its topic and partition."""
+    holder = _MessageEvent(message)
+    with as_current_event(holder):
+        yield

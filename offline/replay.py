@@ -82,26 +82,20 @@ def decode_ticks(codec: Any, values: Sequence[bytes], topic: str) -> tuple[list[
 
     Read column-wise (:func:`schemas.columnar.decode_columns`); a record that path declines
     is decoded on its own by the codec, so every tick is what ``decode_dict`` gives."""
-    from schemas.columnar import decode_columns
+    from schemas.columnar import decode_rows
 
-    cols, done = decode_columns(codec, RawTick.SCHEMA, values, topic, none_for_null=True)
-    out: list[Tick | None] = [None] * len(values)
-    if len(done):
-        fast = zip(*(cols[f].tolist() for f in _TICK_FIELDS), strict=True)
-        for i, row in zip(done.tolist(), fast, strict=True):
-            out[i] = Tick(*row)
+    rows = decode_rows(codec, RawTick.SCHEMA, values, _TICK_FIELDS, topic)
+    out: list[Tick | None] = [None if row is None else Tick(*row) for row in rows]
     malformed = 0
-    if len(done) < len(values):
-        taken = set(done.tolist())
-        for i, value in enumerate(values):
-            if i in taken:
-                continue
-            try:
-                r = codec.decode_dict(RawTick.SCHEMA, value, topic)
-            except MalformedRecord:
-                malformed += 1
-                continue
-            out[i] = Tick(*(r[f] for f in _TICK_FIELDS))
+    for i, row in enumerate(rows):
+        if row is not None:
+            continue
+        try:
+            r = codec.decode_dict(RawTick.SCHEMA, values[i], topic)
+        except MalformedRecord:
+            malformed += 1
+            continue
+        out[i] = Tick(*(r[f] for f in _TICK_FIELDS))
     return [t for t in out if t is not None], malformed
 
 

@@ -46,7 +46,7 @@ from .compiled import _kinds
 if TYPE_CHECKING:
     from .codec import Codec
 
-__all__ = ["ColumnReader", "compile_column_reader", "decode_columns"]
+__all__ = ["ColumnReader", "compile_column_reader", "decode_columns", "decode_rows"]
 
 Array = np.ndarray[Any, Any]
 #: Rows a reader works on: every row (``slice(None)``, views, no copies) or some of them.
@@ -398,3 +398,18 @@ def decode_columns(codec: Codec, schema_name: str, values: Sequence[bytes],
         return {}, sel
     cols, done = reader.read(data, starts[sel] + size, ends[sel])
     return cols, sel[done]
+
+
+def decode_rows(codec: Codec, schema_name: str, values: Sequence[bytes], fields: Sequence[str],
+                topic: str = "") -> list[tuple[Any, ...] | None]:
+    """``fields`` of each of ``values`` as a tuple, read column-wise (nulls as ``None``), in
+    their order; ``None`` where this path declined the row (another writer version,
+    another framing, anything malformed), which the caller decodes on its own with
+    ``codec.decode_dict`` — so every row is what ``decode_dict`` would give."""
+    out: list[tuple[Any, ...] | None] = [None] * len(values)
+    cols, done = decode_columns(codec, schema_name, values, topic, none_for_null=True)
+    if len(done):
+        rows = zip(*(cols[f].tolist() for f in fields), strict=True)
+        for i, row in zip(done.tolist(), rows, strict=True):
+            out[i] = row
+    return out

@@ -8,6 +8,7 @@ pipeline agent obeys the global tables kept by the control and context agents.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -259,3 +260,54 @@ async def test_a_revoked_symbols_position_no_longer_counts_toward_the_total_limi
         await app.on_partitions_revoked.send({TP("u.ticks.raw", 0)})
     assert pipeline.risk.open_positions == 0 and pipeline.risk.position("EURUSD") == 0
     assert pipeline.states == {}
+
+
+async def test_a_backlog_batch_read_column_wise_gives_what_record_by_record_reading_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches of ``COLUMNAR_MIN_BATCH`` records or more are decoded column-wise: the same
+    ticks, clean ticks and dead letters (malformed, bad key, unknown symbol, with their
+    bytes and offsets) as decoding every record on its own."""
+    import agents.pipeline as pipeline_agent
+
+    now = int(time.time() * 1000)
+    records: list[tuple[bytes, bytes | None]] = []
+    for i in range(300):
+        records.append((raw_tick(i, symbol=("EURUSD", "USDJPY")[i % 2], now_ms=now),
+                        (b"EURUSD", b"USDJPY")[i % 2]))
+    records[17] = (b"\x01\x02 not a tick", b"EURUSD")
+    records[40] = (raw_tick(40, now_ms=now), None)
+    records[99] = (raw_tick(99, symbol="XXXYYY", now_ms=now), b"XXXYYY")
+    records[150] = (records[150][0][:-3], b"EURUSD")  # truncated
+
+    async def run(min_batch: int) -> tuple[list[Any], list[tuple[Any, ...]], int]:
+        monkeypatch.setattr(pipeline_agent, "COLUMNAR_MIN_BATCH", min_batch)
+        s = Settings.from_env(
+            {"TICKSTREAM_TABLE_STORE": "memory://", "TICKSTREAM_TOPIC_PREFIX": "u.",
+             "TICKSTREAM_CHECKPOINT_INTERVAL_MS": "0"}, env_file=None)
+        a = create_app(s, web_enabled=False)
+        a.producer = RecordingProducer()
+        try:
+            async with agent(a, "pipeline").test_context() as ag:
+                for value, key in records:
+                    await ag.put(value, key=key, wait=False)
+                await until(lambda: a.tickstream_stats["events"] == len(records))
+            clean = [dataclasses.replace(CODEC.decode(v, CleanTick), processed_time_us=0)
+                     for _k, v in a.producer.by_topic("u.ticks.clean")]  # wall clock: out
+            dls = [CODEC.decode(v, RejectedRecord) for _k, v in
+                   a.producer.by_topic("u.ticks.rejected")]
+            return (clean, [(d.reason, d.original, d.source_offset) for d in dls],
+                    int(a.tickstream_stats["batches"]))
+        finally:
+            thread = getattr(a.consumer, "_thread", None)
+            if thread is not None and not thread.thread_loop.is_closed():
+                thread.thread_loop.close()
+
+    columns, col_dls, col_batches = await run(1)
+    one_by_one, dls, _ = await run(10**9)
+    assert col_batches < len(records), "the records did not arrive in batches"
+    assert len(columns) == len(records) - 4
+    assert sorted(r for r, _o, _s in col_dls) == ["bad_key", "malformed", "malformed",
+                                                 "unknown_symbol"]
+    assert columns == one_by_one
+    assert col_dls == dls

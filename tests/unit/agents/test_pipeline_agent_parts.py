@@ -23,11 +23,6 @@ class Msg:
     offset: int
 
 
-@dataclass
-class Event:
-    message: Msg
-
-
 def test_fence_skips_replays_per_partition_only() -> None:
     f = PartitionFence()
     p0, p1 = SourceTP("raw", 0), SourceTP("raw", 1)
@@ -48,9 +43,9 @@ def test_fence_restores_offsets_from_a_stored_state_old_and_new() -> None:
     assert f.admit("GBPUSD", SourceTP("raw", 1), 5)
 
 
-def test_fence_drops_events_of_revoked_partitions_until_assigned_back() -> None:
+def test_fence_drops_messages_of_revoked_partitions_until_assigned_back() -> None:
     f = PartitionFence()
-    evs = [Event(Msg("raw", p, o)) for p, o in [(0, 1), (1, 1), (0, 2)]]
+    evs = [Msg("raw", p, o) for p, o in [(0, 1), (1, 1), (0, 2)]]
     assert f.mine(evs) is evs
     f.admit("EURUSD", SourceTP("raw", 0), 2)
     f.revoke([SourceTP("raw", 0)])
