@@ -30,6 +30,11 @@ fetcher, which cancels the drain task wherever it is blocked (``Fetcher.on_stop`
 worker shutdown stops the fetcher the same way. Everything else — read offsets, gap
 tracking for acks, commit-every, the periodic yield — is Faust's loop unchanged.
 
+The drain loop also hands the records of a topic with a registered lane (``ticks.raw``, read
+by the pipeline agent alone) straight to that lane instead of the conductor
+(:mod:`engine.lane`), and :meth:`_Consumer.getmany` reports each partition's end offset
+to Faust's monitor once per call instead of once per record.
+
 :meth:`_Consumer.perform_seek` replaces Faust's seek after recovery, which could lose
 records or leave a restarted worker at the end of a topic (its docstring has the detail).
 
