@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from faust_fakes import RecordingProducer
+from faust_fakes import RecordingProducer, close_consumer_loop
 
 from agents.health import collector_status, health_report
 from schemas.codec import make_codec
@@ -29,9 +29,7 @@ def app(tmp_path: Any) -> Iterator[Any]:
     a = create_app(s, web_enabled=False)
     a.producer = RecordingProducer()
     yield a
-    thread = getattr(a.consumer, "_thread", None)
-    if thread is not None and not thread.thread_loop.is_closed():
-        thread.thread_loop.close()
+    close_consumer_loop(a)
 
 
 def agent(app: Any, name: str) -> Any:

@@ -7,15 +7,15 @@ pipeline agent obeys the global tables kept by the control and context agents.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
-from faust_fakes import RecordingProducer
+from faust_fakes import RecordingProducer, close_consumer_loop
+from waiting import until
 
 from schemas.codec import make_codec
 from schemas.records import CleanTick, ControlMessage, MarketEvent, RawTick, RejectedRecord
@@ -35,10 +35,7 @@ def app() -> Iterator[Any]:
     a = create_app(s, web_enabled=False)
     a.producer = RecordingProducer()
     yield a
-    # Streams build the consumer, whose (never started) thread owns a private event loop.
-    thread = getattr(a.consumer, "_thread", None)
-    if thread is not None and not thread.thread_loop.is_closed():
-        thread.thread_loop.close()
+    close_consumer_loop(a)
 
 
 def agent(app: Any, name: str) -> Any:
@@ -56,13 +53,6 @@ def raw_tick(i: int, symbol: str = "EURUSD", now_ms: int | None = None) -> bytes
         broker="ICM", symbol=symbol, bid=1.1 + i * 1e-5, ask=1.1001 + i * 1e-5, time_msc=t,
         recv_time_us=(t + 20) * 1000, source="SIMULATOR"), "u.ticks.raw"))
 
-
-async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait for an agent to finish its batch (the pipeline publishes at batch end)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.005)
 
 
 def dead_letters(app: Any) -> list[RejectedRecord]:
@@ -299,9 +289,7 @@ async def test_a_backlog_batch_read_column_wise_gives_what_record_by_record_read
             return (clean, [(d.reason, d.original, d.source_offset) for d in dls],
                     int(a.tickstream_stats["batches"]))
         finally:
-            thread = getattr(a.consumer, "_thread", None)
-            if thread is not None and not thread.thread_loop.is_closed():
-                thread.thread_loop.close()
+            close_consumer_loop(a)
 
     columns, col_dls, col_batches = await run(1)
     one_by_one, dls, _ = await run(10**9)

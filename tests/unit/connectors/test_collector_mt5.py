@@ -9,7 +9,7 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from standins.mt5 import (
     serve,
     wait_for,
 )
+from waiting import until
 
 from connectors.base.collector import CollectorConfigError
 from connectors.base.resilience import FatalCollectorError
@@ -128,13 +129,6 @@ def make_collector(term: Terminal, sink: Any, bridge: str | None = None,
         return build(cfg, sink, bridge=bridge, env={"ICM_MT5_PASSWORD": PASSWORD})
     return build(cfg, sink, env={"ICM_MT5_PASSWORD": PASSWORD}, api=term.as_module)
 
-
-async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.002)
 
 
 async def stop(collector: Mt5Collector, task: asyncio.Task[None]) -> None:

@@ -9,10 +9,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import faust
 import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
+from faust_fakes import broker_less_app, close_consumer_loop
+from waiting import until
 
 from engine.lane import MessageLane, lane_topics
 from engine.take import ack_all, take_ready
@@ -20,12 +21,9 @@ from engine.take import ack_all, take_ready
 
 @pytest.fixture
 def app() -> Iterator[Any]:
-    a = faust.App("lane-test", broker="kafka://127.0.0.1:9", store="memory://",
-                  web_enabled=False, autodiscover=False)
+    a = broker_less_app("lane-test")
     yield a
-    thread = getattr(a.consumer, "_thread", None)
-    if thread is not None and not thread.thread_loop.is_closed():
-        thread.thread_loop.close()
+    close_consumer_loop(a)
 
 
 def message(app: Any, offset: int, partition: int = 0, topic: str = "t") -> ConsumerMessage:
@@ -33,12 +31,6 @@ def message(app: Any, offset: int, partition: int = 0, topic: str = "t") -> Cons
                            f"v{offset}".encode(), None, 1, 2, TP(topic, partition),
                            generation_id=app.consumer_generation_id)
 
-
-async def _until(predicate: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.005)
 
 
 def test_messages_put_in_the_lane_are_taken_in_order_tracked_and_acked(app: Any) -> None:
@@ -60,7 +52,7 @@ def test_messages_put_in_the_lane_are_taken_in_order_tracked_and_acked(app: Any)
             for m in ms:  # what the drain loop does, record by record
                 lane.put(m)
             assert all(m.refcount == 1 for m in ms)
-            await _until(lambda: sum(len(b) for b in batches) == 10)
+            await until(lambda: sum(len(b) for b in batches) == 10)
 
     asyncio.run(run())
     taken = [m for b in batches for m in b]
@@ -86,7 +78,7 @@ def test_stale_generation_messages_in_the_lane_are_skipped(app: Any) -> None:
             stale.generation_id = app.consumer_generation_id + 3
             lane.put(stale)
             lane.put(message(app, 2))
-            await _until(lambda: got == [2])
+            await until(lambda: got == [2])
 
     asyncio.run(run())
 

@@ -6,20 +6,17 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import faust
 import pytest
+from faust_fakes import broker_less_app, close_consumer_loop
 
 from engine.raw_schema import RawBytes
 
 
 @pytest.fixture
 def app() -> Iterator[Any]:
-    a = faust.App("raw-schema-test", broker="kafka://127.0.0.1:9", store="memory://",
-                  web_enabled=False, autodiscover=False)
+    a = broker_less_app("raw-schema-test")
     yield a
-    thread = getattr(a.consumer, "_thread", None)
-    if thread is not None and not thread.thread_loop.is_closed():
-        thread.thread_loop.close()
+    close_consumer_loop(a)
 
 
 def test_agent_receives_key_and_value_bytes_as_sent(app: Any) -> None:

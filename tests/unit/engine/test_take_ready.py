@@ -11,34 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import faust
 import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
+from faust_fakes import broker_less_app, close_consumer_loop
+from waiting import until
 
 from engine.take import ack_all, take_ready
 
 
 @pytest.fixture
 def app() -> Iterator[Any]:
-    # test_context() never connects: the broker address is never used.
-    a = faust.App("take-test", broker="kafka://127.0.0.1:9", store="memory://", web_enabled=False,
-                  autodiscover=False)
+    a = broker_less_app("take-test")
     yield a
-    thread = getattr(a.consumer, "_thread", None)
-    if thread is not None and not thread.thread_loop.is_closed():
-        thread.thread_loop.close()
-
-
-async def _until(predicate: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.005)
+    close_consumer_loop(a)
 
 
 def test_batches_hold_at_most_max_events_in_order_and_lose_none(app: Any) -> None:
@@ -57,7 +46,7 @@ def test_batches_hold_at_most_max_events_in_order_and_lose_none(app: Any) -> Non
         async with consume.test_context() as agent:
             for i in range(11):
                 await agent.put(str(i).encode())
-            await _until(lambda: sum(len(b) for b in batches) == 11)
+            await until(lambda: sum(len(b) for b in batches) == 11)
 
     asyncio.run(run())
     assert [v for b in batches for v in b] == list(range(11))
@@ -84,9 +73,9 @@ def test_a_lone_event_is_yielded_without_more_arriving(app: Any) -> None:
         async with consume.test_context() as agent:
             await agent.put(b"only")
             # No timer and no fill-up: the single ready event comes out on its own.
-            await _until(lambda: batches == [["only"]])
+            await until(lambda: batches == [["only"]])
             await agent.put(b"next")
-            await _until(lambda: batches == [["only"], ["next"]])
+            await until(lambda: batches == [["only"], ["next"]])
 
     asyncio.run(run())
 
@@ -112,7 +101,7 @@ def test_events_of_a_stale_consumer_generation_are_skipped(app: Any) -> None:
             await agent.put(b"stale", wait=False)  # its message carries generation + 7...
             app.consumer_generation_id = generation  # ...which the consumer is no longer in
             await agent.put(b"fresh")
-            await _until(lambda: sum(len(b) for b in batches) >= 1)
+            await until(lambda: sum(len(b) for b in batches) >= 1)
 
     asyncio.run(run())
     assert batches == [["fresh"]]
@@ -148,7 +137,7 @@ def test_taken_messages_are_tracked_and_ack_all_makes_them_committable(app: Any)
             agent.to_message = to_consumer_message
             for i in range(3):
                 await agent.put(f"v{i}".encode(), partition=1)
-            await _until(lambda: len(tracked) == 3)
+            await until(lambda: len(tracked) == 3)
 
     asyncio.run(run())
     assert tracked == [True, True, True]
