@@ -32,6 +32,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
     from connectors.files import TickFileError
     from connectors.history.parse import HistoryError
     from connectors.kafka_tls import KafkaTlsError
+    from stages.score import ModelError
     from storage.errors import StorageError
     from topology.preflight import PreflightError
     from topology.settings import SettingsError
@@ -42,7 +43,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return f"configuration error: {exc}", EXIT_USAGE
     if isinstance(exc, CollectorConfigError):
         return f"configuration error: {exc}", EXIT_USAGE
-    if isinstance(exc, KafkaTlsError | TickFileError | HistoryError | PreflightError):
+    if isinstance(exc, KafkaTlsError | TickFileError | HistoryError | PreflightError | ModelError):
         return str(exc), EXIT_FAILED
     if isinstance(exc, StorageError):  # e.g. process --store on a store that is not there
         return (f"store: {exc} (TICKSTREAM_STORE_URL or --store says where)"), EXIT_FAILED

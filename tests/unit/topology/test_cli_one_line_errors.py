@@ -46,6 +46,16 @@ def test_process_on_a_missing_file_is_one_line_and_exit_1(tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
 
 
+def test_process_with_a_model_directory_that_is_not_there_says_so(tmp_path: Path) -> None:
+    ticks = tmp_path / "t.csv"
+    ticks.write_text(HEADER + "ICM,EURUSD,1700000000000,1.1,1.1002\n")
+    proc = run(["process", str(ticks), "--model", str(tmp_path / "modles")], tmp_path)
+    assert proc.returncode == 1
+    line = one_line(proc, "process")
+    assert "modles does not exist" in line and "tickstream train" in line
+    assert "unexpected" not in line and "report it" not in line, line
+
+
 @pytest.mark.parametrize("command", ["process", "convert", "train", "replay"])
 def test_a_binary_input_is_one_line_naming_the_file(tmp_path: Path, command: str) -> None:
     blob = tmp_path / "blob.csv"
