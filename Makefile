@@ -50,7 +50,7 @@ test-unit: $(STAMP) $(NATIVE) ## tests that need no broker
 test-integration: $(STAMP) $(NATIVE) stunnel clickhouse ## tests on the real local broker only
 	$(BIN)/python -m pytest -q -m integration
 
-bench: $(STAMP) $(NATIVE) ## benchmarks on a private local broker; one JSON object on the last line
+bench: $(STAMP) $(NATIVE) clickhouse ## benchmarks on a private local broker; one JSON object on the last line
 	$(BIN)/python -m bench
 
 reliability: $(STAMP) $(NATIVE) ## fault suite on real Lean ticks (kills, stall, restart, bad input, soak; ~15 min); writes docs/reliability.md, JSON on the last line

@@ -70,6 +70,14 @@ def _main(argv: list[str] | None = None) -> int:
     from bench.inputs import InputError, load
     from devstack.broker import LocalBroker
 
+    if not args.skip_storage:  # needed near the end: say so before minutes of work
+        from devstack.clickhouse import ClickHouseError, server_binary
+
+        try:
+            server_binary()
+        except ClickHouseError as exc:
+            print(f"python -m bench: {exc} (or pass --skip-storage)", file=sys.stderr)
+            return 1
     started = time.monotonic()
     work = tempfile.TemporaryDirectory(prefix="tickstream-bench-input-")
     n = args.ticks or (12_000 if args.quick else 400_000)

@@ -24,6 +24,7 @@ import mmap
 import signal
 import traceback
 from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
@@ -199,7 +200,13 @@ class Shard:
                  sink: RowSink | None, record_ticks: bool = False) -> None:
         self.pipeline = Pipeline(config, context=context, defer_decisions=True)
         self.record_ticks = record_ticks
-        self._mark = 0  # out.clean entries already on a tape
+        # Since the last drain, with ``record_ticks``: the key of each row that added
+        # accepted ticks and the length of ``out.clean`` after it (the ticks go on their
+        # tapes at the drain, see _tape), and where this window's decisions begin in
+        # ``result.decisions`` (their ``tick_pos`` is still an index in ``out.clean``).
+        self._row_keys: list[int] = []
+        self._row_ends: list[int] = []
+        self._window_decisions = 0
         self.files = files
         self.sink = sink
         self.out = Outputs()
@@ -211,8 +218,11 @@ class Shard:
         base = file_index << FILE_SHIFT
         res, out, on_tick, first_seen = self.result, self.out, self.pipeline.on_tick, \
             self.first_seen
-        decisions = res.decisions
+        decisions, clean = res.decisions, out.clean
         sink = self.sink
+        record = self.record_ticks
+        row_key, row_end = self._row_keys.append, self._row_ends.append
+        mark = len(clean)  # out.clean entries whose row is noted
         n = 0
         for line, item in parse_records(cols, records):
             n += 1
@@ -226,50 +236,103 @@ class Shard:
             if item.symbol not in first_seen:
                 first_seen[item.symbol] = base | line
             on_tick(item, out)
-            if self.record_ticks:
-                self._tape(base | line, item.symbol)
+            if record and len(clean) != mark:
+                mark = len(clean)
+                row_key(base | line)
+                row_end(mark)
             if sink is not None:  # rows are written with the key of the row they came from
                 self._drain(base | line)
+                mark = 0
                 continue
             if out.decisions:
                 decisions.extend((base | line, d) for d in out.decisions)
                 out.decisions.clear()
             if n % DRAIN_EVERY == 0:  # only counts left to take: batch them
                 self._drain(base | line)
+                mark = 0
         res.ticks_in += n
         self._drain(base)
 
     def finish(self) -> ShardResult:
         for symbol in list(self.pipeline.states):
             self.pipeline.flush_symbol(symbol, self.out)
-            if self.record_ticks:
-                self._tape(FLUSH_KEY | self.first_seen[symbol], symbol)
+            if self.record_ticks and self.out.clean:
+                self._row_keys.append(FLUSH_KEY | self.first_seen[symbol])
+                self._row_ends.append(len(self.out.clean))
             self._drain(FLUSH_KEY | self.first_seen[symbol])
         if self.sink is not None:
             self.sink.close()
         return self.result
 
-    def _tape(self, key: int, symbol: str) -> None:
-        """Put the ticks of ``symbol`` accepted since the last call on its tape, and place
-        the decisions made meanwhile among them (tape indices instead of list positions)."""
-        out, m = self.out, self._mark
-        clean = out.clean
-        tape = self.result.tapes.get(symbol)
-        if tape is None:
-            tape = self.result.tapes[symbol] = Tape()
-        start = len(tape)
-        for c in clean[m:]:  # one input row: ticks of its own symbol only
-            tape.keys.append(key)
-            tape.times.append(c.time_msc)
-            tape.recvs.append(c.recv_time_us)
-            tape.bids.append(c.best_bid)
-            tape.asks.append(c.best_ask)
+    def _tape(self) -> None:
+        """Put the accepted ticks of this window (``out.clean``) on their symbols' tapes,
+        each with the key of the row it came from, and turn the window's decisions'
+        positions in ``out.clean`` into positions on their symbol's tape.
+
+        A row adds ticks of its own symbol only, so a decision at ``out.clean`` index ``p``
+        stands after the window's ticks of its symbol before ``p``: that count plus the
+        tape's length at the window's start. Done once per window, column by column.
+        """
+        out, res = self.out, self.result
+        clean, keys, ends = out.clean, self._row_keys, self._row_ends
+        pending = res.decisions
+        first = self._window_decisions
+        self._window_decisions = len(pending) + len(out.decisions)
+        if len(keys) == len(clean):  # each noted row added one tick: the common case
+            per_tick = keys
+        else:
+            per_tick, start = [], 0
+            for k, e in zip(keys, ends, strict=True):
+                per_tick.extend([k] * (e - start))
+                start = e
+        symbols = [c.symbol for c in clean]
+        groups: dict[str, list[int] | None]
+        if not symbols:
+            groups = {}
+        elif symbols.count(symbols[0]) == len(symbols):
+            groups = {symbols[0]: None}  # one symbol: the whole window, in order
+        else:
+            groups = {}
+            for i, sym in enumerate(symbols):
+                at = groups.get(sym)
+                if at is None:
+                    groups[sym] = [i]
+                else:
+                    at.append(i)
+        tapes = res.tapes
+        before: dict[str, int] = {}
+        for sym, at in groups.items():
+            tape = tapes.get(sym)
+            if tape is None:
+                tape = tapes[sym] = Tape()
+            before[sym] = len(tape)
+            ticks = clean if at is None else [clean[i] for i in at]
+            tape.keys.extend(per_tick if at is None else [per_tick[i] for i in at])
+            tape.times.extend([c.time_msc for c in ticks])
+            tape.recvs.extend([c.recv_time_us for c in ticks])
+            tape.bids.extend([c.best_bid for c in ticks])
+            tape.asks.extend([c.best_ask for c in ticks])
+
+        def on_tape(d: PendingDecision) -> PendingDecision:
+            sym = d.symbol
+            if sym not in groups:  # no tick of its symbol in this window: after the tape
+                tape = tapes.get(sym)
+                return d._replace(tick_pos=len(tape) if tape is not None else 0)
+            at = groups[sym]
+            pos = d.tick_pos if at is None else bisect_left(at, d.tick_pos)
+            return d._replace(tick_pos=before[sym] + pos)
+
+        for k in range(first, len(pending)):
+            key, d = pending[k]
+            pending[k] = (key, on_tape(d))
         if out.decisions:
-            out.decisions[:] = [d._replace(tick_pos=start + d.tick_pos - m)
-                                for d in out.decisions]
-        self._mark = len(clean)
+            out.decisions[:] = [on_tape(d) for d in out.decisions]
+        keys.clear()
+        ends.clear()
 
     def _drain(self, key: int) -> None:
+        if self.record_ticks:
+            self._tape()
         out, res, sink = self.out, self.result, self.sink
         res.clean += len(out.clean)
         res.duplicates += out.duplicates
@@ -290,7 +353,6 @@ class Shard:
                      rej.reason, rej.detail, ""] for t, rej in out.rejects
                 ])
         out.clear()
-        self._mark = 0
 
 
 #: A chunk of rows for a shard: (file index, columns, record numbers, record texts).

@@ -124,3 +124,25 @@ def test_cpu_is_counted_over_the_span_only() -> None:
     sampler.samples = [(10.0, 1.0), (11.0, 1.5), (12.0, 3.0), (13.0, 3.1), (14.0, 3.1)]
     assert sampler.between(11.0, 12.0) == pytest.approx(1.5)
     assert sampler.between(10.5, 12.5) == pytest.approx(2.1)  # the samples around the span
+
+
+def test_no_clickhouse_server_is_one_line_before_anything_starts(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The store figures come last: a missing server must stop the bench at once, in one
+    line that says what to do, not after minutes of topology runs with a traceback."""
+    import bench.__main__ as bench_main
+    from devstack import clickhouse
+
+    def missing() -> Path:
+        raise clickhouse.ClickHouseError(
+            "clickhouse-server is not installed: run `make clickhouse`")
+
+    def no_input(*_a: object) -> None:
+        raise AssertionError("the input was loaded before the check")
+
+    monkeypatch.setattr(clickhouse, "server_binary", missing)
+    monkeypatch.setattr(inputs, "load", no_input)
+    assert bench_main.main(["--quick"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["python -m bench: clickhouse-server is not installed: run `make clickhouse` "
+                   "(or pass --skip-storage)"]

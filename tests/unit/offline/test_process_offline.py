@@ -15,10 +15,16 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import train_on_files
 
-from connectors.files import CanonicalColumns, TickFileError, write_canonical
+from connectors.files import CanonicalColumns, TickFileError, canonical_table, write_canonical
 from connectors.history.parse import read_history
+from offline import process_shard
+from offline.decide import decide_in_order
 from offline.process import run_process
-from offline.process_shard import Shard
+from offline.process_shard import RowSink, Shard, ShardResult
+from schemas.records import TradingCommand
+from stages.context import ContextBook
+from stages.pipeline import Outputs, Pipeline, PipelineConfig
+from stages.score import ModelStore
 from stages.types import Tick
 from topology.settings import Settings
 
@@ -238,3 +244,53 @@ def test_progress_counts_every_input_row_with_any_jobs(shared_data: Path, tmp_pa
         r = run_process([src], _settings(1), None, None, jobs=jobs, progress=updates.append)
         assert sum(updates) == r["ticks_in"] > 0  # malformed rows are input rows too
         assert len(updates) > 1 and max(updates) <= 2048  # reported as it goes, in chunks
+
+
+def _shard_run(src: Path, sink_dir: Path | None) -> ShardResult:
+    """One shard over ``src`` with tick tapes, then the decisions, as ``run_process`` does."""
+    settings = _settings(1)
+    config = PipelineConfig.from_settings(settings)
+    sink = RowSink(sink_dir) if sink_dir is not None else None
+    shard = Shard(config, ContextBook(prune_lag_ms=None), [src], sink, record_ticks=True)
+    table = canonical_table(src)
+    assert table is not None
+    shard.feed(0, *table)
+    result = shard.finish()
+    if sink is not None:
+        sink.close()
+    return result
+
+
+@pytest.mark.parametrize("drain_every", [4096, 7])
+def test_ticks_and_decisions_go_on_the_tapes_alike_by_row_and_by_window(
+        file_and_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        drain_every: int) -> None:
+    """Without ``--out`` a shard puts a whole window of rows (two symbols interleaved) on
+    the tapes at once; with it, row by row. Every tick's row key, time, receive time, bid
+    and ask, each decision's row key and place on its tape, and so every command made from
+    them (stops and take-profits between decisions included), are the same."""
+    src, models = file_and_model
+    (tmp_path / "rows").mkdir()
+    by_row = _shard_run(src, tmp_path / "rows")
+    monkeypatch.setattr(process_shard, "DRAIN_EVERY", drain_every)
+    by_window = _shard_run(src, None)
+    assert set(by_window.tapes) == set(by_row.tapes) == {"EURUSD", "USDJPY"}
+    for symbol, tape in by_row.tapes.items():
+        other = by_window.tapes[symbol]
+        assert len(tape) > 1000
+        for column in ("keys", "times", "recvs", "bids", "asks"):
+            assert getattr(other, column) == getattr(tape, column), (symbol, column)
+    assert len(by_row.decisions) > 100
+    assert [(k, d.symbol, d.bar, d.tick_pos) for k, d in by_window.decisions] == [
+        (k, d.symbol, d.bar, d.tick_pos) for k, d in by_row.decisions]
+    commands: list[list[TradingCommand]] = []
+    for result in (by_row, by_window):
+        store = ModelStore(models)
+        store.latest()
+        decider = Pipeline(PipelineConfig.from_settings(_settings(1)), models=store,
+                           context=ContextBook(prune_lag_ms=None))
+        out = Outputs()
+        decide_in_order(decider, result.decisions, result.tapes, out)
+        commands.append(out.commands)
+    assert commands[0] == commands[1]
+    assert any(c.action == "CLOSE" for c in commands[0])
