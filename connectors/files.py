@@ -162,6 +162,25 @@ def parse_records(
         yield line, tick
 
 
+def data_rows(path: Path | str, chunk: int = 1 << 20) -> int | None:
+    """The data records of a plain canonical CSV (lines less the header), counted fast for a
+    progress bar's total; None for a compressed file (it would have to be read twice).
+
+    A quoted field spanning lines makes it an overcount; ``write_canonical`` writes none.
+    """
+    path = Path(path)
+    if path.suffix == ".gz":
+        return None
+    lines, last = 0, b"\n"
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    if last != b"\n":
+        lines += 1  # a last record without its line break
+    return max(0, lines - 1)
+
+
 def canonical_table(
     path: Path | str,
 ) -> tuple[CanonicalColumns, Iterator[tuple[int, str]]] | None:

@@ -161,7 +161,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         if not Path(e).is_file():
             raise FileNotFoundError(2, "no such events file", e)
     _batch_gc(settings)
-    with _progress(args, "process") as bar:
+    with _progress(args, "process", total=_rows_total(files)) as bar:
         result = run_process(
             files, settings,
             Path(args.model) if args.model else None, Path(args.out) if args.out else None,
@@ -224,12 +224,21 @@ def _history_paths(args: argparse.Namespace) -> list[Any]:
     return [Path(p) for p in args.paths]
 
 
-def _progress(args: argparse.Namespace, what: str) -> Any:
-    """A tqdm bar on stderr (none with --json or when stderr is not a terminal)."""
+def _progress(args: argparse.Namespace, what: str, total: int | None = None) -> Any:
+    """A tqdm bar on stderr (none with --json or when stderr is not a terminal); with a
+    ``total`` it shows the share done and the time left."""
     from tqdm import tqdm
 
-    return tqdm(unit=" ticks", unit_scale=True, desc=what, file=sys.stderr,
+    return tqdm(unit=" ticks", unit_scale=True, desc=what, file=sys.stderr, total=total,
                 disable=True if args.json else None, dynamic_ncols=True)
+
+
+def _rows_total(files: list[Any]) -> int | None:
+    """Every input row of plain CSV ``files`` (None when one is compressed): the bar's end."""
+    from connectors.files import data_rows
+
+    counts = [data_rows(f) for f in files]
+    return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
 
 
 def _print_history_summary(result: dict[str, Any], verb: str, command: str) -> None:

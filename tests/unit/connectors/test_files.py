@@ -15,6 +15,7 @@ from connectors.files import (
     CANONICAL_HEADER,
     BadRow,
     TickFileError,
+    data_rows,
     read_canonical,
     write_canonical,
 )
@@ -147,3 +148,26 @@ def test_quoted_fields_keep_their_commas_and_line_breaks(tmp_path: Path) -> None
     assert got[:3] == [Tick("Big, Bank", "EURUSD", 5, 1.1, 1.2),
                        Tick("two\nlines", "EURUSD", 6, 1.1, 1.2), Tick("HD", "EURUSD", 7, 1.1, 1.2)]
     assert isinstance(got[3], BadRow) and got[3].line == 5 and "8,9" in got[3].detail
+
+
+@pytest.mark.parametrize(("text", "rows"), [
+    ("broker,symbol,time_msc,bid,ask\n", 0),
+    ("broker,symbol,time_msc,bid,ask\nHD,EURUSD,5,1.1,1.2\nHD,EURUSD,6,1.1,1.2\n", 2),
+    ("broker,symbol,time_msc,bid,ask\nHD,EURUSD,5,1.1,1.2\nHD,EURUSD,6,1.1,1.2", 2),
+    ("broker,symbol,time_msc,bid,ask\r\nHD,EURUSD,5,1.1,1.2\r\n", 1),
+    ("", 0),
+])
+def test_data_rows_counts_the_records_after_the_header(tmp_path: Path, text: str,
+                                                        rows: int) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(text.encode())
+    assert data_rows(path, chunk=7) == rows  # records across chunk boundaries too
+    assert data_rows(path) == rows == sum(1 for _ in read_canonical(path))
+
+
+def test_data_rows_of_a_compressed_file_is_unknown(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(gzip.compress(b"broker,symbol,time_msc,bid,ask\nHD,EURUSD,5,1.1,1.2\n"))
+    assert data_rows(path) is None

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import train_on_files
 
-from connectors.files import CanonicalColumns, TickFileError, canonical_table, write_canonical
+from connectors.files import (
+    CanonicalColumns,
+    TickFileError,
+    canonical_table,
+    data_rows,
+    write_canonical,
+)
 from connectors.history.parse import read_history
 from offline import process_shard
 from offline.decide import decide_in_order
@@ -244,6 +250,7 @@ def test_progress_counts_every_input_row_with_any_jobs(shared_data: Path, tmp_pa
         r = run_process([src], _settings(1), None, None, jobs=jobs, progress=updates.append)
         assert sum(updates) == r["ticks_in"] > 0  # malformed rows are input rows too
         assert len(updates) > 1 and max(updates) <= 2048  # reported as it goes, in chunks
+        assert data_rows(src) == r["ticks_in"]  # the bar's total: where it ends
 
 
 def _shard_run(src: Path, sink_dir: Path | None) -> ShardResult:
