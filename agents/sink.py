@@ -26,6 +26,9 @@ row per natural key (``ReplacingMergeTree``; exact queries use ``FINAL``).
 
 **Bad records**: a value that does not decode is stored in ``rejects`` with reason
 ``malformed``, stage ``sink``, its topic/partition/offset and original bytes — never dropped.
+A Schema Registry that cannot be reached (Confluent framing, a writer schema id not seen
+yet) is not the record's fault: the batch is decoded again after the same backoff and
+pause as a store outage, and nothing is committed or rejected meanwhile.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.registry import SchemaRegistryError
 from storage.backend import Backend
 from storage.errors import StorageError, StoreUnavailable
 from storage.rows import columns_from_arrays, concat, to_columns
@@ -46,7 +50,8 @@ log = logging.getLogger(__name__)
 
 
 class SinkOutage(RuntimeError):
-    """The store stayed unavailable for longer than ``outage_exit_s``."""
+    """The store (or the schema registry) stayed unavailable for longer than
+    ``outage_exit_s``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,8 @@ class Batch:
                         if v is not None and not -(1 << 31) <= v < (1 << 31):
                             raise ValueError(f"{name}: {v} does not fit an Avro int")
                     records.append(rec)
+                except SchemaRegistryError:
+                    raise  # the registry, not the record: the flush decodes the batch again
                 except Exception as exc:  # MalformedRecord, or anything it could not read
                     rejects.append({
                         "source_topic": topic, "source_partition": p.partitions[i],
@@ -251,7 +258,7 @@ class Sink:
             return
         try:
             self.flush(deadline_s=self.config.stop_grace_s)
-        except StorageError as exc:
+        except (StorageError, SchemaRegistryError) as exc:
             log.warning("sink: batch abandoned at rebalance, to be re-read: %s", exc)
             self.batch.drop()
             self._held.clear()
@@ -289,30 +296,34 @@ class Sink:
             return True
         cfg = self.config
         self._flushing, self._revoked = True, False
-        pending = self.batch.columns()
-        delay, down_since = cfg.backoff_initial_s, None
+        pending: dict[str, Any] | None = None  # decoded on the first pass
+        delay, down_since, down_what = cfg.backoff_initial_s, None, "store"
         start = time.monotonic()
         try:
-            while pending:
-                name, cols = next(iter(pending.items()))
+            while pending is None or pending:
                 try:
+                    if pending is None:
+                        pending = self.batch.columns()
+                        continue
                     from storage.schema import BY_NAME
 
+                    name, cols = next(iter(pending.items()))
                     n = self.backend.insert(BY_NAME[name], cols)
                     self.stats.rows[name] = self.stats.rows.get(name, 0) + n
                     del pending[name]
                     continue
-                except StoreUnavailable as exc:
+                except (StoreUnavailable, SchemaRegistryError) as exc:
+                    what = "store" if isinstance(exc, StoreUnavailable) else "schema registry"
                     self.stats.retries += 1
                     self.stats.last_error = str(exc)
                     now = time.monotonic()
                     if down_since is None:
-                        down_since = now
+                        down_since, down_what = now, what
                         self.stats.outages += 1
-                        log.warning("store unavailable, pausing consumption: %s", exc)
+                        log.warning("%s unavailable, pausing consumption: %s", what, exc)
                     self._pause()
                     if cfg.outage_exit_s and now - down_since > cfg.outage_exit_s:
-                        raise SinkOutage(f"store down for over {cfg.outage_exit_s:g}s: {exc}"
+                        raise SinkOutage(f"{what} down for over {cfg.outage_exit_s:g}s: {exc}"
                                          ) from exc
                     if deadline_s is not None and now - start > deadline_s:
                         raise
@@ -331,7 +342,8 @@ class Sink:
             self.batch.drop()
             self._take_held()
             if down_since is not None:
-                log.warning("store back after %.1fs; resuming", time.monotonic() - down_since)
+                log.warning("%s back after %.1fs; resuming", down_what,
+                            time.monotonic() - down_since)
             self._resume()
             return True
         finally:

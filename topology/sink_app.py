@@ -18,6 +18,7 @@ from types import FrameType
 from agents.sink import Sink, SinkConfig, SinkOutage, SinkStats
 from connectors.kafka_client import consumer_config
 from schemas.codec import make_codec
+from schemas.registry import SchemaRegistryError
 from storage.backend import Backend, open_backend
 from storage.errors import StorageError
 from storage.migrations import migrate
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         run(Settings.from_env())
     except (SettingsError, StorageError, SinkOutage) as exc:
         print(f"tickstream sink: {exc}", file=sys.stderr)
+        return 1
+    except SchemaRegistryError as exc:  # still down when the sink was told to stop
+        print(f"tickstream sink: schema registry: {exc}; the batch is not committed and is "
+              "read again at the next start", file=sys.stderr)
         return 1
     return 0
 

@@ -210,3 +210,46 @@ def test_an_int_past_32_bits_is_a_reject_not_a_failed_insert() -> None:
     assert cols["bars_m1"]["tick_count"].tolist() == [storage_checks.bar(1).tick_count]
     assert cols["rejects"]["original"].tolist() == [bad]
     assert "does not fit an Avro int" in cols["rejects"]["detail"][0]
+
+
+def test_a_registry_outage_pauses_retries_and_rejects_nothing() -> None:
+    """Confluent framing: the sink has not seen the writer schema's id yet and the registry
+    is down (connection refused on its port). The batch is not rejected as malformed: the
+    sink pauses, backs off and decodes it again once the registry answers, then commits."""
+    from fake_schema_registry import FakeSchemaRegistry
+
+    registry = FakeSchemaRegistry()
+    with registry:
+        writer = make_codec(registry.url)
+        sent = [Msg("p.ticks.clean", 0, i, writer.encode(storage_checks.tick(i), "p.ticks.clean"))
+                for i in range(30)]
+        url = registry.url
+    holder: list[Sink] = []
+
+    class RegistryComesBack(FakeConsumer):
+        paused_polls = 0
+
+        def consume(self, n: int, timeout: float) -> list[Msg]:
+            if self.paused:
+                self.paused_polls += 1
+                if self.paused_polls == 3:
+                    registry.__enter__()  # the same port, the same schemas
+            return super().consume(n, timeout)
+
+    consumer = RegistryComesBack(sent, holder)
+    store = FlakyStore()
+    store.consumer = consumer
+    sink = Sink(consumer, store, make_codec(url), SinkConfig(  # type: ignore[arg-type]
+        topics=TOPICS, batch_rows=1000, batch_ms=60_000, backoff_initial_s=0.001,
+        backoff_max_s=0.004))
+    holder.append(sink)
+    try:
+        sink.run()
+    finally:
+        registry.__exit__(None, None, None)
+    assert consumer.paused_polls >= 3, "the registry was never down for the sink"
+    assert store.rows == {"ticks": 30}  # nothing in rejects
+    assert sink.stats.malformed == 0 and sink.stats.outages == 1 and sink.stats.retries >= 1
+    assert "unreachable" in (sink.stats.last_error or "")
+    assert consumer.pauses == 1 and not consumer.paused
+    assert consumer.commits == [{("p.ticks.clean", 0): 30}]
