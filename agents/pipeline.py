@@ -41,6 +41,7 @@ broker+time+prices) for downstream de-duplication.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -71,6 +72,7 @@ from engine.transport import fetch_state
 from schemas.codec import MalformedRecord
 from schemas.columnar import decode_rows
 from schemas.records import RawTick
+from schemas.registry import SchemaRegistryError
 from schemas.rejects import rejected
 from stages.pipeline import Outputs, Pipeline
 from stages.score import ModelStore
@@ -101,6 +103,9 @@ SPEC = AgentSpec(
 QUALITY_EVERY_S = 1.0
 
 BATCH_MAX = 2000
+#: Waiting out an unreachable schema registry: the first wait and the longest (seconds).
+REGISTRY_BACKOFF_S = 0.1
+REGISTRY_BACKOFF_MAX_S = 5.0
 #: Exit status of a worker stopped by :func:`fatal` (e.g. a symbol's stored state is
 #: unreadable): its supervisor restarts it, and an operator finds one CRITICAL line why.
 EXIT_FATAL = 3
@@ -236,7 +241,7 @@ class PipelineAgent:
         self.stats: dict[str, float] = {
             "replayed_skipped": 0, "malformed": 0, "batches": 0, "events": 0,
             "process_s": 0.0, "publish_wait_s": 0.0, "checkpoints": 0, "checkpoint_s": 0.0,
-            "left_at_stop": 0, "revoked_skipped": 0, "bad_key": 0,
+            "left_at_stop": 0, "revoked_skipped": 0, "bad_key": 0, "registry_waits": 0,
         }
         self._seen_announcement: dict[str, Any] | None = None
         self._quality_written: dict[str, float] = {}  # symbol -> monotonic time of last write
@@ -248,17 +253,80 @@ class PipelineAgent:
     async def run(self, stream: Any) -> None:
         self.stream = stream
         async for messages in take_ready(stream, BATCH_MAX, lane=self.lane):
+            # Decoded before any stage sees the batch, outside the lock (a rebalance must
+            # not wait for a registry outage); None: stopped while waiting for it.
+            decoded = await self._decode_waiting(messages)
             async with self.lock:
-                if self.stopped.is_set():
+                if decoded is None or self.stopped.is_set():
                     # After the last checkpoint nothing is processed: these messages are
                     # not acked, so the next owner takes them (processing them here would
                     # send outputs no checkpoint covers: they would come out twice).
                     self.stats["left_at_stop"] += len(messages)
                     continue
-                await self.process_batch(messages)
+                await self.process_batch(messages, decoded)
 
-    async def process_batch(self, events: list[Any]) -> None:
-        """One batch of ``ticks.raw`` consumer messages (``events`` for short)."""
+    def decode(self, events: list[Any]) -> list[tuple[Any, ...] | MalformedRecord]:
+        """Each event's tick fields (``TICK_FIELDS``), or the :class:`MalformedRecord` it
+        raised. A full batch (a backlog) is read column-wise; a few records one by one (the
+        columns' fixed cost would outweigh them). Either way each row is what decode_dict
+        gives (schemas/columnar.py), and a record the columns decline is decoded on its own.
+        Raises :class:`SchemaRegistryError` when a writer schema cannot be fetched."""
+        codec = self.codec
+        topic = events[0].topic if events else ""
+        rows: list[tuple[Any, ...] | None] | None = None
+        if len(events) >= COLUMNAR_MIN_BATCH and all(m.topic == topic for m in events):
+            rows = decode_rows(codec, RAW_TICK, [m.value for m in events], TICK_FIELDS,
+                               topic)
+        out: list[tuple[Any, ...] | MalformedRecord] = []
+        for i, msg in enumerate(events):
+            row = rows[i] if rows is not None else None
+            if row is None:
+                try:
+                    # Straight to the stage tick: the reader schema guarantees every field
+                    # (defaults filled in), so no RawTick object is built per event.
+                    rt = codec.decode_dict(RAW_TICK, msg.value, msg.topic)
+                except MalformedRecord as exc:
+                    out.append(exc)
+                    continue
+                row = (rt["broker"], rt["symbol"], rt["time_msc"], rt["bid"], rt["ask"],
+                       rt["recv_time_us"], rt["seq"], rt["last"], rt["volume"])
+            out.append(row)
+        return out
+
+    async def _decode_waiting(
+        self, events: list[Any]
+    ) -> list[tuple[Any, ...] | MalformedRecord] | None:
+        """:meth:`decode`, waiting out a schema registry that cannot be reached (backoff
+        from 0.1 s to 5 s, a warning when it starts and when it ends) instead of failing or
+        dead-lettering good records; None when the worker stops meanwhile."""
+        delay, down_since = REGISTRY_BACKOFF_S, None
+        while True:
+            t0 = time.perf_counter()
+            try:
+                decoded = self.decode(events)
+                self.stats["process_s"] += time.perf_counter() - t0  # part of processing
+            except SchemaRegistryError as exc:
+                self.stats["registry_waits"] += 1
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("schema registry unreachable, holding %d records until it "
+                                "answers: %s", len(events), exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopped.wait(), delay)
+                if self.stopped.is_set():
+                    return None
+                delay = min(REGISTRY_BACKOFF_MAX_S, delay * 2)
+                continue
+            if down_since is not None:
+                log.warning("schema registry back after %.1f s",
+                            time.monotonic() - down_since)
+            return decoded
+
+    async def process_batch(self, events: list[Any],
+                            decoded: list[tuple[Any, ...] | MalformedRecord] | None = None
+                            ) -> None:
+        """One batch of ``ticks.raw`` consumer messages (``events`` for short), with their
+        :meth:`decode` (decoded here when not given)."""
         t_batch = time.perf_counter()
         pipeline, stats, out, codec, router = (
             self.pipeline, self.stats, self.out, self.codec, self.router)
@@ -268,34 +336,22 @@ class PipelineAgent:
             self._seen_announcement = announced
             _load_announced(self.models, announced)
         self.context.sync(pipeline.context)
+        if decoded is None:
+            decoded = self.decode(events)
         mine = self.fence.mine(events)
+        if len(mine) != len(events):
+            kept = {id(m) for m in mine}
+            decoded = [d for m, d in zip(events, decoded, strict=True) if id(m) in kept]
         stats["revoked_skipped"] += len(events) - len(mine)
         events = mine
         last_event_of_symbol: dict[str, Any] = {}
         symbols, keys, admit = self.symbols, router.keys, self.fence.admit
         states, on_tick, rejects = pipeline.states, pipeline.on_tick, out.rejects
-        # A full batch (a backlog) is read column-wise; a few records one by one (the
-        # columns' fixed cost would outweigh them). Either way each tick is what
-        # decode_dict gives (schemas/columnar.py), and a record the columns decline is
-        # decoded on its own, where a malformed one is dead-lettered.
-        topic = events[0].topic if events else ""
-        rows: list[tuple[Any, ...] | None] | None = None
-        if len(events) >= COLUMNAR_MIN_BATCH and all(m.topic == topic for m in events):
-            rows = decode_rows(codec, RAW_TICK, [m.value for m in events], TICK_FIELDS,
-                               topic)
-        for i, msg in enumerate(events):
-            row = rows[i] if rows is not None else None
-            if row is None:
-                try:
-                    # Straight to the stage tick: the reader schema guarantees every field
-                    # (defaults filled in), so no RawTick object is built per event.
-                    rt = codec.decode_dict(RAW_TICK, msg.value, msg.topic)
-                except MalformedRecord as exc:
-                    stats["malformed"] += 1
-                    self._dead_letter(msg, exc.reason, exc.detail)
-                    continue
-                row = (rt["broker"], rt["symbol"], rt["time_msc"], rt["bid"], rt["ask"],
-                       rt["recv_time_us"], rt["seq"], rt["last"], rt["volume"])
+        for msg, row in zip(events, decoded, strict=True):
+            if isinstance(row, MalformedRecord):
+                stats["malformed"] += 1
+                self._dead_letter(msg, row.reason, row.detail)
+                continue
             sym = row[1]
             known = sym in symbols
             key = keys.get(sym) if known else None

@@ -299,3 +299,36 @@ async def test_a_backlog_batch_read_column_wise_gives_what_record_by_record_read
                                                  "unknown_symbol"]
     assert columns == one_by_one
     assert col_dls == dls
+
+
+async def test_pipeline_agent_waits_out_an_unreachable_schema_registry() -> None:
+    """Confluent framing, a writer schema id the worker has not fetched yet and the registry
+    down: the batch is held (no stage sees it, nothing is dead-lettered as malformed) and
+    processed once the registry answers again on its port."""
+    from fake_schema_registry import FakeSchemaRegistry
+
+    registry = FakeSchemaRegistry()
+    now = int(time.time() * 1000)
+    with registry:
+        writer = make_codec(registry.url)  # a collector's codec: registers RawTick
+        records = [bytes(writer.encode(RawTick(
+            broker="ICM", symbol="EURUSD", bid=1.1 + i * 1e-5, ask=1.1001 + i * 1e-5,
+            time_msc=now + i, recv_time_us=(now + i + 20) * 1000, source="SIMULATOR"),
+            "r.ticks.raw")) for i in range(5)]
+        s = Settings.from_env({"TICKSTREAM_TABLE_STORE": "memory://",
+                               "TICKSTREAM_TOPIC_PREFIX": "r.",
+                               "TICKSTREAM_SCHEMA_REGISTRY_URL": registry.url}, env_file=None)
+        a = create_app(s, web_enabled=False)
+        a.producer = RecordingProducer()
+    try:
+        async with agent(a, "pipeline").test_context() as ag:
+            for value in records:
+                await ag.put(value, key=b"EURUSD", wait=False)
+            await until(lambda: a.tickstream_stats["registry_waits"] >= 2)
+            assert a.tickstream_stats["events"] == 0 and a.tickstream_stats["malformed"] == 0
+            assert not a.producer.by_topic("r.ticks.rejected")
+            with registry:  # back, the same port and schemas
+                await until(lambda: len(a.producer.by_topic("r.ticks.clean")) == 5)
+        assert a.tickstream_stats["malformed"] == 0 and not a.producer.by_topic("r.ticks.rejected")
+    finally:
+        close_consumer_loop(a)
