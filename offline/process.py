@@ -234,8 +234,14 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
         # Ctrl-C while forking would be swallowed by the fork hooks (an "Exception ignored"
         # KeyboardInterrupt in the parent or a shard): SIGINT waits until every shard runs
         # (each ignores it; the parent alone stops the run), then interrupts the parent.
+        # The mask holds for this thread only: a Ctrl-C the kernel hands to another thread
+        # (numpy's BLAS pool, say) still runs the Python handler here, inside a fork hook,
+        # and the run went on to exit 0. So the handler only notes it while forking, and
+        # the interrupt is raised once the shards run.
         # The parts directory and the pipes are made under the same mask, inside the try:
         # a Ctrl-C right after the directory was made left it behind in --out.
+        interrupted: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: interrupted.append(signum))
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir)) if out_dir else None
@@ -251,7 +257,11 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
                 p.start()
                 procs.append(p)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending one: noted
+            signal.signal(signal.SIGINT, previous if previous is not None
+                          else signal.default_int_handler)
+        if interrupted:
+            raise KeyboardInterrupt
         for r, _w in pipes:
             r.close()
         for _r, w in backs:
