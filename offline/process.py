@@ -84,9 +84,13 @@ def usable_cpus() -> int:
 def run_process(
     files: Sequence[Path], settings: Settings, model_dir: Path | None, out_dir: Path | None,
     events: Sequence[Path] = (), jobs: int = 1, store: StoreURL | str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, require_model: bool = False,
 ) -> dict[str, Any]:
     """Run the stages over ``files``; calendar/news ``events`` are joined as of each bar.
+
+    ``require_model`` (``tickstream process --model``): a ``model_dir`` without a usable
+    model is a :class:`ModelError` before any work, as for ``backtest``; otherwise it only
+    warns and the run makes no commands, as the worker does until a model appears.
 
     Every event is loaded first: the book answers as of each bar's time with only what was
     published by then, so the result equals the worker's, where events stream in live.
@@ -115,7 +119,7 @@ def run_process(
         try:
             started_us = time.time_ns() // 1000
             result = run_process(files, settings, model_dir, out_dir, events, jobs,
-                                 progress=progress)
+                                 progress=progress, require_model=require_model)
             from offline.store import store_outputs
 
             t0 = time.perf_counter()
@@ -135,14 +139,26 @@ def run_process(
     started = time.perf_counter()
     if model_dir is not None and not model_dir.is_dir():
         # A typo must not run the whole input for no command at all (an existing directory
-        # without a usable model only warns, as the worker does).
+        # without a usable model is refused below when the model is required).
         raise ModelError(
             f"model directory {model_dir} " + ("is not a directory" if model_dir.exists()
                                                else "does not exist")
             + " (--model names a directory that `tickstream train` wrote)")
     models = ModelStore(model_dir) if model_dir is not None else None
     if models is not None:
-        models.latest()
+        score_log = logging.getLogger("stages.score")
+        level = score_log.level
+        if require_model:  # its warning would say the same as the error raised below
+            score_log.setLevel(logging.CRITICAL)
+        try:
+            found = models.latest()
+        finally:
+            score_log.setLevel(level)
+        if found is None and require_model:
+            why = models.status().get("last_error")
+            raise ModelError(f"no usable model in {model_dir}: " + (
+                str(why) if why else "no model-<version>.meta.json (train one: "
+                "tickstream train)"))
     book = ContextBook(prune_lag_ms=None)
     n_events = 0
     for path in events:

@@ -166,7 +166,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             files, settings,
             Path(args.model) if args.model else None, Path(args.out) if args.out else None,
             events=[Path(e) for e in args.events], jobs=args.jobs or usable_cpus(),
-            store=args.store, progress=bar.update,
+            store=args.store, progress=bar.update, require_model=args.model is not None,
         )
     if args.json:
         print(json.dumps(result, sort_keys=True))
@@ -524,7 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="CSV with header broker,symbol,time_msc,bid,ask[,last,volume,seq] "
                    "(`tickstream convert` writes them)")
-    p.add_argument("--model", metavar="DIR", help="model directory (default: no model)")
+    p.add_argument("--model", metavar="DIR",
+                   help="model directory `tickstream train` wrote; one without a usable "
+                        "model is an error (default: no model, no commands)")
     p.add_argument("--out", metavar="DIR",
                    help="write clean/rejected/bars/features/commands .csv here")
     p.add_argument("--events", metavar="FILE", action="append", default=[],

@@ -56,6 +56,23 @@ def test_process_with_a_model_directory_that_is_not_there_says_so(tmp_path: Path
     assert "unexpected" not in line and "report it" not in line, line
 
 
+def test_process_with_a_model_directory_holding_no_usable_model_says_so(tmp_path: Path
+                                                                        ) -> None:
+    """Asked for a model, a batch run must not go on to make no command at all."""
+    ticks = tmp_path / "t.csv"
+    ticks.write_text(HEADER + "ICM,EURUSD,1700000000000,1.1,1.1002\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "model-v1.meta.json").write_text("{")
+    for folder, why in (("empty", "no model-<version>.meta.json"), ("corrupt", "JSON")):
+        proc = run(["process", str(ticks), "--model", folder, "--out", "out"], tmp_path)
+        assert proc.returncode == 1, proc.stderr
+        line = one_line(proc, "process")
+        assert f"no usable model in {folder}" in line and why in line, line
+        assert "WARNING" not in proc.stderr, proc.stderr  # the line says it once
+        assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("command", ["process", "convert", "train", "replay"])
 def test_a_binary_input_is_one_line_naming_the_file(tmp_path: Path, command: str) -> None:
     blob = tmp_path / "blob.csv"
