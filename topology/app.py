@@ -203,6 +203,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+#: Set by ``tickstream worker``, which runs the worker preflight itself before handing over
+#: to Faust's command line in the same process: not run a second time here.
+preflight_done = False
+
+
 def _settings_for_faust_cli(argv: list[str]) -> Settings:
     """The settings for ``faust -A topology.app …`` (the Procfile's worker line): a bad
     ``TICKSTREAM_*`` value, no broker at the address or the web port taken ends the process
@@ -212,7 +217,7 @@ def _settings_for_faust_cli(argv: list[str]) -> Settings:
 
     try:
         settings = Settings.from_env()
-        if "worker" in argv[1:]:
+        if "worker" in argv[1:] and not preflight_done:
             require_worker_can_start(settings, argv[argv.index("worker") + 1:])
     except SettingsError as exc:
         print(f"tickstream worker: configuration error: {exc}", file=sys.stderr, flush=True)

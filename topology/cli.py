@@ -114,6 +114,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ensure_topics(settings)  # fail fast, before Faust starts, on a partition mismatch
     from faust.cli.faust import cli
 
+    import topology.app
+
+    topology.app.preflight_done = True  # checked just now: not again when Faust loads the app
+
     argv = ["-A", "topology.app", "worker", "-l", settings.log_level, *args.faust_args]
     cli.main(args=argv, prog_name="tickstream worker", standalone_mode=True)
     return 0

@@ -114,3 +114,23 @@ def test_batch_commands_apply_the_gc_tuning(command: str, tmp_path, monkeypatch)
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_the_faust_command_line_skips_the_preflight_tickstream_worker_ran(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``faust -A topology.app worker`` (the Procfile line) checks before starting;
+    ``tickstream worker`` checks first itself and then runs Faust's command line in the
+    same process, which must not check a second time (a second broker round trip)."""
+    import topology.app as app_module
+    from topology import preflight
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(preflight, "require_worker_can_start",
+                        lambda _settings, args: calls.append(list(args)))
+    argv = ["faust", "-A", "topology.app", "worker", "-l", "info"]
+    monkeypatch.setattr(app_module, "preflight_done", False)
+    app_module._settings_for_faust_cli(argv)
+    assert calls == [["-l", "info"]]
+    monkeypatch.setattr(app_module, "preflight_done", True)
+    app_module._settings_for_faust_cli(argv)
+    assert calls == [["-l", "info"]]
