@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fuzzing import avro_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,27 +26,10 @@ from schemas.columnar import decode_columns
 STORED = ("CleanTick", "Bar", "FeatureVector", "TradingCommand", "RejectedRecord")
 #: what the sink reads (nulls of optional floats as NaN), and what replay reads (as None)
 CASES = [(name, False) for name in STORED] + [("RawTick", True), ("FeatureVector", True)]
-LONG = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 
 def _value(ftype: Any) -> st.SearchStrategy[Any]:
-    if isinstance(ftype, list):
-        return st.one_of(*[_value(t) for t in ftype])
-    if isinstance(ftype, dict):
-        if ftype["type"] == "enum":
-            return st.sampled_from(ftype["symbols"])
-        return _value(ftype["type"])
-    return {
-        "null": st.none(),
-        "boolean": st.booleans(),
-        "int": st.integers(min_value=-(2**31), max_value=2**31 - 1),
-        "long": LONG | st.sampled_from([0, -1, 63, 64, -65, 2**62, 1_700_000_000_000]),
-        "float": st.floats(width=32),
-        "double": st.floats() | st.sampled_from([1.08505, math.inf, -math.inf, math.nan]),
-        "string": st.text(max_size=40) | st.sampled_from(["ICM", "EURUSD", "", "é€😀",
-                                                          "a\x00", "a"]),
-        "bytes": st.binary(max_size=60),
-    }[ftype]
+    return avro_values(ftype, nan=True)
 
 
 def _records(name: str) -> st.SearchStrategy[dict[str, Any]]:

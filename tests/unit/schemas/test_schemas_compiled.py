@@ -17,6 +17,7 @@ from typing import Any
 
 import fastavro
 import pytest
+from fuzzing import LONGS, avro_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,6 @@ from schemas import avro
 from schemas.compiled import compile_reader, compile_writer, encode_long
 from schemas.records import CleanTick
 
-LONGS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 # (name, index): index into the shipped history, or -1 for the current schema
 VERSIONS = [(name, i) for name in avro.SCHEMA_NAMES for i in range(-1, len(avro.history(name)))]
 
@@ -34,22 +34,7 @@ def _schema(name: str, version: int) -> Any:
 
 
 def _value(ftype: Any) -> st.SearchStrategy[Any]:
-    if isinstance(ftype, list):
-        return st.one_of(*[_value(t) for t in ftype])
-    if isinstance(ftype, dict):
-        if ftype["type"] == "enum":
-            return st.sampled_from(ftype["symbols"])
-        return _value(ftype["type"])
-    return {
-        "null": st.none(),
-        "boolean": st.booleans(),
-        "int": st.integers(min_value=-(2**31), max_value=2**31 - 1),
-        "long": LONGS,
-        "float": st.floats(width=32, allow_nan=False),
-        "double": st.floats(allow_nan=False),
-        "string": st.text(max_size=30) | st.sampled_from(["ICM", "EURUSD", "", "é€😀"]),
-        "bytes": st.binary(max_size=40),
-    }[ftype]
+    return avro_values(ftype, nan=False)
 
 
 def _fastavro_write(schema: Any, record: dict[str, Any]) -> bytes:
