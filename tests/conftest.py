@@ -18,6 +18,7 @@ from stages import native
 
 native.install()  # as the entry points do: the stages run compiled when the build is fresh
 
+import procs  # noqa: E402
 from clickhouse_server import clickhouse_server, clickhouse_url  # noqa: E402, F401
 
 from devstack.broker import LocalBroker, free_port  # noqa: E402
@@ -40,18 +41,7 @@ def need(condition: bool, reason: str) -> None:
 
 def _children() -> set[int]:
     """Live (not zombie) child processes of this process."""
-    me, out = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == me and state != "Z":
-            out.add(int(entry))
-    return out
+    return procs.children(os.getpid())
 
 
 @pytest.fixture(autouse=True)

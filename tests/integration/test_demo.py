@@ -25,6 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
+import procs
 import pytest
 from conftest import REPO_ROOT
 
@@ -35,34 +36,15 @@ STOP_TIMEOUT_S = 60.0
 INJECTED_REJECTS = ("crossed_quote", "price_jump", "out_of_order", "malformed")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _marked(mark: str) -> list[int]:
     """Live processes whose environment carries ``DEMO_TEST_MARK=mark``."""
-    needle = f"DEMO_TEST_MARK={mark}".encode()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            env = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in env.split(b"\0") and _alive(int(entry)):
-            out.append(int(entry))
-    return out
+    return procs.with_environment(f"DEMO_TEST_MARK={mark}".encode(), besides=os.getpid())
 
 
 def _wait_gone(mark: str, pids: list[int], timeout_s: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while True:
-        left = sorted(set(_marked(mark)) | {p for p in pids if _alive(p)})
+        left = sorted(set(_marked(mark)) | {p for p in pids if procs.alive(p)})
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)

@@ -19,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+import procs
 import pytest
 import yaml
 from conftest import REPO_ROOT, need
@@ -37,49 +38,6 @@ READY_TIMEOUT_S = 180.0
 CLEAN_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 CLEAN_TICKS = 30
-
-
-def _descendants(root: int) -> set[int]:
-    """Every live process below ``root`` (by parent pid), at this moment."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    out, todo = set(), [root]
-    while todo:
-        for kid in children.get(todo.pop(), []):
-            out.add(kid)
-            todo.append(kid)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _in_groups(groups: set[int]) -> set[int]:
-    """Live processes whose process group is one of ``groups`` (honcho starts each command
-    in its own session, so a command's leftovers keep its group)."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and _alive(int(entry)):
-            try:
-                if os.getpgid(int(entry)) in groups:
-                    out.add(int(entry))
-            except OSError:
-                continue
-    return out
 
 
 def healthcheck(web_port: str) -> int:
@@ -165,7 +123,7 @@ def test_honcho_runs_procfile_dev_and_sigint_stops_everything(unique: str,
             assert 0 < tick.bid < tick.ask, tick
 
         assert healthcheck(tickstream["TICKSTREAM_WEB_PORT"]) == 0
-        running = _descendants(proc.pid)  # honcho's helpers, the commands, the broker binary
+        running = procs.descendants(proc.pid)  # honcho's helpers, the commands, the broker binary
         assert running >= started
     finally:
         if proc.poll() is None:
@@ -175,7 +133,7 @@ def test_honcho_runs_procfile_dev_and_sigint_stops_everything(unique: str,
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-            for pid in _in_groups(started):
+            for pid in procs.in_groups(started):
                 os.kill(pid, signal.SIGKILL)
             raise
         finally:
@@ -189,5 +147,5 @@ def test_honcho_runs_procfile_dev_and_sigint_stops_everything(unique: str,
     assert stopped == {"broker.1": "0", "worker.1": "0", "collect-simulator.1": "0"}, text[-4000:]
     assert healthcheck(tickstream["TICKSTREAM_WEB_PORT"]) != 0  # nothing answers now
     # Each was waited for by its parent before honcho reported it stopped and exited.
-    left = {p for p in running if _alive(p)} | _in_groups(started)
+    left = {p for p in running if procs.alive(p)} | procs.in_groups(started)
     assert not left, f"still running after honcho stopped: {sorted(left)}"
