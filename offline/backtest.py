@@ -39,7 +39,6 @@ left out of the account totals, flagged per symbol), less ``commission`` per lot
 
 from __future__ import annotations
 
-import logging
 import math
 from array import array
 from collections import Counter
@@ -58,7 +57,7 @@ from schemas.records import TradingCommand
 from stages.context import ContextBook
 from stages.pipeline import Outputs, Pipeline, PipelineConfig, PipelineSettings
 from stages.risk import exit_code
-from stages.score import ModelStore
+from stages.score import ModelError, ModelStore, require_model
 from stages.types import MINUTE_MS, Tick
 
 LOT_UNITS = 100_000
@@ -426,23 +425,10 @@ def random_baseline(trades: Sequence[Trade], quotes: Mapping[str, Quotes],
 
 def load_models(model_dir: Path) -> ModelStore:
     """A model store with a usable model, or :class:`BacktestError` saying why not."""
-    if not model_dir.exists():
-        raise BacktestError(f"model directory {model_dir} does not exist")
-    if not model_dir.is_dir():
-        raise BacktestError(f"model directory {model_dir} is not a directory")
-    store = ModelStore(model_dir)
-    score_log = logging.getLogger("stages.score")
-    level = score_log.level
-    score_log.setLevel(logging.CRITICAL)  # its ERROR line would repeat what is raised here
     try:
-        model = store.latest()
-    finally:
-        score_log.setLevel(level)
-    if model is None:
-        why = store.status().get("last_error")
-        raise BacktestError(f"no usable model in {model_dir}: " + (
-            str(why) if why else "no model-<version>.meta.json (train one: tickstream train)"))
-    return store
+        return require_model(model_dir)
+    except ModelError as exc:
+        raise BacktestError(str(exc)) from None
 
 
 def load_ticks(

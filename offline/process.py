@@ -44,7 +44,8 @@ from stages import native
 from stages.context import ContextBook
 from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.pipeline import PipelineSettings as Settings
-from stages.score import ModelError, ModelStore
+from stages.score import ModelStore
+from stages.score import require_model as require_model_in
 from storage.backend import Backend
 from storage.url import StoreURL, parse_store_url
 
@@ -137,28 +138,14 @@ def run_process(
     if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():
         jobs = 1  # the shards share the loaded settings and events by forking
     started = time.perf_counter()
-    if model_dir is not None and not model_dir.is_dir():
-        # A typo must not run the whole input for no command at all (an existing directory
-        # without a usable model is refused below when the model is required).
-        raise ModelError(
-            f"model directory {model_dir} " + ("is not a directory" if model_dir.exists()
-                                               else "does not exist")
-            + " (--model names a directory that `tickstream train` wrote)")
-    models = ModelStore(model_dir) if model_dir is not None else None
-    if models is not None:
-        score_log = logging.getLogger("stages.score")
-        level = score_log.level
-        if require_model:  # its warning would say the same as the error raised below
-            score_log.setLevel(logging.CRITICAL)
-        try:
-            found = models.latest()
-        finally:
-            score_log.setLevel(level)
-        if found is None and require_model:
-            why = models.status().get("last_error")
-            raise ModelError(f"no usable model in {model_dir}: " + (
-                str(why) if why else "no model-<version>.meta.json (train one: "
-                "tickstream train)"))
+    models: ModelStore | None = None
+    if model_dir is not None and require_model:
+        models = require_model_in(model_dir)
+    elif model_dir is not None:
+        if not model_dir.is_dir():  # a typo must not run the whole input for no command
+            require_model_in(model_dir)  # raises, naming the problem
+        models = ModelStore(model_dir)
+        models.latest()  # warns when there is none, as the worker does
     book = ContextBook(prune_lag_ms=None)
     n_events = 0
     for path in events:

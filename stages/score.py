@@ -706,3 +706,27 @@ class ModelStore:
     def _error(self, message: str) -> None:
         self._last_error = message
         log.error("%s", message)
+
+
+def require_model(model_dir: Path) -> ModelStore:
+    """A store of ``model_dir`` holding a usable model, or :class:`ModelError` in one line
+    saying why not (no such directory, not a directory, no or no loadable model): what a
+    batch command asked to score with must exist before any work starts. The store's own
+    log line about the missing model is held back (the error says it)."""
+    if not model_dir.is_dir():
+        raise ModelError(
+            f"model directory {model_dir} " + ("is not a directory" if model_dir.exists()
+                                               else "does not exist")
+            + " (name a directory that `tickstream train` wrote)")
+    store = ModelStore(model_dir)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        model = store.latest()
+    finally:
+        log.setLevel(level)
+    if model is None:
+        why = store.status().get("last_error")
+        raise ModelError(f"no usable model in {model_dir}: " + (
+            str(why) if why else "no model-<version>.meta.json (train one: tickstream train)"))
+    return store
