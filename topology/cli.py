@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from topology.cli_errors import EXIT_CODES, report
+from topology.cli_errors import EXIT_CODES, EXIT_INTERRUPTED, report
 from topology.settings import Settings, SettingsError
 
 log = logging.getLogger("tickstream")
@@ -683,7 +683,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stages import native
 
     native.install()  # before any stage module is imported: compiled when fresh
-    args = build_parser().parse_args(argv)
+    try:  # the parser imports what the commands need (xgboost, sklearn): about a second
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("tickstream: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     global _PREFIX
     _PREFIX = f"tickstream {args.command}"
     debug = bool(args.debug)

@@ -266,3 +266,17 @@ def test_process_store_on_a_store_that_is_not_there_is_one_line(tmp_path: Path) 
     assert proc.returncode == 1
     line = one_line(proc, "process")
     assert line.startswith("tickstream process: store: ") and f"127.0.0.1:{port}" in line
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line_exit_130(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Building the parser imports xgboost, sklearn and the rest (about a second): a Ctrl-C
+    then was a page of import traceback."""
+    import topology.cli as cli
+
+    def interrupted() -> argparse.ArgumentParser:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["process", "x.csv"]) == 130
+    assert capsys.readouterr().err == "tickstream: interrupted\n"
