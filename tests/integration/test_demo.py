@@ -161,8 +161,12 @@ def _look_while_live(endpoints: Path, deadline: float) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     where = json.loads(endpoints.read_text())
-    with urllib.request.urlopen(where["health"], timeout=10) as resp:
-        health = json.loads(resp.read())
+    while True:  # the live view fills with the live collectors' first ticks
+        with urllib.request.urlopen(where["health"], timeout=10) as resp:
+            health = json.loads(resp.read())
+        if health["brokers"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert health["service"] and health["status"] in ("healthy", "degraded")
     assert health["brokers"] and health["aggregation"]["symbols_tracked"] > 0
     assert {"completeness", "spread_quality", "broker_sync"} <= set(health["quality"])
