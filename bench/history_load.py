@@ -6,8 +6,10 @@ folder) and ``lean`` (both brokers' zips), on the real files in ``../shared/data
 * ``history_parse_ticks_per_s``: the format's reader alone (file → ticks), no Kafka;
 * ``history_load_ticks_per_s``: :func:`offline.load.load_paths` (read, encode, produce,
   every delivery acknowledged, manifest written) into a fresh topic;
-* ``history_replay_ticks_per_s``: ``tickstream replay`` of the loaded ``lean`` topic (read
-  back, every stage, labels, the Parquet file written), ticks over its wall time;
+* ``history_replay_ticks_per_s``: ``tickstream replay --json`` of the loaded ``lean`` topic
+  (read back, every stage, labels, the Parquet file written) as users run it, in its own
+  process (its garbage-collector tuning, not this process's heap of loaded ticks): ticks
+  over the command's own ``seconds`` (not the interpreter's start-up), best of two;
 * ``train_seconds``: ``tickstream train`` (walk-forward folds, the final model, its report)
   on that replay's feature file, with ``train_rows`` and the walk-forward verdict
   (``train_pooled_logloss`` against ``train_best_baseline_logloss``, ``train_promoted``);
@@ -22,6 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -32,7 +37,6 @@ from connectors.history.parse import read_history
 from connectors.producer import RecordProducer
 from offline.convert import convert_paths
 from offline.load import load_paths
-from offline.replay import replay
 from offline.train import train
 from schemas.records import RawTick
 from stages.types import Tick
@@ -42,11 +46,33 @@ from topology.settings import Settings
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _settings(bootstrap: str) -> Settings:
-    prefix = f"hbench{uuid.uuid4().hex[:8]}."
-    return Settings.from_env({"TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                              "TICKSTREAM_TOPIC_PREFIX": prefix, "TICKSTREAM_PARTITIONS": "4"},
-                             env_file=None)
+def _env(bootstrap: str) -> dict[str, str]:
+    return {"TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "TICKSTREAM_TOPIC_PREFIX": f"hbench{uuid.uuid4().hex[:8]}.",
+            "TICKSTREAM_PARTITIONS": "4"}
+
+
+def _settings(bootstrap: str, env: dict[str, str] | None = None) -> Settings:
+    return Settings.from_env(env or _env(bootstrap), env_file=None)
+
+
+def replay_command(env: dict[str, str], out: Path, runs: int = 2) -> dict[str, Any]:
+    """``tickstream replay --topic ticks.history --out OUT --json`` in its own process, as
+    users run it; the JSON summary of its fastest run (by its own ``seconds``)."""
+    best: dict[str, Any] = {}
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-m", "topology.cli", "replay", "--topic", "ticks.history",
+             "--out", str(out), "--json"],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=900,
+            check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"tickstream replay failed ({done.returncode}): "
+                               f"{done.stderr.strip()[-500:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        if not best or result["seconds"] < best["seconds"]:
+            best = result
+    return best
 
 
 def _inputs(tmp: Path, quick: bool) -> dict[str, tuple[list[Path], dict[str, Any]]]:
@@ -80,14 +106,14 @@ def measure(bootstrap: str, quick: bool = False) -> dict[str, Any]:
         replay_rate = 0
         trained: dict[str, Any] = {}
         for fmt, (paths, kw) in inputs.items():
-            settings = _settings(bootstrap)
+            env = _env(bootstrap)
+            settings = _settings(bootstrap, env)
             ensure_topics(settings)
             result = load_paths(settings, fmt, paths, **kw)
             assert result["ticks"] == counts[fmt], (fmt, result["ticks"], counts[fmt])
             load[fmt] = round(result["ticks"] / result["seconds"])
             if fmt == "lean":
-                rep = replay(settings, settings, out=Path(tmpdir) / "lean.parquet",
-                             topic="ticks.history")
+                rep = replay_command(env, Path(tmpdir) / "lean.parquet")
                 assert rep["ticks"] == counts[fmt], (rep["ticks"], counts[fmt])
                 replay_rate = rep["ticks_per_s"]
                 t0 = time.perf_counter()

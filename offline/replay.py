@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -120,17 +121,27 @@ def ticks_from_files(
 
 
 def feature_rows(ticks: Sequence[Tick], config: PipelineConfig) -> dict[str, list[FeatureVector]]:
-    """The stage chain over ``ticks`` (each symbol in time order); feature vectors by symbol."""
-    order = sorted(range(len(ticks)), key=lambda i: (ticks[i].symbol, ticks[i].time_msc))
+    """The stage chain over ``ticks`` (each symbol in time order); feature vectors by symbol.
+
+    Symbols one after another (sorted by name), each symbol's ticks in a stable sort by
+    time: the order ``sorted(ticks, key=(symbol, time_msc))`` gives, at half its cost."""
+    by_tick_symbol: dict[str, list[Tick]] = {}
+    for tick in ticks:
+        group = by_tick_symbol.get(tick.symbol)
+        if group is None:
+            group = by_tick_symbol[tick.symbol] = []
+        group.append(tick)
+    time_of = attrgetter("time_msc")
     pipeline = Pipeline(config)
     out = Outputs()
     by_symbol: dict[str, list[FeatureVector]] = {}
-    for i in order:
-        pipeline.on_tick(ticks[i], out)
-        if out.features:
-            for fv in out.features:
-                by_symbol.setdefault(fv.symbol, []).append(fv)
-        out.clear()
+    for symbol in sorted(by_tick_symbol):
+        for tick in sorted(by_tick_symbol[symbol], key=time_of):
+            pipeline.on_tick(tick, out)
+            if out.features:
+                for fv in out.features:
+                    by_symbol.setdefault(fv.symbol, []).append(fv)
+            out.clear()
     pipeline.flush(out)
     for fv in out.features:
         by_symbol.setdefault(fv.symbol, []).append(fv)

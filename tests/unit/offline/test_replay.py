@@ -186,3 +186,39 @@ def test_ticks_decoded_column_wise_are_the_codecs_in_order() -> None:
     assert key == [(t.broker, t.symbol, t.time_msc, t.bid, t.ask, t.recv_time_us, t.seq,
                     t.last, t.volume) for t in want]
     assert any(t.last is None for t in ticks) and any(t.volume == 0.0 for t in ticks)
+
+
+def test_stages_see_each_symbol_in_time_order_whatever_the_input_order(day_csv: Path) -> None:
+    """feature_rows takes symbols one by one and each symbol's ticks in a stable sort by
+    time: the same vectors as the stages over ``sorted(ticks, key=(symbol, time))``, for
+    ticks that arrive interleaved across symbols and out of time order (equal times keep
+    their input order, so which broker's quote comes first is the input's)."""
+    import random
+
+    from offline.replay import feature_rows
+    from stages.pipeline import Outputs, Pipeline, PipelineConfig
+
+    ticks = [t for t in read_history("csv", day_csv) if isinstance(t, Tick)]
+    # a second symbol from the same quotes, and the input shuffled in blocks
+    ticks += [Tick(t.broker, "NZDUSD", t.time_msc, t.bid, t.ask, t.recv_time_us)
+              for t in ticks[::3]]
+    rng = random.Random(5)
+    blocks = [ticks[i:i + 500] for i in range(0, len(ticks), 500)]
+    rng.shuffle(blocks)
+    shuffled = [t for b in blocks for t in b]
+    config = PipelineConfig.from_settings(SETTINGS)
+
+    pipeline, out, flat = Pipeline(config), Outputs(), []
+    for t in sorted(shuffled, key=lambda t: (t.symbol, t.time_msc)):
+        pipeline.on_tick(t, out)
+        flat += out.features
+        out.clear()
+    pipeline.flush(out)  # each symbol's last bar
+    flat += out.features
+    want: dict[str, list[FeatureVector]] = {}
+    for fv in flat:
+        want.setdefault(fv.symbol, []).append(fv)
+    got = feature_rows(shuffled, config)
+    assert sorted(got) == ["EURUSD", "NZDUSD"]
+    assert got == want
+    assert min(len(v) for v in want.values()) > 100

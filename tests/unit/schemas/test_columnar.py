@@ -173,3 +173,33 @@ def _zero(ftype: Any) -> Any:
     if isinstance(ftype, dict):
         return ftype["symbols"][0]
     return {"string": "", "double": 0.0, "long": 0, "int": 0}[ftype]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_decode_rows_in_passes_gives_each_row_at_its_place(monkeypatch: pytest.MonkeyPatch,
+                                                           chunk: int) -> None:
+    """Rows read in passes of ``ROWS_CHUNK`` come back in their order, each what the codec
+    reads, with ``None`` exactly where a row is malformed, whichever pass it falls in."""
+    from schemas import columnar
+
+    monkeypatch.setattr(columnar, "ROWS_CHUNK", chunk)
+    codec = Codec()
+    rng = random.Random(chunk)
+    fields = ("broker", "symbol", "time_msc", "bid", "ask", "seq", "last")
+    recs = [{"broker": rng.choice(["OANDA", "FXCM"]), "symbol": rng.choice(["EURUSD", "NZDUSD"]),
+             "time_msc": 1_400_000_000_000 + i, "bid": 1.0 + i / 1e5, "ask": 1.0002 + i / 1e5,
+             "recv_time_us": 0, "seq": rng.choice([None, i]),
+             "last": rng.choice([None, 1.5]), "volume": None, "source": "HISTORY"}
+            for i in range(300)]
+    values = [codec.encode_dict("RawTick", r) for r in recs]
+    bad = set(rng.sample(range(300), 25))
+    for i in bad:
+        values[i] = values[i][: rng.randrange(len(values[i]))]  # cut short: malformed
+    rows = columnar.decode_rows(codec, "RawTick", values, fields)
+    assert len(rows) == len(values)
+    for i, (row, value) in enumerate(zip(rows, values, strict=True)):
+        if i in bad:
+            assert row is None, i
+        else:
+            want = codec.decode_dict("RawTick", value)
+            assert row == tuple(want[f] for f in fields), i
