@@ -42,6 +42,8 @@ from stages.types import Tick
 
 #: Bad lines listed per path (all are counted).
 BAD_EXAMPLES = 20
+#: Records produced between two services of the delivery reports.
+POLL_EVERY = 512
 DEFAULT_TOPIC = "ticks.history"
 
 
@@ -243,8 +245,10 @@ def load_paths(
 def _produce(rows: Iterable[Any], res: PathResult, producer: RecordProducer, topic: str,
              encode: Callable[[Tick], bytes], deliveries: _Deliveries,
              progress: Callable[[int], None] | None) -> None:
-    send = producer.send_raw
+    send = producer.raw_sender(topic, deliveries)
+    poll = producer.poll
     streams = res.streams
+    keys: dict[str, bytes] = {}
     n = bad = 0
     for row in rows:
         if isinstance(row, BadLine):
@@ -252,16 +256,21 @@ def _produce(rows: Iterable[Any], res: PathResult, producer: RecordProducer, top
             if len(res.bad_examples) < BAD_EXAMPLES:
                 res.bad_examples.append(str(row))
             continue
-        key = (row.broker, row.symbol)
-        st = streams.get(key)
+        symbol, t = row.symbol, row.time_msc
+        st = streams.get((row.broker, symbol))
         if st is None:
-            st = streams[key] = Stream(row.broker, row.symbol)
-        t = row.time_msc
+            st = streams[(row.broker, symbol)] = Stream(row.broker, symbol)
         st.add(t)
-        send(topic, row.symbol, encode(row), deliveries, timestamp_ms=t)
+        key = keys.get(symbol)
+        if key is None:
+            key = keys[symbol] = symbol.encode()
+        send(key, encode(row), t)
         n += 1
-        if progress is not None and not n % 10_000:
-            progress(10_000)
+        if not n % POLL_EVERY:  # delivery reports, in bulk
+            poll(0)
+            if progress is not None and not n % 10_240:
+                progress(10_240)
+    poll(0)
     if progress is not None:
-        progress(n % 10_000)
+        progress(n % 10_240)
     res.ticks, res.bad_lines = n, bad

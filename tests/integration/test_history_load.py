@@ -121,3 +121,23 @@ def test_a_mistake_is_one_line_and_bad_lines_are_reported(
     assert f"bad line: {src}:3:" in out.stdout
     assert "Traceback" not in out.stderr
     assert [isinstance(r, BadLine) for r in read_history("csv", src)] == [False, True]
+
+
+def test_a_full_producer_queue_is_waited_out_and_nothing_is_lost(
+        kafka_settings: Settings) -> None:
+    """The loaders' sender on a queue of 16 records: every one of 600 sends either queues
+    at once or waits for room (BufferError) and then queues; all 600 arrive, in order."""
+    from connectors.producer import RecordProducer
+
+    ensure_topics(kafka_settings)
+    producer = RecordProducer(kafka_settings, **{"queue.buffering.max.messages": 16})
+    topic = kafka_settings.topic("ticks.history")
+    delivered: list[int] = []
+    send = producer.raw_sender(topic, lambda err, msg: delivered.append(
+        -1 if err is not None else msg.timestamp()[1]))
+    for i in range(600):
+        send(b"EURUSD", b"v%d" % i, 1_500_000_000_000 + i)
+    assert producer.flush(60) == 0
+    assert delivered == [1_500_000_000_000 + i for i in range(600)]
+    got = read_all(kafka_settings, 600)
+    assert [m.value for m in got] == [b"v%d" % i for i in range(600)]
