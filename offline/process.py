@@ -12,9 +12,7 @@ import csv
 import heapq
 import logging
 import multiprocessing
-import os
 import shutil
-import signal
 import tempfile
 import time
 from collections import Counter
@@ -28,6 +26,7 @@ import orjson
 
 from connectors.files import canonical_table, csv_fields
 from offline.decide import decide_in_order
+from offline.forking import interrupts_deferred
 from offline.process_shard import (
     SHARD_OUTPUTS,
     Chunk,
@@ -73,13 +72,6 @@ def write_events(events: Iterable[MarketEvent], path: Path) -> int:
             fh.write(orjson.dumps(ev.to_dict()) + b"\n")
             n += 1
     return n
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def run_process(
@@ -234,19 +226,10 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
     backs: list[tuple[Any, Any]] = []  # (parent reads, child writes)
     procs = []
     try:
-        # Ctrl-C while forking would be swallowed by the fork hooks (an "Exception ignored"
-        # KeyboardInterrupt in the parent or a shard): SIGINT waits until every shard runs
-        # (each ignores it; the parent alone stops the run), then interrupts the parent.
-        # The mask holds for this thread only: a Ctrl-C the kernel hands to another thread
-        # (numpy's BLAS pool, say) still runs the Python handler here, inside a fork hook,
-        # and the run went on to exit 0. So the handler only notes it while forking, and
-        # the interrupt is raised once the shards run.
-        # The parts directory and the pipes are made under the same mask, inside the try:
-        # a Ctrl-C right after the directory was made left it behind in --out.
-        interrupted: list[int] = []
-        previous = signal.signal(signal.SIGINT, lambda signum, _frame: interrupted.append(signum))
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
+        # Forked with Ctrl-C deferred (offline/forking.py). The parts directory and the pipes
+        # are made inside it too: a Ctrl-C right after the directory was made left it
+        # behind in --out.
+        with interrupts_deferred():
             parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir)) if out_dir else None
             pipes = [ctx.Pipe(duplex=False) for _ in range(jobs)]
             backs = [ctx.Pipe(duplex=False) for _ in range(jobs)]
@@ -259,12 +242,6 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
                                 name=f"tickstream-process-{k}", daemon=True)
                 p.start()
                 procs.append(p)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending one: noted
-            signal.signal(signal.SIGINT, previous if previous is not None
-                          else signal.default_int_handler)
-        if interrupted:
-            raise KeyboardInterrupt
         for r, _w in pipes:
             r.close()
         for _r, w in backs:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import mmap
-import signal
 import traceback
 from array import array
 from bisect import bisect_left
@@ -38,6 +37,7 @@ import numpy as np
 
 from connectors.files import BadRow, CanonicalColumns, parse_records
 from offline.decide import Tape
+from offline.forking import child_ignores_interrupts
 from schemas.records import Bar, CleanTick, FeatureVector, Record
 from stages.context import ContextBook
 from stages.pipeline import Outputs, PendingDecision, Pipeline, PipelineConfig
@@ -366,10 +366,7 @@ def child_main(shard: Shard, rows: Connection, results: Connection,
     An error is reported after the input is drained (the parent may be blocked writing to
     this shard), as ``("error", traceback)``.
     """
-    # Ctrl-C reaches the whole process group: the parent alone handles it (it closes the
-    # pipes and reaps the shards), so a shard neither dies mid-chunk nor prints a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while forking
+    child_ignores_interrupts()
     for conn in foreign:  # other shards' pipe ends: a dead shard must give the parent EPIPE
         conn.close()
     try:

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from typing import Any
 from connectors.files import read_canonical
 from connectors.history.topic import read_range
 from connectors.kafka_client import KafkaClientSettings
+from offline.forking import can_fork, run_forked
 from schemas.codec import MalformedRecord, make_codec
 from schemas.records import FeatureVector, RawTick
 from stages.features import FEATURE_NAMES, FEATURE_SET, derive
@@ -120,23 +122,44 @@ def ticks_from_files(
     return ticks, {"records_outside": outside, "malformed": bad}
 
 
-def feature_rows(ticks: Sequence[Tick], config: PipelineConfig) -> dict[str, list[FeatureVector]]:
+def feature_rows(ticks: Sequence[Tick], config: PipelineConfig,
+                 jobs: int = 1) -> dict[str, list[FeatureVector]]:
     """The stage chain over ``ticks`` (each symbol in time order); feature vectors by symbol.
 
-    Symbols one after another (sorted by name), each symbol's ticks in a stable sort by
-    time: the order ``sorted(ticks, key=(symbol, time_msc))`` gives, at half its cost."""
-    by_tick_symbol: dict[str, list[Tick]] = {}
+    Each symbol's ticks in a stable sort by time: the order ``sorted(ticks, key=(symbol,
+    time_msc))`` gives, at half its cost. ``jobs`` > 1: the symbols are dealt out to that
+    many forked processes (most ticks first, each to the one with the fewest so far), as
+    ``process --jobs`` does; a symbol's vectors depend on its own ticks only, so they are
+    the same for any ``jobs``."""
+    groups: dict[str, list[Tick]] = {}
     for tick in ticks:
-        group = by_tick_symbol.get(tick.symbol)
+        group = groups.get(tick.symbol)
         if group is None:
-            group = by_tick_symbol[tick.symbol] = []
+            group = groups[tick.symbol] = []
         group.append(tick)
+    jobs = min(jobs, len(groups))
+    if jobs <= 1 or not can_fork():
+        return _features_of(groups, sorted(groups), config)
+    shares: list[list[str]] = [[] for _ in range(jobs)]
+    load = [0] * jobs
+    for symbol in sorted(groups, key=lambda s: (-len(groups[s]), s)):
+        k = load.index(min(load))
+        shares[k].append(symbol)
+        load[k] += len(groups[symbol])
+    parts = run_forked([partial(_features_of, groups, sorted(share), config)
+                        for share in shares], "tickstream-replay")
+    return {symbol: part[symbol] for part in parts for symbol in sorted(part)}
+
+
+def _features_of(groups: Mapping[str, list[Tick]], symbols: Sequence[str],
+                 config: PipelineConfig) -> dict[str, list[FeatureVector]]:
+    """The feature vectors of ``symbols``, one after another through one pipeline."""
     time_of = attrgetter("time_msc")
     pipeline = Pipeline(config)
     out = Outputs()
     by_symbol: dict[str, list[FeatureVector]] = {}
-    for symbol in sorted(by_tick_symbol):
-        for tick in sorted(by_tick_symbol[symbol], key=time_of):
+    for symbol in symbols:
+        for tick in sorted(groups[symbol], key=time_of):
             pipeline.on_tick(tick, out)
             if out.features:
                 for fv in out.features:
@@ -210,8 +233,10 @@ def replay(
     to_ms: int | None = None, symbols: Sequence[str] | None = None,
     horizon_min: int = DEFAULT_HORIZON_MIN, threshold: float | None = None,
     progress: Callable[[int], None] | None = None, store: StoreURL | str | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Read, run the stages, label, write ``out``; returns the summary ``--json`` prints."""
+    """Read, run the stages (``jobs`` processes, see :func:`feature_rows`), label, write
+    ``out``; returns the summary ``--json`` prints."""
     t0 = time.perf_counter()
     if (topic is not None) + bool(files) + (store is not None) != 1:
         raise ReplayError("give one of a topic, files or a store to replay")
@@ -226,7 +251,7 @@ def replay(
         source = {"files": [str(f) for f in files]}
     if not ticks:
         raise ReplayError(f"no ticks to replay in {source} for the range and symbols asked")
-    by_symbol = feature_rows(ticks, PipelineConfig.from_settings(config_settings))
+    by_symbol = feature_rows(ticks, PipelineConfig.from_settings(config_settings), jobs)
     if not by_symbol:
         raise ReplayError("the ticks made no complete bar: nothing to write")
     written = write_matrix(by_symbol, out, horizon_min, threshold, {
@@ -236,7 +261,8 @@ def replay(
     })
     seconds = time.perf_counter() - t0
     return {"output": str(out), **source, **read, "ticks": len(ticks), **written,
-            "horizon_min": horizon_min, "seconds": round(seconds, 3),
+            "horizon_min": horizon_min, "jobs": max(1, min(jobs, len(by_symbol))),
+            "seconds": round(seconds, 3),
             "ticks_per_s": round(len(ticks) / seconds) if seconds > 0 else None}
 
 

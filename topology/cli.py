@@ -156,7 +156,8 @@ def _batch_gc(settings: Settings) -> None:
 def cmd_process(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from offline.process import run_process, usable_cpus
+    from offline.forking import usable_cpus
+    from offline.process import run_process
 
     settings = _settings()
     files = [Path(f) for f in args.files]
@@ -364,6 +365,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from connectors.history.topic import TopicReadError
+    from offline.forking import usable_cpus
     from offline.replay import ReplayError, replay
 
     settings = _settings()
@@ -375,7 +377,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 settings, settings, out=Path(args.out), topic=args.topic,
                 files=[Path(f) for f in args.file], from_ms=args.from_ms, to_ms=args.to_ms,
                 symbols=args.symbols, horizon_min=args.horizon_min, threshold=args.threshold,
-                progress=bar.update, store=args.store)
+                progress=bar.update, store=args.store, jobs=args.jobs or usable_cpus())
         except (ReplayError, TopicReadError) as exc:
             print(f"tickstream replay: {exc}", file=sys.stderr)
             return 1
@@ -627,6 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label horizon in minutes (default 5)")
     p.add_argument("--threshold", type=float, metavar="PRICE",
                    help="label move threshold in price units (default: the median spread)")
+    p.add_argument("--jobs", type=_jobs, default=0, metavar="N",
+                   help="processes for the per-symbol stages when replaying ticks; symbols "
+                        "are dealt out among them and the file is the same for any N "
+                        "(default: one per usable CPU)")
     p.add_argument("--json", action="store_true", help="print one compact JSON line")
     p.set_defaults(func=cmd_replay)
 

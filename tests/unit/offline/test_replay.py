@@ -188,11 +188,14 @@ def test_ticks_decoded_column_wise_are_the_codecs_in_order() -> None:
     assert any(t.last is None for t in ticks) and any(t.volume == 0.0 for t in ticks)
 
 
-def test_stages_see_each_symbol_in_time_order_whatever_the_input_order(day_csv: Path) -> None:
-    """feature_rows takes symbols one by one and each symbol's ticks in a stable sort by
-    time: the same vectors as the stages over ``sorted(ticks, key=(symbol, time))``, for
-    ticks that arrive interleaved across symbols and out of time order (equal times keep
-    their input order, so which broker's quote comes first is the input's)."""
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_stages_see_each_symbol_in_time_order_whatever_the_input_order(day_csv: Path,
+                                                                        jobs: int) -> None:
+    """feature_rows takes each symbol's ticks in a stable sort by time: the same vectors as
+    the stages over ``sorted(ticks, key=(symbol, time))``, for ticks that arrive interleaved
+    across symbols and out of time order (equal times keep their input order, so which
+    broker's quote comes first is the input's), in one process or dealt out to forked
+    ones (3 jobs for 2 symbols: 2 processes)."""
     import random
 
     from offline.replay import feature_rows
@@ -218,7 +221,7 @@ def test_stages_see_each_symbol_in_time_order_whatever_the_input_order(day_csv: 
     want: dict[str, list[FeatureVector]] = {}
     for fv in flat:
         want.setdefault(fv.symbol, []).append(fv)
-    got = feature_rows(shuffled, config)
+    got = feature_rows(shuffled, config, jobs)
     assert sorted(got) == ["EURUSD", "NZDUSD"]
     assert got == want
     assert min(len(v) for v in want.values()) > 100
