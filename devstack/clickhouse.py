@@ -10,6 +10,7 @@ test); :meth:`start` again reuses the same port and data, as a restarted server 
 
 from __future__ import annotations
 
+import logging
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from devstack.broker import free_port
 
@@ -108,6 +110,18 @@ class ClickHouseServer:
     def wait_ready(self, timeout_s: float) -> None:
         from clickhouse_driver import Client
 
+        # Refused connections are what waiting for a starting server means: clickhouse_driver
+        # logs each one as a WARNING with its traceback (a page per attempt in the bench's
+        # output); the last error is in the message below when it never becomes ready.
+        quiet = logging.getLogger("clickhouse_driver.connection")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            self._poll_ready(Client, timeout_s)
+        finally:
+            quiet.setLevel(level)
+
+    def _poll_ready(self, Client: Any, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         last: Exception | None = None
         while time.monotonic() < deadline:
