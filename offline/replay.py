@@ -260,9 +260,9 @@ def replay(
         "last_tick_ms": max(t.time_msc for t in ticks),
     })
     seconds = time.perf_counter() - t0
+    used = max(1, min(jobs, len(by_symbol))) if can_fork() else 1
     return {"output": str(out), **source, **read, "ticks": len(ticks), **written,
-            "horizon_min": horizon_min, "jobs": max(1, min(jobs, len(by_symbol))),
-            "seconds": round(seconds, 3),
+            "horizon_min": horizon_min, "jobs": used, "seconds": round(seconds, 3),
             "ticks_per_s": round(len(ticks) / seconds) if seconds > 0 else None}
 
 
