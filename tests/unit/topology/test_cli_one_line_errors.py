@@ -206,6 +206,40 @@ def test_ctrl_c_during_process_is_one_line_exit_130_and_no_output(tmp_path: Path
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_ctrl_c_while_replay_runs_its_shards_is_one_line_exit_130(tmp_path: Path) -> None:
+    """Ctrl-C while ``replay --jobs 2`` has its two forked shards running: the parent says
+    so in one line and exits 130, the shards go with it, no file is written."""
+    from procs import alive, children
+
+    f = tmp_path / "ticks.csv"
+    t0 = 1_400_000_000_000
+    with f.open("w") as fh:
+        fh.write(HEADER)
+        for i in range(300_000):
+            step = (i % 500) * 1e-5
+            fh.write(f"OANDA,EURUSD,{t0 + i * 50},{1.3 + step:.5f},{1.3001 + step:.5f}\n"
+                     f"OANDA,NZDUSD,{t0 + i * 50},{0.8 + step:.5f},{0.8001 + step:.5f}\n")
+    out = tmp_path / "features.parquet"
+    proc = subprocess.Popen([*TICKSTREAM, "replay", "--file", str(f), "--out", str(out),
+                             "--jobs", "2"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(children(proc.pid)) < 2:  # both shards forked and running
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the shards never started"
+        time.sleep(0.01)
+    shards = children(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "tickstream replay: interrupted"
+    assert not out.exists()
+    assert not [pid for pid in shards if alive(pid)]  # no shard left behind
+
+
 def _subcommands(parser: argparse.ArgumentParser, path: str = "tickstream"
                  ) -> list[tuple[str, argparse.ArgumentParser]]:
     found = []
