@@ -79,25 +79,34 @@ def run_forked(tasks: Sequence[Callable[[], T]], name: str) -> list[T]:
                 procs.append(p)
                 conns.append(r)
                 w.close()  # the child's end: EOF here when it dies
-        results: list[T] = []
-        for k, r in enumerate(conns):
-            try:
-                status, payload = r.recv()
-            except EOFError:
-                procs[k].join(timeout=5)  # reaped, so its exit code is known
-                raise RuntimeError(f"{name} {k} died (exit code {procs[k].exitcode})") from None
-            if status != "ok":
-                raise RuntimeError(f"{name} {k} failed:\n{payload}")
-            results.append(payload)
-        return results
+        return [receive(r, procs[k], f"{name} {k}") for k, r in enumerate(conns)]
     finally:
         for r in conns:
             r.close()
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-                p.join()
+        reap(procs)
+
+
+def receive(conn: Connection, proc: Any, label: str) -> Any:
+    """A child's ``("ok", result)`` from ``conn``: its result. RuntimeError when it sent
+    ``("error", traceback)`` or died before sending (with its exit code)."""
+    try:
+        status, payload = conn.recv()
+    except EOFError:
+        proc.join(timeout=5)  # reaped, so its exit code is known
+        raise RuntimeError(f"{label} died (exit code {proc.exitcode})") from None
+    if status != "ok":
+        raise RuntimeError(f"{label} failed:\n{payload}")
+    return payload
+
+
+def reap(procs: Sequence[Any], timeout_s: float = 5.0) -> None:
+    """Wait for each child (its pipes closed first, so it is not blocked on one); kill one
+    that is still alive after ``timeout_s``."""
+    for p in procs:
+        p.join(timeout=timeout_s)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def _child(task: Callable[[], Any], conn: Connection, foreign: Sequence[Connection]) -> None:

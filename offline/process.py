@@ -26,7 +26,7 @@ import orjson
 
 from connectors.files import canonical_table, csv_fields
 from offline.decide import decide_in_order
-from offline.forking import interrupts_deferred
+from offline.forking import interrupts_deferred, reap, receive
 from offline.process_shard import (
     SHARD_OUTPUTS,
     Chunk,
@@ -247,17 +247,8 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
         for _r, w in backs:
             w.close()
         _route(files, [w for _r, w in pipes], jobs, progress)
-        results = []
-        for k, (r, _w) in enumerate(backs):
-            try:
-                status, payload = r.recv()
-            except EOFError:
-                procs[k].join(timeout=5)  # reaped, so its exit code is known
-                raise RuntimeError(f"process shard {k} died (exit code "
-                                   f"{procs[k].exitcode})") from None
-            if status != "ok":
-                raise RuntimeError(f"process shard {k} failed:\n{payload}")
-            results.append(payload)
+        results = [receive(r, procs[k], f"process shard {k}")
+                   for k, (r, _w) in enumerate(backs)]
         if out_dir is not None and parts is not None:
             for name in SHARD_OUTPUTS:
                 merge_parts(parts, name, jobs, out_dir / f"{name}.csv")
@@ -266,11 +257,7 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
         for pair in pipes + backs:  # first: a shard blocked on a pipe gets EPIPE and exits
             for c in pair:
                 c.close()
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-                p.join()
+        reap(procs)
         if parts is not None:
             shutil.rmtree(parts, ignore_errors=True)
 
