@@ -132,6 +132,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from topology.cli import _batch_gc, _progress, _settings
 
     settings = _settings()
+    if args.topic:
+        from topology.preflight import require_broker
+
+        require_broker(settings)  # one line, not the client's connection warnings first
     _batch_gc(settings)
     t0 = time.perf_counter()
     try:

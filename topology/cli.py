@@ -370,6 +370,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _check_tick_files("replay", [Path(f) for f in args.file])
+    if args.topic is not None:
+        from topology.preflight import require_broker
+
+        require_broker(settings)  # one line, not the client's connection warnings first
     _batch_gc(settings)
     with _progress(args, "replay") as bar:
         try:

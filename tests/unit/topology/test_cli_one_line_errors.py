@@ -46,6 +46,22 @@ def test_process_on_a_missing_file_is_one_line_and_exit_1(tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
 
 
+@pytest.mark.parametrize("argv", [
+    ["replay", "--topic", "ticks.history", "--out", "f.parquet"],
+    ["backtest", "--topic", "ticks.history", "--model-dir", "models"],
+])
+def test_a_command_reading_a_topic_with_no_broker_says_only_that(tmp_path: Path,
+                                                                argv: list[str]) -> None:
+    """Nothing but the one line: no librdkafka connection warnings before it."""
+    from devstack.broker import free_port
+
+    port = free_port()  # nothing listens there
+    proc = run(argv, tmp_path, {"TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [one_line(proc, argv[0])]
+    assert f"no Kafka broker answers at 127.0.0.1:{port}" in proc.stderr
+
+
 def test_process_with_a_model_directory_that_is_not_there_says_so(tmp_path: Path) -> None:
     ticks = tmp_path / "t.csv"
     ticks.write_text(HEADER + "ICM,EURUSD,1700000000000,1.1,1.1002\n")
