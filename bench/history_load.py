@@ -3,7 +3,8 @@
 For each of ``csv`` (the canonical CSV of the Lean ticks), ``dukascopy`` (the two-day ``.bi5``
 folder) and ``lean`` (both brokers' zips), on the real files in ``../shared/data``:
 
-* ``history_parse_ticks_per_s``: the format's reader alone (file → ticks), no Kafka;
+* ``history_parse_ticks_per_s``: the loader's reader alone (file → batches of ticks,
+  :func:`connectors.history.batch_readers.read_batches`), no Kafka;
 * ``history_load_ticks_per_s``: :func:`offline.load.load_paths` (read, encode, produce,
   every delivery acknowledged, manifest written) into a fresh topic;
 * ``history_replay_ticks_per_s``: ``tickstream replay --json`` of the loaded ``lean`` topic
@@ -13,7 +14,8 @@ folder) and ``lean`` (both brokers' zips), on the real files in ``../shared/data
 * ``train_seconds``: ``tickstream train`` (walk-forward folds, the final model, its report)
   on that replay's feature file, with ``train_rows`` and the walk-forward verdict
   (``train_pooled_logloss`` against ``train_best_baseline_logloss``, ``train_promoted``);
-* ``history_producer_floor_msgs_per_s``: the same producer sending the same number of
+* ``history_producer_floor_msgs_per_s``: the loader's sender (its ProducerId asked for
+  first, reports served in bulk, every delivery counted) sending the same number of
   pre-encoded records, measured in the same run, so the load figures can be read as a
   share of what the producer path itself takes (``history_load_vs_floor``).
 
@@ -33,7 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from connectors.history.parse import read_history
+from connectors.history.batch import TickBatch
+from connectors.history.batch_readers import read_batches
 from connectors.producer import RecordProducer
 from offline.convert import convert_paths
 from offline.load import load_paths
@@ -100,7 +103,8 @@ def measure(bootstrap: str, quick: bool = False) -> dict[str, Any]:
         inputs = _inputs(Path(tmpdir), quick)
         for fmt, (paths, kw) in inputs.items():
             t0 = time.perf_counter()
-            n = sum(1 for p in paths for r in read_history(fmt, p, **kw) if type(r) is Tick)
+            n = sum(len(r) if type(r) is TickBatch else type(r) is Tick
+                    for p in paths for r in read_batches(fmt, p, **kw))
             parse[fmt] = round(n / (time.perf_counter() - t0))
             counts[fmt] = n
         replay_rate = 0
@@ -143,7 +147,8 @@ def measure(bootstrap: str, quick: bool = False) -> dict[str, Any]:
 
 
 def _producer_floor(bootstrap: str, n: int) -> int:
-    """The producer path alone: ``n`` pre-encoded RawTick records, flushed."""
+    """The loader's sender alone: ``n`` pre-encoded RawTick records, every delivery
+    counted, flushed."""
     settings = _settings(bootstrap)
     ensure_topics(settings)
     producer = RecordProducer(settings)
@@ -152,10 +157,19 @@ def _producer_floor(bootstrap: str, n: int) -> int:
                                           time_msc=1_400_000_000_000,
                                           recv_time_us=1_400_000_000_000_000,
                                           source="HISTORY"), topic)
+    delivered = [0]
+
+    def counted(err: Any, msg: Any) -> None:
+        delivered[0] += err is None
+
     t0 = time.perf_counter()
-    for i in range(n):
-        producer.send_raw(topic, "EURUSD", value, timestamp_ms=1_400_000_000_000 + i)
-    assert producer.flush(120) == 0
+    producer.acquire_producer_id(topic)
+    send_many = producer.raw_batch_sender(topic, counted)
+    for start in range(0, n, 65_536):
+        rows = min(65_536, n - start)
+        send_many([b"EURUSD"] * rows, [value] * rows,
+                  list(range(1_400_000_000_000 + start, 1_400_000_000_000 + start + rows)))
+    assert producer.flush(120) == 0 and delivered[0] == n
     return round(n / (time.perf_counter() - t0))
 
 

@@ -101,28 +101,35 @@ def canonical_records(path: Path | str) -> Iterator[tuple[int, str]]:
     symbol names) is split on commas, about three times faster.
     """
     with _open_text(Path(path)) as fh:
-        lines = iter(fh)
-        taken: list[str] = []
+        yield from text_records(fh, path)
 
-        def more() -> Iterator[str]:  # lines a quoted record continues over
-            for ln in lines:
-                taken.append(ln)
-                yield ln
 
-        n = 0
-        try:
-            for n, line in enumerate(lines, 1):
-                if '"' in line:
-                    taken.clear()
-                    with suppress(csv.Error):  # parse_records reports it as a malformed row
-                        next(csv.reader(chain((line,), more())))
-                    # kept whole: csv reads a quote left open at the end of the file up to
-                    # and including the line break
-                    yield n, line + "".join(taken)
-                else:
-                    yield n, line.rstrip("\r\n")
-        except (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise TickFileError(f"{path}: after record {n}: unreadable: {exc}") from None
+def text_records(fh: IO[str], path: Path | str, first: int = 1) -> Iterator[tuple[int, str]]:
+    """:func:`canonical_records` of an open text stream (``newline=""``) whose first line
+    is record number ``first``: a reader that took the lines before it another way goes on
+    from there with the same records and numbers."""
+    lines = iter(fh)
+    taken: list[str] = []
+
+    def more() -> Iterator[str]:  # lines a quoted record continues over
+        for ln in lines:
+            taken.append(ln)
+            yield ln
+
+    n = first - 1
+    try:
+        for n, line in enumerate(lines, first):
+            if '"' in line:
+                taken.clear()
+                with suppress(csv.Error):  # parse_records reports it as a malformed row
+                    next(csv.reader(chain((line,), more())))
+                # kept whole: csv reads a quote left open at the end of the file up to
+                # and including the line break
+                yield n, line + "".join(taken)
+            else:
+                yield n, line.rstrip("\r\n")
+    except (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise TickFileError(f"{path}: after record {n}: unreadable: {exc}") from None
 
 
 def parse_records(

@@ -116,6 +116,55 @@ class RecordProducer:
 
         return send
 
+    def raw_batch_sender(
+        self, physical_topic: str, on_delivery: Callable[[Any, Any], None] | None = None,
+        poll_every: int = 512,
+    ) -> Callable[[list[bytes], list[bytes], list[int]], None]:
+        """``send_many(keys, values, timestamps_ms)``: the records in order to one topic,
+        the delivery reports served after every ``poll_every`` of them; a full queue is
+        waited out and the record that met it sent again, so none is dropped or reordered.
+        """
+        produce, poll = self._producer.produce, self._producer.poll
+
+        def send_many(keys: list[bytes], values: list[bytes], stamps: list[int]) -> None:
+            n = len(values)
+            start = 0
+            while start < n:
+                end = min(start + poll_every, n)
+                i = start
+                try:
+                    for i in range(start, end):
+                        produce(physical_topic, values[i], keys[i], on_delivery=on_delivery,
+                                timestamp=stamps[i])
+                except BufferError:
+                    poll(0.05)
+                    start = i  # record i was not queued: it goes first next time
+                    continue
+                start = end
+                poll(0)
+
+        return send_many
+
+    def acquire_producer_id(self, topic: str, timeout_s: float = 5.0) -> bool:
+        """Have the idempotent producer ask for its ProducerId now, not 500 ms from now.
+
+        librdkafka asks once at start-up, when no broker is up yet: the bootstrap
+        connection is closed once the first metadata names the broker itself, and the ask
+        is retried on a 500 ms timer — every record of a fresh producer waits that long
+        (measured on the local broker: the first acknowledgement after 0.50 s). A metadata
+        reply also triggers the ask, so two requests — one over the bootstrap connection,
+        one over the broker it names — get the ProducerId in a few milliseconds. False
+        when the broker did not answer in ``timeout_s`` (the records then wait for it as
+        they would have without this)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            for _ in range(2):
+                self._producer.list_topics(topic, timeout=timeout_s)
+        except KafkaException:
+            return False
+        return True
+
     def poll(self, timeout_s: float = 0.0) -> int:
         """Serve delivery callbacks for up to ``timeout_s``; returns how many were served."""
         return int(self._producer.poll(timeout_s))

@@ -33,63 +33,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from connectors.history.batch import TickBatch
+from connectors.history.batch_readers import Item, read_batches
 from connectors.history.manifest import HistoryManifest, ManifestEntry
-from connectors.history.parse import BadLine, HistoryError, check_options, read_history
+from connectors.history.parse import BadLine, HistoryError, check_options
 from connectors.kafka_client import KafkaClientSettings
 from connectors.producer import RecordProducer
-from schemas.records import RawTick
+from offline.load_encoding import encode_batch, history_encoder
 from stages.types import Tick
+
+__all__ = ["DEFAULT_TOPIC", "LoadError", "history_encoder", "load_paths"]
 
 #: Bad lines listed per path (all are counted).
 BAD_EXAMPLES = 20
 #: Records produced between two services of the delivery reports.
 POLL_EVERY = 512
 DEFAULT_TOPIC = "ticks.history"
-
-
-def history_encoder(codec: Any, topic: str) -> Callable[[Tick], bytes]:
-    """A history tick → the framed ``RawTick`` bytes the codec writes for
-    ``RawTick(..., recv_time_us=time_msc * 1000, seq=None, source=HISTORY)``, about twice as
-    fast: no record object per tick, and the header with the broker and symbol strings is
-    built once per stream (``tests/unit/offline/test_load_encoder.py`` holds it equal to the
-    codec's bytes for any tick)."""
-    import struct
-
-    from schemas.compiled import encode_long
-
-    header = codec.framing.header(RawTick.SCHEMA, topic)
-    pack_quote = struct.Struct("<dd").pack
-    pack_double = struct.Struct("<d").pack
-    source = encode_long(_SOURCE_SYMBOLS.index("HISTORY"))
-    prefixes: dict[tuple[str, str], bytes] = {}
-
-    def string(text: str) -> bytes:
-        raw = text.encode()
-        return encode_long(len(raw)) + raw
-
-    def encode(t: Tick) -> bytes:
-        key = (t.broker, t.symbol)
-        prefix = prefixes.get(key)
-        if prefix is None:
-            prefix = prefixes[key] = header + string(t.broker) + string(t.symbol)
-        last = b"\x00" if t.last is None else b"\x02" + pack_double(t.last)
-        volume = b"\x00" if t.volume is None else b"\x02" + pack_double(t.volume)
-        ms = t.time_msc
-        return b"".join((prefix, pack_quote(t.bid, t.ask), last, volume, encode_long(ms),
-                         encode_long(ms * 1000), b"\x00", source))
-
-    return encode
-
-
-def _source_symbols() -> list[str]:
-    from schemas import avro
-
-    fields = avro.schema(RawTick.SCHEMA)["fields"]
-    [source] = [f for f in fields if f["name"] == "source"]
-    return list(source["type"]["symbols"])
-
-
-_SOURCE_SYMBOLS = _source_symbols()
 
 
 class LoadError(RuntimeError):
@@ -198,6 +159,7 @@ def load_paths(
     producer = producer or RecordProducer(settings)
     manifest = manifest or HistoryManifest(settings, producer)
     physical = settings.topic(topic)
+    producer.acquire_producer_id(physical)  # not 500 ms after the first record
     encode = history_encoder(producer.codec, physical)
     results: list[PathResult] = []
     for path in paths:
@@ -205,7 +167,7 @@ def load_paths(
         results.append(res)
         try:
             res.fingerprint = fingerprint(path) if path.exists() else None
-            rows = read_history(fmt, path, broker=broker, symbol=symbol, tz=tz)
+            rows = read_batches(fmt, path, broker=broker, symbol=symbol, tz=tz)
         except (HistoryError, OSError) as exc:
             res.status, res.detail = "failed", str(exc)
             continue
@@ -242,35 +204,61 @@ def load_paths(
     }
 
 
-def _produce(rows: Iterable[Any], res: PathResult, producer: RecordProducer, topic: str,
+def _produce(rows: Iterable[Item], res: PathResult, producer: RecordProducer, topic: str,
              encode: Callable[[Tick], bytes], deliveries: _Deliveries,
              progress: Callable[[int], None] | None) -> None:
     send = producer.raw_sender(topic, deliveries)
+    send_many = producer.raw_batch_sender(topic, deliveries, POLL_EVERY)
     poll = producer.poll
     streams = res.streams
     keys: dict[str, bytes] = {}
-    n = bad = 0
+    n = bad = shown = 0
     for row in rows:
-        if isinstance(row, BadLine):
+        if isinstance(row, TickBatch):
+            _count_batch(row, streams)
+            values = encode_batch(producer.codec, topic, row)
+            table = [keys.get(s) or keys.setdefault(s, s.encode()) for s in row.symbols]
+            send_many([table[c] for c in row.symbol_code.tolist()], values,
+                      row.time_msc.tolist())
+            n += len(row)
+        elif isinstance(row, BadLine):
             bad += 1
             if len(res.bad_examples) < BAD_EXAMPLES:
                 res.bad_examples.append(str(row))
             continue
-        symbol, t = row.symbol, row.time_msc
-        st = streams.get((row.broker, symbol))
-        if st is None:
-            st = streams[(row.broker, symbol)] = Stream(row.broker, symbol)
-        st.add(t)
-        key = keys.get(symbol)
-        if key is None:
-            key = keys[symbol] = symbol.encode()
-        send(key, encode(row), t)
-        n += 1
-        if not n % POLL_EVERY:  # delivery reports, in bulk
-            poll(0)
-            if progress is not None and not n % 10_240:
-                progress(10_240)
+        else:
+            symbol, t = row.symbol, row.time_msc
+            st = streams.get((row.broker, symbol))
+            if st is None:
+                st = streams[(row.broker, symbol)] = Stream(row.broker, symbol)
+            st.add(t)
+            key = keys.get(symbol)
+            if key is None:
+                key = keys[symbol] = symbol.encode()
+            send(key, encode(row), t)
+            n += 1
+            if not n % POLL_EVERY:  # delivery reports, in bulk
+                poll(0)
+        if progress is not None and n - shown >= 10_240:
+            progress(n - shown)
+            shown = n
     poll(0)
-    if progress is not None:
-        progress(n % 10_240)
+    if progress is not None and n > shown:
+        progress(n - shown)
     res.ticks, res.bad_lines = n, bad
+
+
+def _count_batch(batch: TickBatch, streams: dict[tuple[str, str], Stream]) -> None:
+    """Each stream's tick count and time range, over a batch at once."""
+    codes = batch.stream_code()
+    present = np.unique(codes)
+    for code in present.tolist():
+        times = batch.time_msc if len(present) == 1 else batch.time_msc[codes == code]
+        name = batch.stream_names(code)
+        st = streams.get(name)
+        if st is None:
+            st = streams[name] = Stream(*name)
+        lo, hi = int(times.min()), int(times.max())
+        st.ticks += len(times)
+        st.first_ms = lo if st.first_ms is None else min(st.first_ms, lo)
+        st.last_ms = hi if st.last_ms is None else max(st.last_ms, hi)

@@ -148,7 +148,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise HistoryError(f"{path}: line {n + 1}: unreadable: {exc}") from None
 
 
-def _symbol(value: str | None, path: Path) -> str:
+def symbol_of(value: str | None, path: Path) -> str:
     if value is None:
         raise HistoryError(f"{path}: the file does not name its symbol: give --symbol")
     sym = value.replace("/", "").replace("_", "").replace("-", "").upper()
@@ -194,33 +194,57 @@ def bi5_hour_start_ms(path: Path) -> int:
                            "layout (0-based month)") from None
 
 
+def bi5_start_ms(path: Path, zone: object = UTC, hour_start_ms: int | None = None) -> int:
+    """The epoch ms of an hourly file's first millisecond: its folder layout's UTC hour
+    (or ``hour_start_ms``), read as that wall-clock hour in ``zone`` when it is not UTC."""
+    start = bi5_hour_start_ms(path) if hour_start_ms is None else hour_start_ms
+    if zone is not UTC:
+        # the folder layout names the UTC hour; another zone shifts it by the zone's offset
+        local = datetime.fromtimestamp(start / 1000, UTC).replace(tzinfo=None)
+        start = epoch_ms(local, zone)
+    return start
+
+
+def bi5_records(path: Path) -> bytes | BadLine:
+    """An hourly file's decompressed records (b"" for an hour without ticks), or the
+    :class:`BadLine` that reports a damaged file."""
+    raw = path.read_bytes()
+    if not raw:
+        return b""  # an hour without ticks
+    try:
+        return lzma.decompress(raw, format=lzma.FORMAT_ALONE, memlimit=_BI5_MEMLIMIT)
+    except lzma.LZMAError as exc:
+        return BadLine(str(path), 0, f"{len(raw)} bytes", f"not an LZMA-alone stream: {exc}")
+
+
+def bi5_truncated(path: Path, data: bytes) -> BadLine | None:
+    """The :class:`BadLine` for a last record cut short, if it is."""
+    whole = len(data) - len(data) % _BI5_RECORD.size
+    if whole == len(data):
+        return None
+    return BadLine(str(path), 0, f"{len(data) - whole} bytes",
+                   f"{len(data)} bytes decompressed: the last record is truncated")
+
+
 def read_bi5(path: Path, symbol: str, broker: str, zone: object = UTC,
              hour_start_ms: int | None = None) -> Iterator[Row]:
     """One hourly file: an LZMA-alone stream of 20-byte big-endian records
     ``ms_from_hour, ask_points, bid_points, ask_volume, bid_volume``. A damaged file is one
     :class:`BadLine` (line 0): its hour is reported missing, the rest of the folder loads.
     The hour comes from the folder layout unless ``hour_start_ms`` is given."""
-    start = bi5_hour_start_ms(path) if hour_start_ms is None else hour_start_ms
-    if zone is not UTC:
-        # the folder layout names the UTC hour; another zone shifts it by the zone's offset
-        local = datetime.fromtimestamp(start / 1000, UTC).replace(tzinfo=None)
-        start = epoch_ms(local, zone)
-    raw = path.read_bytes()
-    if not raw:
-        return  # an hour without ticks
-    try:
-        data = lzma.decompress(raw, format=lzma.FORMAT_ALONE, memlimit=_BI5_MEMLIMIT)
-    except lzma.LZMAError as exc:
-        yield BadLine(str(path), 0, f"{len(raw)} bytes", f"not an LZMA-alone stream: {exc}")
+    start = bi5_start_ms(path, zone, hour_start_ms)
+    data = bi5_records(path)
+    if isinstance(data, BadLine):
+        yield data
         return
     whole = len(data) - len(data) % _BI5_RECORD.size
     point = point_size(symbol)
     for ms, ask_p, bid_p, ask_v, bid_v in _BI5_RECORD.iter_unpack(data[:whole]):
         yield Tick(broker, symbol, start + ms, round(bid_p * point, 6), round(ask_p * point, 6),
                    volume=float(ask_v + bid_v))
-    if whole != len(data):
-        yield BadLine(str(path), 0, f"{len(data) - whole} bytes",
-                      f"{len(data)} bytes decompressed: the last record is truncated")
+    truncated = bi5_truncated(path, data)
+    if truncated is not None:
+        yield truncated
 
 
 def dukascopy_files(path: Path) -> list[Path]:
@@ -242,10 +266,10 @@ def read_dukascopy(path: Path, symbol: str | None, broker: str, zone: object) ->
         if not files:
             raise HistoryError(f"{path}: no HHh_ticks.bi5 files under this folder")
         for f in files:  # a folder may hold several symbols: each file's own folder names it
-            yield from read_bi5(f, _symbol(symbol or dukascopy_symbol(f), f), broker, zone)
+            yield from read_bi5(f, symbol_of(symbol or dukascopy_symbol(f), f), broker, zone)
         return
     # the CSV export: timestamp_utc,bid,ask,bid_volume,ask_volume (header first)
-    sym = _symbol(symbol or dukascopy_symbol(path.parent) or _name_symbol(path), path)
+    sym = symbol_of(symbol or dukascopy_symbol(path.parent) or _name_symbol(path), path)
     for n, line in _lines(path):
         if n == 1 and line[:1].isalpha():
             continue
@@ -282,7 +306,7 @@ def read_histdata(path: Path, symbol: str | None, broker: str, zone: object) -> 
     """``YYYYMMDD HHMMSSfff,bid,ask,volume``; the file name carries the pair
     (``DAT_ASCII_EURUSD_T_...``)."""
     m = re.search(r"_([A-Za-z]{6})_T_", path.name)
-    sym = _symbol(symbol or (m.group(1) if m else None), path)
+    sym = symbol_of(symbol or (m.group(1) if m else None), path)
     for n, line in _lines(path):
         try:
             f = line.rstrip("\r\n").split(",")
@@ -346,11 +370,19 @@ def _merge_key(row: Row) -> int:
 
 def _lean_file(f: Path, symbol: str | None, broker: str | None,
                zone: object | None) -> Iterator[Row]:
+    name, sym, midnight = lean_meta(f, symbol, broker, zone)
+    yield from lean_rows(f, lean_data(f), name, sym, midnight)
+
+
+def lean_meta(f: Path, symbol: str | None, broker: str | None,
+              zone: object | None) -> tuple[str, str, int]:
+    """A Lean quote file's broker name, symbol and the epoch ms of its day's midnight in
+    the broker's clock (``{broker}/tick/{pair}/YYYYMMDD_quote.zip``)."""
     m = _LEAN_NAME.match(f.name)
     if m is None:
         raise HistoryError(f"{f}: not a Lean quote file (YYYYMMDD_quote.zip)")
     vendor = f.parent.parent.parent.name.lower()  # {broker}/tick/{pair}/file
-    sym = _symbol(symbol or f.parent.name, f)
+    sym = symbol_of(symbol or f.parent.name, f)
     name = broker or vendor.upper()
     clock = zone if zone is not None else LEAN_ZONES.get(vendor)
     if clock is None:
@@ -358,6 +390,11 @@ def _lean_file(f: Path, symbol: str | None, broker: str | None,
                            "give --tz")
     day = m.group(1)
     midnight = epoch_ms(datetime(int(day[:4]), int(day[4:6]), int(day[6:8])), clock)
+    return name, sym, midnight
+
+
+def lean_data(f: Path) -> bytes:
+    """The one CSV inside a Lean quote zip."""
     try:
         with zipfile.ZipFile(f) as z:
             members = [i for i in z.infolist() if not i.is_dir()]
@@ -367,10 +404,10 @@ def _lean_file(f: Path, symbol: str | None, broker: str | None,
             data = z.read(members[0])
     except (zipfile.BadZipFile, OSError) as exc:
         raise HistoryError(f"{f}: not a readable zip: {exc}") from None
-    yield from _lean_rows(f, data, name, sym, midnight)
+    return data
 
 
-def _lean_rows(path: Path, data: bytes, broker: str, symbol: str,
+def lean_rows(path: Path, data: bytes, broker: str, symbol: str,
                midnight: int) -> Iterator[Row]:
     where = str(path)
     for n, raw in enumerate(data.split(b"\n"), 1):
@@ -400,7 +437,7 @@ def read_mt5(path: Path, symbol: str | None, broker: str, zone: object | None) -
     if zone is None:
         raise HistoryError(f"{path}: MT5 exports are in the trade server's clock: give --tz "
                            "(for most brokers Europe/Athens, i.e. UTC+2/+3 with US DST)")
-    sym = _symbol(symbol or _name_symbol(path), path)
+    sym = symbol_of(symbol or _name_symbol(path), path)
     bid = ask = None
     for n, line in _lines(path):
         f = line.rstrip("\r\n").split("\t")
@@ -433,7 +470,7 @@ def read_mt5(path: Path, symbol: str | None, broker: str, zone: object | None) -
 
 def read_nautilus(path: Path, symbol: str | None, broker: str, zone: object) -> Iterator[Row]:
     """``ts_event_ns,ts_init_ns,timestamp_utc,bid,ask,bid_size,ask_size`` with a header."""
-    sym = _symbol(symbol or _name_symbol(path), path)
+    sym = symbol_of(symbol or _name_symbol(path), path)
     for n, line in _lines(path):
         if n == 1 and line[:1].isalpha():
             continue

@@ -141,3 +141,35 @@ def test_a_full_producer_queue_is_waited_out_and_nothing_is_lost(
     assert delivered == [1_500_000_000_000 + i for i in range(600)]
     got = read_all(kafka_settings, 600)
     assert [m.value for m in got] == [b"v%d" % i for i in range(600)]
+
+
+def test_the_batch_sender_waits_out_a_full_queue_and_keeps_the_order(
+        kafka_settings: Settings) -> None:
+    """The loader's batch sender on a queue of 16 records, serving reports every 7: all
+    600 records arrive once each, in order — the one that met the full queue is sent
+    again, not dropped or sent twice."""
+    from connectors.producer import RecordProducer
+
+    ensure_topics(kafka_settings)
+    producer = RecordProducer(kafka_settings, **{"queue.buffering.max.messages": 16})
+    topic = kafka_settings.topic("ticks.history")
+    assert producer.acquire_producer_id(topic)
+    delivered: list[int] = []
+    send_many = producer.raw_batch_sender(topic, lambda err, msg: delivered.append(
+        -1 if err is not None else msg.timestamp()[1]), poll_every=7)
+    send_many([b"EURUSD"] * 600, [b"v%d" % i for i in range(600)],
+              [1_500_000_000_000 + i for i in range(600)])
+    assert producer.flush(60) == 0
+    assert delivered == [1_500_000_000_000 + i for i in range(600)]
+    got = read_all(kafka_settings, 600)
+    assert [m.value for m in got] == [b"v%d" % i for i in range(600)]
+
+
+def test_asking_for_the_producer_id_early_says_when_no_broker_answers() -> None:
+    from connectors.producer import RecordProducer
+    from devstack.broker import free_port
+
+    dead = Settings.from_env({"TICKSTREAM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"},
+                             env_file=None)
+    producer = RecordProducer(dead)
+    assert producer.acquire_producer_id(dead.topic("ticks.history"), timeout_s=0.5) is False
