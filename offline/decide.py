@@ -80,6 +80,8 @@ def decide_in_order(decider: Pipeline, decisions: Iterable[tuple[int, PendingDec
         until[i] = following.get(d.symbol, len(tape) if tape is not None else 0)
         following[d.symbol] = d.tick_pos
     risk = decider.risk
+    # Every bar scored in one booster call: the scores do not depend on the risk state.
+    scores = decider.prescore([(d.symbol, d.features) for _key, d in ordered])
     pending: list[tuple[int, int, str]] = []  # (row key, tape index, symbol)
 
     def make_exit() -> None:
@@ -93,7 +95,7 @@ def decide_in_order(decider: Pipeline, decisions: Iterable[tuple[int, PendingDec
     for i, (key, d) in enumerate(ordered):
         while pending and (pending[0][0], pending[0][1]) < (key, d.tick_pos):
             make_exit()
-        decider.decide(d.symbol, d.bar, d.features, out)
+        decider.decide(d.symbol, d.bar, d.features, out, scores[i])
         tape = tapes.get(d.symbol)
         if tape is not None and risk.watching(d.symbol):
             j = first_exit(tape, d.tick_pos, until[i], *risk.exit_levels(d.symbol))

@@ -20,11 +20,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
-from connectors.files import canonical_table, csv_fields
+from connectors.files import BadRow
+from connectors.history.batch import TickBatch
+from connectors.history.batch_readers import numbered_csv, numbered_rows
 from offline.decide import decide_in_order
 from offline.forking import interrupts_deferred, reap, receive
 from offline.process_shard import (
@@ -45,10 +49,12 @@ from stages.pipeline import Outputs, Pipeline, PipelineConfig
 from stages.pipeline import PipelineSettings as Settings
 from stages.score import ModelStore
 from stages.score import require_model as require_model_in
+from stages.types import Tick
 from storage.backend import Backend
 from storage.url import StoreURL, parse_store_url
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def read_events(path: Path) -> list[MarketEvent]:
@@ -155,11 +161,8 @@ def run_process(
         shard = Shard(config, book, files, sink, record_ticks=models is not None)
         try:
             for i, path in enumerate(files):
-                table = canonical_table(path)
-                if table is not None:
-                    cols, records = table
-                    shard.feed(i, cols, records if progress is None
-                               else _counted(records, progress))
+                rows = numbered_rows(numbered_csv(path))
+                shard.feed(i, rows if progress is None else _counted(rows, progress))
             results = [shard.finish()]
         finally:
             if sink is not None:
@@ -265,8 +268,7 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
 CHUNK = 2048
 
 
-def _counted(records: Iterable[tuple[int, str]], progress: Callable[[int], None]
-             ) -> Iterator[tuple[int, str]]:
+def _counted(records: Iterable[T], progress: Callable[[int], None]) -> Iterator[T]:
     """``records`` as they are, reporting every :data:`CHUNK` of them to ``progress``."""
     n = 0
     for record in records:
@@ -281,13 +283,16 @@ def _counted(records: Iterable[tuple[int, str]], progress: Callable[[int], None]
 
 def _route(files: Sequence[Path], shards: Sequence[Connection], jobs: int,
            progress: Callable[[int], None] | None = None) -> None:
-    """Send every row to the shard owning its symbol (dealt out in order of first sight).
+    """Send every record to the shard owning its symbol (dealt out in order of first sight).
 
-    A row whose symbol cannot be read goes with whatever its symbol field holds (often the
-    empty string): it is a malformed row, reported in file order like the others.
+    The file is parsed here, once (:func:`~connectors.history.batch_readers.numbered_csv`):
+    a block of plain rows goes to the shards as columns, split by symbol with numpy, so a
+    shard's process spends its time on the stages. A malformed row has no symbol to own it:
+    it goes to shard 0, which reports it under its record number as any shard would.
     """
     owner: dict[str, int] = {}
     dead: set[int] = set()
+    pending: list[list[tuple[int, Tick | BadRow]]] = [[] for _ in range(jobs)]
 
     def send(k: int, chunk: Chunk | None) -> None:
         if k not in dead:
@@ -296,40 +301,64 @@ def _route(files: Sequence[Path], shards: Sequence[Connection], jobs: int,
             except OSError:  # that shard is gone; the caller finds its result pipe empty
                 dead.add(k)
 
+    def flush(i: int, k: int) -> None:
+        rows = pending[k]
+        if rows:
+            if progress is not None:
+                progress(len(rows))
+            send(k, (i, None, rows))
+            pending[k] = []
+
+    def owner_of(symbol: str) -> int:
+        k = owner.get(symbol)
+        if k is None:
+            k = owner[symbol] = len(owner) % jobs
+        return k
+
     try:
         for i, path in enumerate(files):
-            table = canonical_table(path)
-            if table is None:
-                continue
-            cols, records = table
-            isym = cols.symbol
-            lines: list[list[int]] = [[] for _ in range(jobs)]
-            texts: list[list[str]] = [[] for _ in range(jobs)]
-            for n, text in records:
-                if '"' in text:
-                    try:
-                        fields = csv_fields(text)
-                    except csv.Error:
-                        fields = []
-                else:
-                    fields = text.split(",", isym + 1)
-                sym = fields[isym] if len(fields) > isym else ""
-                k = owner.get(sym)
-                if k is None:
-                    k = owner[sym] = len(owner) % jobs
-                lines[k].append(n)
-                texts[k].append(text)
-                if len(lines[k]) >= CHUNK:
-                    if progress is not None:
-                        progress(len(lines[k]))
-                    send(k, (i, cols, lines[k], texts[k]))
-                    lines[k], texts[k] = [], []
+            for n, item in numbered_csv(path):
+                if isinstance(item, TickBatch):
+                    for k in range(jobs):  # each shard's records stay in file order
+                        flush(i, k)
+                    _send_batch(i, n, item, owner_of, jobs, send, progress)
+                    continue
+                k = 0 if isinstance(item, BadRow) else owner_of(item.symbol)
+                pending[k].append((n, item))
+                if len(pending[k]) >= CHUNK:
+                    flush(i, k)
             for k in range(jobs):
-                if lines[k]:
-                    if progress is not None:
-                        progress(len(lines[k]))
-                    send(k, (i, cols, lines[k], texts[k]))
+                flush(i, k)
     finally:
         for k in range(jobs):
             send(k, None)
 
+
+def _send_batch(i: int, first: int, batch: TickBatch, owner_of: Callable[[str], int],
+                jobs: int, send: Callable[[int, Chunk], None],
+                progress: Callable[[int], None] | None) -> None:
+    """Records ``first ..`` of file ``i``, ``batch``, to the shards owning their symbols."""
+    codes = batch.symbol_code
+    present, at = np.unique(codes, return_index=True)
+    shard_of = np.full(len(batch.symbols), -1, dtype=np.int64)
+    for code in present[np.argsort(at, kind="stable")].tolist():
+        shard_of[code] = owner_of(batch.symbols[code])
+    target = shard_of[codes]
+    numbers = np.arange(first, first + len(batch), dtype=np.int64)
+    parts: list[tuple[int, npt.NDArray[np.int64], TickBatch]] = []
+    for k in range(jobs):
+        rows = np.flatnonzero(target == k)
+        if len(rows) == len(batch):
+            parts.append((k, numbers, batch))
+        elif len(rows):
+            parts.append((k, numbers[rows], batch.take(rows)))
+    # In chunks of CHUNK rows, the shards in turn: each starts on the block's first rows
+    # at once, and the progress bar moves as they go.
+    longest = max(len(b) for _k, _n, b in parts)
+    for start in range(0, longest, CHUNK):
+        for k, nums, part in parts:
+            if start < len(part):
+                piece = slice(start, start + CHUNK)
+                if progress is not None:
+                    progress(len(nums[piece]))
+                send(k, (i, nums[piece], part.take(piece)))

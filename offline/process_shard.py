@@ -34,14 +34,16 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 
-from connectors.files import BadRow, CanonicalColumns, parse_records
+from connectors.files import BadRow
+from connectors.history.batch import TickBatch
 from offline.decide import Tape
 from offline.forking import child_ignores_interrupts
 from schemas.records import Bar, CleanTick, FeatureVector, Record
 from stages.context import ContextBook
 from stages.pipeline import Outputs, PendingDecision, Pipeline, PipelineConfig
-from stages.types import MALFORMED
+from stages.types import MALFORMED, Tick
 
 FILE_SHIFT = 40
 FLUSH_KEY = 1 << 62
@@ -213,8 +215,8 @@ class Shard:
         self.result = ShardResult()
         self.first_seen: dict[str, int] = {}
 
-    def feed(self, file_index: int, cols: CanonicalColumns,
-             records: Iterable[tuple[int, str]]) -> None:
+    def feed(self, file_index: int, items: Iterable[tuple[int, Tick | BadRow]]) -> None:
+        """The records ``items`` (record number, parsed row) of file ``file_index``."""
         base = file_index << FILE_SHIFT
         res, out, on_tick, first_seen = self.result, self.out, self.pipeline.on_tick, \
             self.first_seen
@@ -224,7 +226,7 @@ class Shard:
         row_key, row_end = self._row_keys.append, self._row_ends.append
         mark = len(clean)  # out.clean entries whose row is noted
         n = 0
-        for line, item in parse_records(cols, records):
+        for line, item in items:
             n += 1
             if isinstance(item, BadRow):
                 res.rejected[MALFORMED] += 1
@@ -355,8 +357,20 @@ class Shard:
         out.clear()
 
 
-#: A chunk of rows for a shard: (file index, columns, record numbers, record texts).
-Chunk = tuple[int, CanonicalColumns, list[int], list[str]]
+#: A chunk of records for a shard: (file index, record numbers, their ticks as columns) or
+#: (file index, None, [(record number, parsed row), ...]).
+Chunk = (tuple[int, npt.NDArray[np.int64], TickBatch]
+         | tuple[int, None, list[tuple[int, Tick | BadRow]]])
+
+
+def chunk_rows(chunk: Chunk) -> Iterable[tuple[int, Tick | BadRow]]:
+    """A chunk's records one at a time."""
+    _file_index, numbers, payload = chunk
+    if numbers is None:
+        assert isinstance(payload, list)
+        return payload
+    assert isinstance(payload, TickBatch)
+    return zip(numbers.tolist(), payload.ticks(), strict=True)
 
 
 def child_main(shard: Shard, rows: Connection, results: Connection,
@@ -386,8 +400,7 @@ def _serve(shard: Shard, rows: Connection, results: Connection) -> None:
         if error is not None:
             continue
         try:
-            file_index, cols, lines, texts = chunk
-            shard.feed(file_index, cols, zip(lines, texts, strict=True))
+            shard.feed(chunk[0], chunk_rows(chunk))
         except BaseException:  # reported to the parent, which raises it
             error = traceback.format_exc()
     if error is None:

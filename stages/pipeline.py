@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -36,7 +36,7 @@ from stages.dedupe import Deduplicator
 from stages.features import FEATURE_SET, derive
 from stages.indicators import IndicatorState
 from stages.risk import RiskManager
-from stages.score import ModelStore
+from stages.score import Model, ModelStore
 from stages.types import MINUTE_MS, UNKNOWN_SYMBOL, Reject, Tick
 from stages.validate import ValidationRules, Validator
 
@@ -350,28 +350,61 @@ class Pipeline:
         else:
             self.decide(st.symbol, bar, feats, out)
 
-    def decide(self, symbol: str, bar: Bar, feats: dict[str, Any], out: Outputs) -> None:
-        """Score a bar's features and apply the risk rules (at most one command)."""
+    def prescore(self, bars: Sequence[tuple[str, dict[str, Any]]]) -> list[float | None]:
+        """What :meth:`decide` would score each (symbol, features) with, all in one booster
+        call (:meth:`~stages.score.Model.predict_many`: the same bits as one at a time);
+        None where it would not score. Offline only: ``tickstream process`` decides a whole
+        input's bars after its shards, passing these as ``p_up``. Nothing is counted."""
+        model = self.models.current if self.models is not None else None
+        scores: list[float | None] = [None] * len(bars)
+        if model is None:
+            return scores
+        at: list[int] = []
+        rows: list[Mapping[str, Any]] = []
+        for i, (symbol, feats) in enumerate(bars):
+            inputs = self._scorable(model, symbol, feats)
+            if inputs is not None and model.missing_required(inputs) is None:
+                at.append(i)
+                rows.append(inputs)
+        if rows:
+            for i, p in zip(at, model.predict_many(rows).tolist(), strict=True):
+                scores[i] = p
+        return scores
+
+    def _scorable(self, model: Model, symbol: str, feats: dict[str, Any]
+                  ) -> Mapping[str, Any] | None:
+        """The model's inputs for a bar of ``symbol`` (None: the model may not score it)."""
+        if (model.symbols is not None and symbol not in model.symbols
+                and symbol not in self._allowed and "*" not in self._allowed):
+            return None
+        return derive(feats) if model.feature_set == FEATURE_SET else feats
+
+    def decide(self, symbol: str, bar: Bar, feats: dict[str, Any], out: Outputs,
+               p_up: float | None = None) -> None:
+        """Score a bar's features and apply the risk rules (at most one command).
+
+        ``p_up``: the score :meth:`prescore` gave these features with the current model,
+        used instead of scoring them again."""
         model = self.models.current if self.models is not None else None
         if model is None:
             if self.models is not None and not self._warned_no_model:
                 log.warning("no model loaded: features are published, no commands are made")
                 self._warned_no_model = True
             return
-        if (model.symbols is not None and symbol not in model.symbols
-                and symbol not in self._allowed and "*" not in self._allowed):
+        inputs = self._scorable(model, symbol, feats)
+        if inputs is None:
             self.not_scored["untrained_symbol"] += 1
             if symbol not in self._warned_untrained:
                 self._warned_untrained.add(symbol)
                 log.warning("model %s was not trained on %s (only %s): %s is not scored "
                             "(TICKSTREAM_MODEL_ALLOW_SYMBOLS allows it)",
-                            model.version, symbol, ", ".join(sorted(model.symbols)), symbol)
+                            model.version, symbol, ", ".join(sorted(model.symbols or ())), symbol)
             return
-        inputs: Mapping[str, Any] = derive(feats) if model.feature_set == FEATURE_SET else feats
         if model.missing_required(inputs) is not None:
             self.not_scored["warmup"] += 1
             return
-        p_up = model.predict_one(inputs)
+        if p_up is None:
+            p_up = model.predict_one(inputs)
         blackout = self.context.high_impact_within(
             symbol, bar.bar_time + MINUTE_MS, self.config.risk.event_blackout_min
         )

@@ -38,7 +38,7 @@ import gzip
 import io
 import string
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import IO, Any
@@ -106,12 +106,46 @@ def read_batches(fmt: str, path: Path | str, *, broker: str | None = None,
 
 
 def csv_batches(path: Path) -> Iterator[Item]:
+    """:func:`numbered_csv` as the loader takes it: batches of at most :data:`BATCH_ROWS`
+    rows, bad rows as :class:`BadLine`, errors as :class:`HistoryError`."""
+    try:
+        for _n, item in numbered_csv(path):
+            if isinstance(item, TickBatch):
+                yield from item.chunks(BATCH_ROWS)
+            else:
+                yield _row(path, item)
+    except TickFileError as exc:
+        raise HistoryError(str(exc)) from None
+
+
+#: A canonical CSV's records parsed, with their record numbers (the header is record 1):
+#: ``(n, batch)`` for a run of ticks read column-wise, records ``n .. n + len(batch) - 1``;
+#: ``(n, tick_or_bad_row)`` for one record read by the row parser.
+Numbered = tuple[int, TickBatch | Tick | BadRow]
+
+
+def numbered_csv(path: Path | str) -> Iterator[Numbered]:
+    """Every data record of a canonical CSV (``.gz`` too) with its record number: the same
+    ticks, bad rows and numbers as :func:`~connectors.files.parse_records` over
+    :func:`~connectors.files.canonical_table`, a block of plain rows at a time as one
+    :class:`TickBatch` (``tickstream process`` keys its outputs by record number). Raises
+    :class:`~connectors.files.TickFileError` for a bad header or an unreadable file."""
+    path = Path(path)
     fh: Any = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")  # noqa: SIM115
     with fh:
         yield from _csv_items(path, fh)
 
 
-def _csv_items(path: Path, fh: IO[bytes]) -> Iterator[Item]:
+def numbered_rows(items: Iterable[Numbered]) -> Iterator[tuple[int, Tick | BadRow]]:
+    """:func:`numbered_csv`'s items one record at a time: ``parse_records``' own form."""
+    for n, item in items:
+        if isinstance(item, TickBatch):
+            yield from zip(range(n, n + len(item)), item.ticks(), strict=True)
+        else:
+            yield n, item
+
+
+def _csv_items(path: Path, fh: IO[bytes]) -> Iterator[Numbered]:
     first = _read(path, fh.readline, 0)
     if not first:
         return
@@ -119,10 +153,7 @@ def _csv_items(path: Path, fh: IO[bytes]) -> Iterator[Item]:
     if header is None:  # a quoted or unusual header: the row reader throughout
         yield from _rows_from(path, fh, b"", first, 0)
         return
-    try:
-        cols = CanonicalColumns.from_header(header, path)
-    except TickFileError as exc:
-        raise HistoryError(str(exc)) from None
+    cols = CanonicalColumns.from_header(header, path)
     names = [h.strip() for h in header.split(",")]
     if len(set(names)) != len(names):
         yield from _rows_from(path, fh, b"", first, 0)
@@ -148,8 +179,8 @@ def _csv_items(path: Path, fh: IO[bytes]) -> Iterator[Item]:
             return
         batch = _csv_block(block, cols, convert)
         if batch is not None:
-            yield from batch.chunks(BATCH_ROWS)
-            line += block.count(b"\n") + (not block.endswith(b"\n"))
+            yield line + 1, batch
+            line += len(batch)
             continue
         try:
             text = block.decode("utf-8")
@@ -159,7 +190,7 @@ def _csv_items(path: Path, fh: IO[bytes]) -> Iterator[Item]:
         records = text_records(io.StringIO(text, newline=""), path, line + 1)
         for n, item in parse_records(cols, records):
             line = n
-            yield _row(path, item)
+            yield n, item
 
 
 def _ascii_line(raw: bytes) -> str | None:
@@ -244,24 +275,20 @@ def _row(path: Path, item: Tick | BadRow) -> Tick | BadLine:
 
 
 def _rows_from(path: Path, fh: IO[bytes], head: bytes, header: bytes,
-               line: int) -> Iterator[Tick | BadLine]:
+               line: int) -> Iterator[Numbered]:
     """The row reader from here on: ``header`` (when not yet parsed) and ``head``, then the
     rest of ``fh``; ``line`` records were read before them."""
     stream = io.TextIOWrapper(io.BufferedReader(_Joined(header + head, fh)),
                               encoding="utf-8", errors="strict", newline="")
-    try:
-        records = text_records(stream, path, line + 1)
-        if header:
-            first = next(records, None)
-            if first is None:
-                return
-            cols = CanonicalColumns.from_header(first[1], path)
-        else:
-            cols = _header_cols(path)
-        for _n, item in parse_records(cols, records):
-            yield _row(path, item)
-    except TickFileError as exc:
-        raise HistoryError(str(exc)) from None
+    records = text_records(stream, path, line + 1)
+    if header:
+        first = next(records, None)
+        if first is None:
+            return
+        cols = CanonicalColumns.from_header(first[1], path)
+    else:
+        cols = _header_cols(path)
+    yield from parse_records(cols, records)
 
 
 def _header_cols(path: Path) -> CanonicalColumns:
@@ -277,7 +304,7 @@ def _read(path: Path, read: Any, line: int) -> bytes:
         data: bytes = read()
         return data
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
-        raise HistoryError(f"{path}: after record {line}: unreadable: {exc}") from None
+        raise TickFileError(f"{path}: after record {line}: unreadable: {exc}") from None
 
 
 class _Joined(io.RawIOBase):

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connectors.files import BadRow, canonical_table, parse_records
 from connectors.history import batch_readers
 from connectors.history.batch import TickBatch
-from connectors.history.batch_readers import read_batches
+from connectors.history.batch_readers import numbered_csv, numbered_rows, read_batches
 from connectors.history.parse import BadLine, Row, read_history
 from offline.convert import convert_paths
 from stages.types import Tick
@@ -162,6 +163,22 @@ def test_generated_csv_files_read_the_same(tmp_path: Path, body: str, block: int
     path = tmp_path / "gen.csv"
     path.write_bytes((HEADER + body).encode("utf-8"))
     same("csv", path)
+    same_numbered(path)
+    gz = tmp_path / "gen.csv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    same_numbered(gz)
+
+
+def same_numbered(path: Path) -> None:
+    """``tickstream process``'s reader gives parse_records' records: numbers, ticks to the
+    bit, bad rows with their whole text and the same detail."""
+    def key(rows: Iterable[tuple[int, Tick | BadRow]]) -> list[object]:
+        return [(n, (r.line, r.text, r.detail) if isinstance(r, BadRow) else bits([r])[0])
+                for n, r in rows]
+
+    table = canonical_table(path)
+    want = key(parse_records(*table)) if table is not None else []
+    assert key(numbered_rows(numbered_csv(path))) == want
 
 
 def test_blocks_of_clean_rows_are_batches_and_a_bad_block_keeps_its_line_numbers(
@@ -176,6 +193,11 @@ def test_blocks_of_clean_rows_are_batches_and_a_bad_block_keeps_its_line_numbers
     bad = [i for i in items if isinstance(i, BadLine)]
     assert [(b.line, b.text) for b in bad] == [(1_502, rows[1_500])]
     assert bits(flat(items)) == bits(list(read_history("csv", path)))
+    numbered = list(numbered_csv(path))
+    assert sum(isinstance(b, TickBatch) for _n, b in numbered) > 1
+    assert (1_502, BadRow(1_502, rows[1_500], "invalid literal for int() with base 10: 'oops'")) \
+        in numbered
+    same_numbered(path)
 
 
 def test_a_quote_hands_the_rest_of_the_file_to_the_row_reader(
@@ -187,6 +209,7 @@ def test_a_quote_hands_the_rest_of_the_file_to_the_row_reader(
     path = tmp_path / "q.csv"
     path.write_text(HEADER + "\n".join(rows) + "\n")
     assert len(same("csv", path)) == 50
+    same_numbered(path)
     undecodable = tmp_path / "u.csv"
     undecodable.write_bytes(HEADER.encode() + b"OANDA,EURUSD,1,1.1,1.2,,,,\n\xff\xfe,1\n")
     with pytest.raises(Exception) as fast:

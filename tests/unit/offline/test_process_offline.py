@@ -16,12 +16,12 @@ import pytest
 from pipeline_helpers import train_on_files
 
 from connectors.files import (
-    CanonicalColumns,
+    BadRow,
     TickFileError,
-    canonical_table,
     data_rows,
     write_canonical,
 )
+from connectors.history.batch_readers import numbered_csv, numbered_rows
 from connectors.history.parse import read_history
 from offline import process_shard
 from offline.decide import decide_in_order
@@ -194,12 +194,11 @@ def _on_usdjpy_rows(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None])
     """Make the shard that is given USDJPY rows call ``action`` (in that forked child)."""
     original = Shard.feed
 
-    def feed(self: Shard, i: int, cols: CanonicalColumns,
-             records: Iterable[tuple[int, str]]) -> None:
-        records = list(records)
-        if any(",USDJPY," in text for _n, text in records):
+    def feed(self: Shard, i: int, items: Iterable[tuple[int, Tick | BadRow]]) -> None:
+        items = list(items)
+        if any(isinstance(t, Tick) and t.symbol == "USDJPY" for _n, t in items):
             action()
-        original(self, i, cols, records)
+        original(self, i, items)
 
     monkeypatch.setattr(Shard, "feed", feed)
 
@@ -259,9 +258,7 @@ def _shard_run(src: Path, sink_dir: Path | None) -> ShardResult:
     config = PipelineConfig.from_settings(settings)
     sink = RowSink(sink_dir) if sink_dir is not None else None
     shard = Shard(config, ContextBook(prune_lag_ms=None), [src], sink, record_ticks=True)
-    table = canonical_table(src)
-    assert table is not None
-    shard.feed(0, *table)
+    shard.feed(0, numbered_rows(numbered_csv(src)))
     result = shard.finish()
     if sink is not None:
         sink.close()

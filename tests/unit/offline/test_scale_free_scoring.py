@@ -117,3 +117,31 @@ def test_a_symbol_the_model_never_saw_is_not_scored(
         out.clear()
     assert symbols == {"EURUSD"}
     assert pipeline.not_scored["untrained_symbol"] > 100
+
+
+def test_process_scoring_in_one_batch_decides_as_the_worker_scoring_bar_by_bar(
+    two_symbols_csv: Path, rsi_model: Path, tmp_path: Path,
+) -> None:
+    # process scores all bars at once after its shards (Pipeline.prescore); the worker
+    # scores each bar as it closes (predict_one). Same commands, confidences to the bit.
+    pipeline = Pipeline(PipelineConfig.from_settings(SETTINGS), models=ModelStore(rsi_model))
+    pipeline.models.latest()  # type: ignore[union-attr]
+    out = Outputs()
+    live = []
+    for tick in read_canonical(two_symbols_csv):
+        assert isinstance(tick, Tick)
+        pipeline.on_tick(tick, out)
+        live += out.commands
+        out.clear()
+    pipeline.flush(out)
+    live += out.commands
+    for jobs in (1, 2):
+        result = run_process([two_symbols_csv], SETTINGS, rsi_model, tmp_path / str(jobs),
+                             jobs=jobs)
+        with (tmp_path / str(jobs) / "commands.csv").open() as fh:
+            offline = list(csv.DictReader(fh))
+        assert sum(result["commands"].values()) == len(offline) == len(live) > 5
+        for got, want in zip(offline, live, strict=True):
+            assert (got["command_id"], got["action"], got["symbol"], int(got["bar_time"])) \
+                == (want.command_id, want.action, want.symbol, want.bar_time)
+            assert float(got["confidence"]) == want.confidence  # written as repr: exact

@@ -119,6 +119,24 @@ def test_scores_are_bit_for_bit_deterministic(trained: Path) -> None:
     assert b.predict_many([]).shape == (0,)
 
 
+def test_calibrated_batch_scores_are_the_one_row_scores_bit_for_bit(
+        trained: Path, tmp_path: Path) -> None:
+    # tickstream process scores all bars in one batch; with a calibration map each score
+    # must still be exactly what predict_one (the worker's path) gives.
+    copy_version(trained, tmp_path, "v2")
+    meta_file = meta_path_for(tmp_path, "v2")
+    meta = json.loads(meta_file.read_text())
+    meta["calibration"] = {"method": "platt", "a": 0.8731, "b": -0.1127}
+    meta_file.write_text(json.dumps(meta))
+    model = Model.load(meta_file)
+    assert model._cal is not None
+    rows, _ = DATA
+    probes = [dict(r, rsi_14=None) if i % 7 == 0 else r for i, r in enumerate(rows[:200])]
+    one = [bits(model.predict_one(r)) for r in probes]
+    assert [bits(float(p)) for p in model.predict_many(probes)] == one
+    assert len(set(one)) > 50  # the rows really score differently
+
+
 def test_the_one_row_fast_path_gives_inplace_predicts_bits(trained: Path) -> None:
     # predict_one calls xgboost's C prediction directly (no wrapper work per call): on
     # random rows with missing values it must give exactly what inplace_predict gives.
