@@ -471,7 +471,8 @@ def run_pipeline(ticks: Sequence[Tick], config: PipelineConfig, models: ModelSto
     As ``tickstream process``: one pipeline, decisions in the order the bars close, the
     open bars flushed at the end symbol by symbol, no calendar/news events.
     """
-    pipeline = Pipeline(config, models=models, context=ContextBook(prune_lag_ms=None))
+    pipeline = Pipeline(config, models=models, context=ContextBook(prune_lag_ms=None),
+                        checkpointed=False)
     out = Outputs()
     commands: list[TradingCommand] = []
     clean: dict[str, dict[str, tuple[array[int], array[float], array[float]]]] = {}

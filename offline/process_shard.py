@@ -200,7 +200,8 @@ class Shard:
 
     def __init__(self, config: PipelineConfig, context: ContextBook, files: Sequence[Path],
                  sink: RowSink | None, record_ticks: bool = False) -> None:
-        self.pipeline = Pipeline(config, context=context, defer_decisions=True)
+        self.pipeline = Pipeline(config, context=context, defer_decisions=True,
+                                 checkpointed=False)
         self.record_ticks = record_ticks
         # Since the last drain, with ``record_ticks``: the key of each row that added
         # accepted ticks and the length of ``out.clean`` after it (the ticks go on their

@@ -155,7 +155,7 @@ def _features_of(groups: Mapping[str, list[Tick]], symbols: Sequence[str],
                  config: PipelineConfig) -> dict[str, list[FeatureVector]]:
     """The feature vectors of ``symbols``, one after another through one pipeline."""
     time_of = attrgetter("time_msc")
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(config, checkpointed=False)
     out = Outputs()
     by_symbol: dict[str, list[FeatureVector]] = {}
     for symbol in symbols:

@@ -56,10 +56,14 @@ class Deduplicator:
     * Expiry is amortised O(1) per tick (a set for lookups, a deque in arrival order).
     """
 
-    __slots__ = ("_brokers", "_dirty", "_segments", "duplicates_by_broker", "segment_ms",
-                 "window_ms")
+    __slots__ = ("_brokers", "_dirty", "_segments", "_track", "duplicates_by_broker",
+                 "segment_ms", "window_ms")
 
-    def __init__(self, window_ms: int = 600_000, segment_ms: int = SEGMENT_MS) -> None:
+    def __init__(self, window_ms: int = 600_000, segment_ms: int = SEGMENT_MS,
+                 track_changes: bool = True) -> None:
+        """``track_changes=False`` (offline runs, never checkpointed): the window is not
+        also kept as segments for :meth:`take_changes`, which then reports nothing. Over a
+        whole history those segments would hold every tick's key to the end of the run."""
         if window_ms < 0:
             raise ValueError(f"window_ms must be >= 0, got {window_ms}")
         if segment_ms <= 0:
@@ -72,6 +76,7 @@ class Deduplicator:
         # the live worker persists the window (see take_changes). Only append and drop.
         self._segments: dict[int, list[tuple[str, _Key]]] = {}
         self._dirty: set[int] = set()
+        self._track = track_changes
 
     def is_duplicate(self, tick: Tick) -> bool:
         """True when ``tick`` repeats one already seen within its broker's horizon."""
@@ -98,6 +103,8 @@ class Deduplicator:
             return True
         keys.add(key)
         order.append(key)
+        if not self._track:
+            return False
         seg = t // self.segment_ms
         entries = self._segments.get(seg)
         if entries is None:

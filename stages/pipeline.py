@@ -128,9 +128,10 @@ class SymbolState:
     __slots__ = ("bars", "consolidator", "dedupe", "indicators", "symbol", "validator",
                  "watch")
 
-    def __init__(self, symbol: str, spec: SymbolSpec, config: PipelineConfig) -> None:
+    def __init__(self, symbol: str, spec: SymbolSpec, config: PipelineConfig,
+                 checkpointed: bool = True) -> None:
         self.symbol = symbol
-        self.dedupe = Deduplicator(config.dedupe_window_ms)
+        self.dedupe = Deduplicator(config.dedupe_window_ms, track_changes=checkpointed)
         self.validator = Validator(spec, ValidationRules.for_level(config.validation_level, spec))
         self.consolidator = Consolidator(symbol, config.staleness_ms, config.priorities)
         self.bars = BarBuilder(symbol)
@@ -195,9 +196,14 @@ class Pipeline:
         context: ContextBook | None = None,
         clock_us: Callable[[], int] | None = None,
         defer_decisions: bool = False,
+        checkpointed: bool = True,
     ) -> None:
         self.config = config
         self.defer_decisions = defer_decisions
+        #: False for a run whose state is never checkpointed (``tickstream process``,
+        #: ``replay``, ``backtest``): the dedupe window is then not kept a second time
+        #: as the segments the worker persists (:meth:`Deduplicator.take_changes`).
+        self.checkpointed = checkpointed
         self.models = models
         self.context = context if context is not None else ContextBook()
         self.risk = RiskManager(
@@ -222,7 +228,8 @@ class Pipeline:
             spec = self.config.symbols.get(symbol)
             if spec is None:
                 return None
-            st = self.states[symbol] = SymbolState(symbol, spec, self.config)
+            st = self.states[symbol] = SymbolState(symbol, spec, self.config,
+                                                   self.checkpointed)
         return st
 
     def snapshot_symbol(self, symbol: str, segmented: bool = False) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -253,7 +254,7 @@ def _csv_block(block: bytes, cols: CanonicalColumns,
         names = words.dictionary.to_pylist()
         if "" in names:
             return None
-        codes.append((tuple(names), words.indices.to_numpy().astype(np.int32)))
+        codes.append((tuple(names), _numpy(words.indices).astype(np.int32)))
     optional: list[Any] = []
     for i in (cols.last, cols.volume, cols.seq, cols.recv_time_us):
         values = None if i < 0 else column(i)
@@ -262,10 +263,22 @@ def _csv_block(block: bytes, cols: CanonicalColumns,
         elif values.null_count:
             return None
         else:
-            optional.append(values.to_numpy())
+            optional.append(_numpy(values))
     (brokers, bcode), (symbols, scode) = codes
-    return TickBatch(brokers, symbols, bcode, scode, column(cols.time_msc).to_numpy(),
-                     column(cols.bid).to_numpy(), column(cols.ask).to_numpy(), *optional)
+    return TickBatch(brokers, symbols, bcode, scode, _numpy(column(cols.time_msc)),
+                     _numpy(column(cols.bid)), _numpy(column(cols.ask)), *optional)
+
+
+def _numpy(values: pa.Array) -> npt.NDArray[Any]:
+    """A primitive Arrow array without nulls as a read-only numpy view of its buffer.
+
+    What ``values.to_numpy()`` gives, without its first call's import of pandas (0.2-0.3 s
+    here, before a loader's first record or a process shard's first tick)."""
+    if values.null_count:
+        raise ValueError("an array with nulls has no plain numpy view")
+    dtype = np.dtype(values.type.to_pandas_dtype())
+    return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values),
+                         offset=values.offset * dtype.itemsize)
 
 
 def _row(path: Path, item: Tick | BadRow) -> Tick | BadLine:
@@ -365,7 +378,7 @@ def _lean_file(data: bytes, broker: str, symbol: str, midnight: int) -> TickBatc
     lines = sum(1 for raw in data.split(b"\n") if raw.strip())
     if table.num_rows != lines:
         return None
-    ms, bid, ask = (c.combine_chunks().to_numpy() for c in table.columns)
+    ms, bid, ask = (_numpy(c.combine_chunks()) for c in table.columns)
     return TickBatch.of_stream(broker, symbol, ms + midnight, bid, ask)
 
 

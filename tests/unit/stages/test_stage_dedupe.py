@@ -186,3 +186,23 @@ def test_segments_written_after_the_meta_do_not_leak_into_a_restore() -> None:
     r.restore_segmented(meta, {int(s): store.get(int(s)) for s in meta["segments"]})
     assert r.is_duplicate(first)  # known at the checkpoint
     assert not r.is_duplicate(later)  # processed after it: replayed, so not a duplicate
+
+
+def test_without_change_tracking_the_answers_are_the_same_and_no_segments_are_kept() -> None:
+    # Offline runs are never checkpointed: the window is not kept a second time as segments
+    # (a whole history's keys otherwise stay there to the end of the run).
+    rng = random.Random(11)
+    ticks = []
+    for i in range(20_000):
+        t = T0 + i * 50 + rng.randint(-400, 400)
+        ticks.append(tick(t, broker=rng.choice(["b1", "b2"])))
+        if rng.random() < 0.1:
+            ticks.append(ticks[rng.randrange(max(0, len(ticks) - 50), len(ticks))])
+    tracked = Deduplicator(window_ms=60_000)
+    untracked = Deduplicator(window_ms=60_000, track_changes=False)
+    answers = [tracked.is_duplicate(t) for t in ticks]
+    assert [untracked.is_duplicate(t) for t in ticks] == answers
+    assert sum(answers) > 1_000 and untracked.duplicates_by_broker == tracked.duplicates_by_broker
+    assert tracked.snapshot_meta()["segments"]  # the checkpointed one has them
+    assert untracked.snapshot_meta()["segments"] == {}
+    assert untracked.take_changes() == ({}, [])
