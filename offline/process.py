@@ -360,5 +360,5 @@ def _send_batch(i: int, first: int, batch: TickBatch, owner_of: Callable[[str], 
             if start < len(part):
                 piece = slice(start, start + CHUNK)
                 if progress is not None:
-                    progress(len(nums[piece]))
+                    progress(min(CHUNK, len(part) - start))
                 send(k, (i, nums[piece], part.take(piece)))

@@ -57,7 +57,7 @@ from connectors.history.parse import (
     bi5_records,
     bi5_start_ms,
     bi5_truncated,
-    check_options,
+    checked_path,
     dukascopy_files,
     dukascopy_symbol,
     lean_data,
@@ -68,7 +68,6 @@ from connectors.history.parse import (
     read_history,
     read_lean,
     symbol_of,
-    zone_of,
 )
 from stages.types import Tick
 
@@ -89,11 +88,7 @@ _BI5_DTYPE = np.dtype([("ms", ">u4"), ("ask", ">u4"), ("bid", ">u4"), ("ask_v", 
 def read_batches(fmt: str, path: Path | str, *, broker: str | None = None,
                  symbol: str | None = None, tz: str | None = None) -> Iterator[Item]:
     """Batches, ticks and bad lines of one path, in file order (see the module doc)."""
-    path = Path(path)
-    check_options(fmt, broker=broker, symbol=symbol, tz=tz)
-    if not path.exists():
-        raise HistoryError(f"{path}: no such file or folder")
-    zone = zone_of(tz)
+    path, zone = checked_path(fmt, path, broker=broker, symbol=symbol, tz=tz)
     if fmt == "csv":
         return csv_batches(path)
     if fmt == "lean":

@@ -503,16 +503,23 @@ def check_options(fmt: str, *, broker: str | None = None, symbol: str | None = N
                            "most brokers Europe/Athens, i.e. UTC+2/+3 with US DST)")
 
 
+def checked_path(fmt: str, path: Path | str, *, broker: str | None, symbol: str | None,
+                 tz: str | None) -> tuple[Path, object | None]:
+    """What every reader checks first: the options (:func:`check_options`) and that the
+    path is there; the path and the zone ``tz`` names. Raises :class:`HistoryError`."""
+    path = Path(path)
+    check_options(fmt, broker=broker, symbol=symbol, tz=tz)
+    if not path.exists():
+        raise HistoryError(f"{path}: no such file or folder")
+    return path, zone_of(tz)
+
+
 def read_history(
     fmt: str, path: Path | str, *, broker: str | None = None, symbol: str | None = None,
     tz: str | None = None,
 ) -> Iterator[Row]:
     """Ticks and bad lines of one path (a file, or a folder for ``dukascopy`` and ``lean``)."""
-    path = Path(path)
-    check_options(fmt, broker=broker, symbol=symbol, tz=tz)
-    if not path.exists():
-        raise HistoryError(f"{path}: no such file or folder")
-    zone = zone_of(tz)
+    path, zone = checked_path(fmt, path, broker=broker, symbol=symbol, tz=tz)
     if fmt == "csv":
         return read_csv(path)
     if fmt == "lean":
