@@ -8,7 +8,7 @@ Checks, in order (the first failing one names the rejection; see ``stages.types`
 ``unknown_symbol``
     the validator has no :class:`SymbolSpec`, or the tick's symbol is not the validator's.
 ``malformed``
-    bid or ask is NaN or infinite.
+    bid or ask is NaN or infinite, or so large that their mid would overflow to infinity.
 ``non_positive_price``
     bid <= 0 or ask <= 0.
 ``crossed_quote``
@@ -280,7 +280,9 @@ class Validator:
             return Reject(UNKNOWN_SYMBOL, f"{tick.symbol!r} routed to validator of {spec.name}")
         bid = tick.bid
         ask = tick.ask
-        if not (math.isfinite(bid) and math.isfinite(ask)):
+        if not math.isfinite(bid + ask):  # NaN, an infinity, or a mid that would overflow
+            if math.isfinite(bid) and math.isfinite(ask):
+                return Reject(MALFORMED, f"price out of range bid={bid!r} ask={ask!r}")
             return Reject(MALFORMED, f"non-finite price bid={bid!r} ask={ask!r}")
         if bid <= 0.0 or ask <= 0.0:
             return Reject(NON_POSITIVE_PRICE, f"bid={bid!r} ask={ask!r}")

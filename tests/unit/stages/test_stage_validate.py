@@ -126,10 +126,12 @@ def test_malformed_and_non_positive_prices() -> None:
     assert reason(v, Tick("b1", "EURUSD", T0, math.nan, 1.1)) == MALFORMED
     assert reason(v, Tick("b1", "EURUSD", T0, 1.1, math.inf)) == MALFORMED
     assert reason(v, Tick("b1", "EURUSD", T0, -math.inf, 1.1)) == MALFORMED
-    assert reason(v, Tick("b1", "EURUSD", T0, 0.0, 1.1)) == NON_POSITIVE_PRICE
+    huge = 8.98846567431158e307  # finite, but bid + ask overflows: the mid would be inf
+    assert reason(v, Tick("b1", "EURUSD", T0, huge, huge)) == MALFORMED
     assert reason(v, Tick("b1", "EURUSD", T0, 1.1, 0.0)) == NON_POSITIVE_PRICE
+    assert reason(v, Tick("b1", "EURUSD", T0, 0.0, 1.1)) == NON_POSITIVE_PRICE
     assert reason(v, Tick("b1", "EURUSD", T0, -1.1, -1.0)) == NON_POSITIVE_PRICE
-    assert v.rejected_by_reason == {MALFORMED: 3, NON_POSITIVE_PRICE: 3}
+    assert v.rejected_by_reason == {MALFORMED: 4, NON_POSITIVE_PRICE: 3}
     assert v.accepted == 0
 
 
