@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from connectors.kafka_client import KafkaClientSettings
+from offline.backtest_defaults import DEFAULT_LATENCY_MS, DEFAULT_RANDOM_RUNS, DEFAULT_SEED
 from offline.replay import ticks_from_files, ticks_from_topic
 from schemas.records import TradingCommand
 from stages.context import ContextBook
@@ -62,9 +63,6 @@ from stages.types import MINUTE_MS, Tick
 
 LOT_UNITS = 100_000
 ACCOUNT_CURRENCY = "USD"
-DEFAULT_LATENCY_MS = 250
-DEFAULT_RANDOM_RUNS = 200
-DEFAULT_SEED = 0
 BOOTSTRAP_SAMPLES = 2000
 TRADING_DAYS = 252
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "max_hold", "end_of_data")

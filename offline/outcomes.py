@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from offline.backtest import DEFAULT_LATENCY_MS, Quotes, Trade, simulate, utc_day
+from offline.backtest import Quotes, Trade, simulate, utc_day
+from offline.backtest_defaults import DEFAULT_LATENCY_MS
 from schemas.records import TradingCommand
 from stages.risk import exit_code
 from stages.types import MINUTE_MS

@@ -38,10 +38,12 @@ import os
 import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xgboost as xgb
+
+if TYPE_CHECKING:  # xgboost (and the scikit-learn it imports) load with the first model
+    import xgboost as xgb
 
 __all__ = [
     "CURRENT_FILE",
@@ -364,6 +366,8 @@ class Model:
             digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
         except OSError as exc:
             raise ModelError(f"{model_path}: cannot read model: {_first_line(exc)}") from None
+        import xgboost as xgb  # here, not at the top: a command with no model starts 1 s sooner
+
         try:
             booster = xgb.Booster(model_file=str(model_path))
         except (xgb.core.XGBoostError, OSError, ValueError) as exc:

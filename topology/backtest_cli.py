@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from offline.backtest import DEFAULT_LATENCY_MS, DEFAULT_RANDOM_RUNS, DEFAULT_SEED
+from offline.backtest_defaults import DEFAULT_LATENCY_MS, DEFAULT_RANDOM_RUNS, DEFAULT_SEED
 
 DEFAULT_OUT = "var/backtest"
 

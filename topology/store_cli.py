@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from offline.backtest import DEFAULT_LATENCY_MS
+from offline.backtest_defaults import DEFAULT_LATENCY_MS
 from storage.backend import Backend, Result
 from storage.errors import StorageError
 from storage.queries import TIMEFRAMES_MS

@@ -24,6 +24,17 @@ def test_help_lists_every_command() -> None:
         assert cmd in out.stdout
 
 
+def test_the_command_line_loads_no_model_library_until_it_needs_one() -> None:
+    # xgboost pulls in scikit-learn, scipy and pandas (about a second); TA-Lib pulls in
+    # pandas. Building the parser (every command, --help included) must import none of them.
+    code = (
+        "import sys; from topology.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('xgboost', 'sklearn', 'talib', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_bad_setting_is_a_clean_error() -> None:
     import os
 
