@@ -179,11 +179,6 @@ def register(w: Wiring, context: ContextSync, control: ControlView,
     async def checkpoint_when_quiet() -> None:
         await worker.checkpoint_when_quiet()
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def load_model() -> None:
-        await asyncio.get_running_loop().run_in_executor(None, models.latest)
-        log.info("model status: %s", models.status())
-
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def reload_model() -> None:
         """A newer model in the directory is used from the next bar on, without restart."""
@@ -252,6 +247,11 @@ class PipelineAgent:
     # ---- the stream ---------------------------------------------------------------------
     async def run(self, stream: Any) -> None:
         self.stream = stream
+        # The model before the first batch: a bar decided while it still loads (importing
+        # xgboost alone takes a second) would make no command where an offline run of the
+        # same ticks makes one. Off the event loop, which keeps the group's heartbeats.
+        await asyncio.get_running_loop().run_in_executor(None, self.models.latest)
+        log.info("model status: %s", self.models.status())
         async for messages in take_ready(stream, BATCH_MAX, lane=self.lane):
             # Decoded before any stage sees the batch, outside the lock (a rebalance must
             # not wait for a registry outage); None: stopped while waiting for it.

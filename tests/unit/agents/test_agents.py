@@ -127,6 +127,28 @@ async def test_pipeline_agent_publishes_checkpoints_and_dead_letters(app: Any) -
     assert "ICM" in quality
 
 
+async def test_pipeline_agent_loads_its_model_before_its_first_batch(
+    app: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A slow load (importing xgboost takes a second) must not let bars be decided without
+    # the model: online would make fewer commands than offline on the same ticks.
+    from stages.score import ModelStore
+
+    real = ModelStore.latest
+    published_while_loading: list[int] = []
+
+    def slow_latest(self: ModelStore) -> Any:
+        time.sleep(0.3)
+        published_while_loading.append(len(app.producer.by_topic("u.ticks.clean")))
+        return real(self)
+
+    monkeypatch.setattr(ModelStore, "latest", slow_latest)
+    async with agent(app, "pipeline").test_context() as ag:
+        await ag.put(raw_tick(0), key=b"EURUSD")
+        await until(lambda: app.producer.by_topic("u.ticks.clean"))
+    assert published_while_loading == [0]
+
+
 async def test_pipeline_agent_processes_nothing_after_its_last_checkpoint(app: Any) -> None:
     """SIGTERM: once the last checkpoint is written, later events are left for the next
     owner (unacked); processing them would send outputs no checkpoint covers."""
