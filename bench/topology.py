@@ -33,10 +33,11 @@ default, any canonical CSV, or the simulator), the same ticks for each:
   run on a fresh app with the storage sink process beside the worker (into a private
   clickhouse-server); ``sink_beside_topology`` gives the sink's lag when the worker's last
   output is out, its catch-up time and rows/s (``with_sink=False``: not measured).
-* ``offline_process_ticks_per_s``: ``tickstream process`` on the input CSV, with its
-  default jobs (``offline_process_jobs``: one shard process per usable CPU) and, for
-  reference, ``offline_process_one_job_ticks_per_s`` with ``--jobs 1``. ``stages_compiled``
-  says whether the per-tick stages ran compiled (``make native``).
+* ``offline_process_ticks_per_s``: ``tickstream process`` on the input CSV (its own
+  ``ticks_per_s``: timed from after the model load to its summary), with its default
+  jobs (``offline_process_jobs``: one shard process per usable CPU) and, for reference,
+  ``offline_process_one_job_ticks_per_s`` with ``--jobs 1``. ``stages_compiled`` says
+  whether the per-tick stages ran compiled (``make native``).
 """
 
 from __future__ import annotations

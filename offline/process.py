@@ -135,7 +135,6 @@ def run_process(
                 shutil.rmtree(scratch, ignore_errors=True)
     if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():
         jobs = 1  # the shards share the loaded settings and events by forking
-    started = time.perf_counter()
     models: ModelStore | None = None
     if model_dir is not None and require_model:
         models = require_model_in(model_dir)
@@ -144,6 +143,9 @@ def run_process(
             require_model_in(model_dir)  # raises, naming the problem
         models = ModelStore(model_dir)
         models.latest()  # warns when there is none, as the worker does
+    # ``seconds`` and ``ticks_per_s`` time the work on the input: from here, after the model
+    # and the library it needs (xgboost imports scikit-learn: a second) are loaded.
+    started = time.perf_counter()
     book = ContextBook(prune_lag_ms=None)
     n_events = 0
     for path in events:
