@@ -136,7 +136,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         from topology.preflight import require_broker
 
         require_broker(settings)  # one line, not the client's connection warnings first
-    _batch_gc(settings)
+    _batch_gc(settings, model=True)
     t0 = time.perf_counter()
     try:
         with _progress(args, "read") if args.topic else nullcontext() as read_bar, \

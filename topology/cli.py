@@ -144,11 +144,17 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
-def _batch_gc(settings: Settings) -> None:
+def _batch_gc(settings: Settings, model: bool = False) -> None:
     """The worker's garbage-collector tuning (topology/app.py) for a batch command: the
     imported libraries' heap is frozen and young collections run every
-    TICKSTREAM_GC_GEN0_THRESHOLD allocations (engine/gc.py, docs/platform-notes.md)."""
+    TICKSTREAM_GC_GEN0_THRESHOLD allocations (engine/gc.py, docs/platform-notes.md).
+
+    ``model``: the command will load a model, so its library is imported first (xgboost
+    brings scikit-learn, scipy and pandas: ~10^5 objects, frozen with the rest)."""
     from engine.gc import freeze_startup_heap
+
+    if model:
+        import xgboost  # noqa: F401
 
     freeze_startup_heap(settings.gc_gen0_threshold, logging.DEBUG)
 
@@ -165,7 +171,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     for e in args.events:
         if not Path(e).is_file():
             raise FileNotFoundError(2, "no such events file", e)
-    _batch_gc(settings)
+    _batch_gc(settings, model=args.model is not None)
     with _progress(args, "process", total=_rows_total(files)) as bar:
         result = run_process(
             files, settings,
