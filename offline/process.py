@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from multiprocessing.connection import Connection
 from operator import itemgetter
 from pathlib import Path
@@ -237,6 +238,8 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
         with interrupts_deferred():
             parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir)) if out_dir else None
             pipes = [ctx.Pipe(duplex=False) for _ in range(jobs)]
+            for _r, w in pipes:
+                widen_pipe(w)
             backs = [ctx.Pipe(duplex=False) for _ in range(jobs)]
             for k in range(jobs):
                 sink = KeyedParts(parts, k) if parts is not None else None
@@ -268,6 +271,22 @@ def _run_forked(files: Sequence[Path], config: PipelineConfig, book: ContextBook
 
 
 CHUNK = 2048
+#: Bytes a shard's input pipe holds (Linux's default is 64 KiB, less than one chunk).
+PIPE_BYTES = 1 << 20
+
+
+def widen_pipe(conn: Connection) -> None:
+    """Let the parent parse ahead of the shards: with Linux's 64 KiB pipe the parent blocked
+    on every chunk it sent, so a shard starved whenever the parent was parsing the next
+    block. Up to ``PIPE_BYTES`` (capped by ``/proc/sys/fs/pipe-max-size``); a platform
+    without ``F_SETPIPE_SZ`` keeps its default."""
+    import fcntl
+
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is None:
+        return
+    with suppress(OSError):  # over the system's cap (an unprivileged process): the default
+        fcntl.fcntl(conn.fileno(), setsize, PIPE_BYTES)
 
 
 def _counted(records: Iterable[T], progress: Callable[[int], None]) -> Iterator[T]:
