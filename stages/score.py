@@ -51,6 +51,7 @@ __all__ = [
     "Model",
     "ModelError",
     "ModelStore",
+    "import_model_library",
     "meta_path_for",
     "model_path_for",
     "natural_key",
@@ -183,6 +184,14 @@ class _DenseRowPredictor:
             return cls(booster, row)._call
         except (ImportError, AttributeError, TypeError, ValueError):
             return None
+
+
+def import_model_library() -> None:
+    """Import xgboost now. It imports scikit-learn, scipy and pandas (a second, ~10^5
+    objects), which is why nothing imports it before a model is loaded; a process that
+    will load one calls this before freezing its start-up heap, so those objects are
+    frozen with the rest."""
+    import xgboost  # noqa: F401
 
 
 class Model:

@@ -61,10 +61,9 @@ class TickstreamApp(faust.App):  # type: ignore[misc]
         if status is not None:
             # Broker unreachable: /health/ not-ok; broker lost our topics: exit (state_guard).
             self.add_future(BrokerWatch(self.settings, status).run())
-        # The model library (xgboost imports scikit-learn, scipy and pandas) before the
-        # heap is frozen, so that its objects are frozen with the rest.
-        import xgboost  # noqa: F401
+        from stages.score import import_model_library
 
+        import_model_library()  # before the freeze: its objects are frozen too
         freeze_startup_heap(self.settings.gc_gen0_threshold)
         from stages import native
 

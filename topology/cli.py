@@ -149,12 +149,14 @@ def _batch_gc(settings: Settings, model: bool = False) -> None:
     imported libraries' heap is frozen and young collections run every
     TICKSTREAM_GC_GEN0_THRESHOLD allocations (engine/gc.py, docs/platform-notes.md).
 
-    ``model``: the command will load a model, so its library is imported first (xgboost
-    brings scikit-learn, scipy and pandas: ~10^5 objects, frozen with the rest)."""
+    ``model``: the command will load a model, so its library is imported first and
+    frozen with the rest (``stages.score.import_model_library``)."""
     from engine.gc import freeze_startup_heap
 
     if model:
-        import xgboost  # noqa: F401
+        from stages.score import import_model_library
+
+        import_model_library()
 
     freeze_startup_heap(settings.gc_gen0_threshold, logging.DEBUG)
 
